@@ -1,0 +1,233 @@
+package index
+
+import (
+	"encoding/binary"
+	"fmt"
+	"hash/crc32"
+	"math"
+
+	"github.com/stenod/stenod/flow"
+)
+
+// The index file format, version 1 (docs/formats.md has the full spec).
+// All integers little endian.
+//
+//	header, 96 bytes:
+//	  0  magic "STENODIX"
+//	  8  version u32 (FormatVersion)
+//	 12  flags u32 (bit 0: timestamps monotone in file order)
+//	 16  first ts i64 | 24 last ts i64
+//	 32  packets u64  | 40 wire bytes u64
+//	 48  data end i64 (pcap bytes covered)
+//	 56  flows u32    | 60 blocks u32
+//	 64  flows section length u64
+//	 72  positions section length u64
+//	 80  interface name length u16, 14 bytes reserved (zero)
+//	interface name
+//	blocks: 24 bytes each (offset i64, min ts i64, max ts i64)
+//	flows section: one variable-length record per flow (flowRecord below)
+//	positions section: per flow, in flow order, its packet offsets as
+//	  uvarint(first offset) then uvarint(offset - previous offset) each
+//	crc32c (Castagnoli) u32 of everything before it
+const (
+	FormatVersion = 1
+	magic         = "STENODIX"
+	headerSize    = 96
+	blockSize     = 24
+	maxIfaceName  = 256
+	flagMonotone  = 1
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// A flow record: flags u8, ethertype u16, proto u8; src and dst (4 bytes each
+// for IPv4, 16 for IPv6, absent otherwise); ports u16 u16 if FlagPorts; vlan
+// u16 per VLAN flag; mpls u32 if FlagMPLS; then uvarints: first ts minus the
+// header's first ts, last minus first, packets, bytes, length in bytes of the
+// flow's positions.
+const knownFlags = flow.FlagIPv4 | flow.FlagIPv6 | flow.FlagPorts | flow.FlagFragment |
+	flow.FlagVLAN0 | flow.FlagVLAN1 | flow.FlagMPLS
+
+func appendFlow(dst []byte, f *Flow, base int64, posLen int) []byte {
+	k := &f.Key
+	le := binary.LittleEndian
+	dst = append(dst, byte(k.Flags))
+	dst = le.AppendUint16(dst, k.EtherType)
+	dst = append(dst, k.Proto)
+	switch {
+	case k.Flags&flow.FlagIPv4 != 0:
+		dst = append(append(dst, k.Src[:4]...), k.Dst[:4]...)
+	case k.Flags&flow.FlagIPv6 != 0:
+		dst = append(append(dst, k.Src[:]...), k.Dst[:]...)
+	}
+	if k.Flags&flow.FlagPorts != 0 {
+		dst = le.AppendUint16(le.AppendUint16(dst, k.SrcPort), k.DstPort)
+	}
+	if k.Flags&flow.FlagVLAN0 != 0 {
+		dst = le.AppendUint16(dst, k.VLAN[0])
+	}
+	if k.Flags&flow.FlagVLAN1 != 0 {
+		dst = le.AppendUint16(dst, k.VLAN[1])
+	}
+	if k.Flags&flow.FlagMPLS != 0 {
+		dst = le.AppendUint32(dst, k.MPLS)
+	}
+	dst = binary.AppendUvarint(dst, uint64(f.First-base))
+	dst = binary.AppendUvarint(dst, uint64(f.Last-f.First))
+	dst = binary.AppendUvarint(dst, f.Packets)
+	dst = binary.AppendUvarint(dst, f.Bytes)
+	return binary.AppendUvarint(dst, uint64(posLen))
+}
+
+// decoder reads a byte slice and remembers the first error.
+type decoder struct {
+	b   []byte
+	err error
+}
+
+func (d *decoder) fail(format string, args ...any) {
+	if d.err == nil {
+		d.err = fmt.Errorf("%w: "+format, append([]any{ErrCorrupt}, args...)...)
+	}
+}
+
+func (d *decoder) bytes(n int) []byte {
+	if d.err != nil {
+		return nil
+	}
+	if n < 0 || n > len(d.b) {
+		d.fail("record runs past its section")
+		return nil
+	}
+	v := d.b[:n]
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *decoder) u8() uint8 {
+	if b := d.bytes(1); b != nil {
+		return b[0]
+	}
+	return 0
+}
+
+func (d *decoder) u16() uint16 {
+	if b := d.bytes(2); b != nil {
+		return binary.LittleEndian.Uint16(b)
+	}
+	return 0
+}
+
+func (d *decoder) u32() uint32 {
+	if b := d.bytes(4); b != nil {
+		return binary.LittleEndian.Uint32(b)
+	}
+	return 0
+}
+
+func (d *decoder) uvarint() uint64 {
+	if d.err != nil {
+		return 0
+	}
+	v, n := binary.Uvarint(d.b)
+	if n <= 0 {
+		d.fail("bad varint")
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *decoder) flow(f *Flow, base int64) (posLen uint64) {
+	k := &f.Key
+	*k = flow.Key{}
+	k.Flags = flow.Flags(d.u8())
+	k.EtherType = d.u16()
+	k.Proto = d.u8()
+	if k.Flags&^knownFlags != 0 || k.Flags&flow.FlagIPv4 != 0 && k.Flags&flow.FlagIPv6 != 0 {
+		d.fail("flow flags %#x", k.Flags)
+		return 0
+	}
+	switch {
+	case k.Flags&flow.FlagIPv4 != 0:
+		copy(k.Src[:4], d.bytes(4))
+		copy(k.Dst[:4], d.bytes(4))
+	case k.Flags&flow.FlagIPv6 != 0:
+		copy(k.Src[:], d.bytes(16))
+		copy(k.Dst[:], d.bytes(16))
+	}
+	if k.Flags&flow.FlagPorts != 0 {
+		k.SrcPort = d.u16()
+		k.DstPort = d.u16()
+	}
+	if k.Flags&flow.FlagVLAN0 != 0 {
+		k.VLAN[0] = d.u16()
+	}
+	if k.Flags&flow.FlagVLAN1 != 0 {
+		k.VLAN[1] = d.u16()
+	}
+	if k.Flags&flow.FlagMPLS != 0 {
+		k.MPLS = d.u32()
+	}
+	first := d.uvarint()
+	dur := d.uvarint()
+	f.Packets = d.uvarint()
+	f.Bytes = d.uvarint()
+	posLen = d.uvarint()
+	if first > math.MaxInt64/2 || dur > math.MaxInt64/2 {
+		d.fail("flow time out of range")
+	}
+	f.First = base + int64(first)
+	f.Last = f.First + int64(dur)
+	if f.Packets == 0 {
+		d.fail("flow without packets")
+	}
+	return posLen
+}
+
+// encode serializes a sealed index. posOf appends flow i's offsets.
+func encode(sum Summary, iface string, blocks []Block, flows []Flow, posOf func(dst []int64, i int) []int64) []byte {
+	if len(iface) > maxIfaceName {
+		iface = iface[:maxIfaceName]
+	}
+	var flowsSec, posSec []byte
+	var offs []int64
+	for i := range flows {
+		offs = posOf(offs[:0], i)
+		start := len(posSec)
+		prev := int64(0)
+		for _, o := range offs {
+			posSec = binary.AppendUvarint(posSec, uint64(o-prev))
+			prev = o
+		}
+		flowsSec = appendFlow(flowsSec, &flows[i], sum.First, len(posSec)-start)
+	}
+	le := binary.LittleEndian
+	out := make([]byte, headerSize, headerSize+len(iface)+len(blocks)*blockSize+len(flowsSec)+len(posSec)+4)
+	copy(out, magic)
+	le.PutUint32(out[8:], FormatVersion)
+	var flags uint32
+	if sum.Monotone {
+		flags |= flagMonotone
+	}
+	le.PutUint32(out[12:], flags)
+	le.PutUint64(out[16:], uint64(sum.First))
+	le.PutUint64(out[24:], uint64(sum.Last))
+	le.PutUint64(out[32:], sum.Packets)
+	le.PutUint64(out[40:], sum.Bytes)
+	le.PutUint64(out[48:], uint64(sum.DataEnd))
+	le.PutUint32(out[56:], uint32(len(flows)))
+	le.PutUint32(out[60:], uint32(len(blocks)))
+	le.PutUint64(out[64:], uint64(len(flowsSec)))
+	le.PutUint64(out[72:], uint64(len(posSec)))
+	le.PutUint16(out[80:], uint16(len(iface)))
+	out = append(out, iface...)
+	for _, b := range blocks {
+		out = le.AppendUint64(out, uint64(b.Offset))
+		out = le.AppendUint64(out, uint64(b.Min))
+		out = le.AppendUint64(out, uint64(b.Max))
+	}
+	out = append(out, flowsSec...)
+	out = append(out, posSec...)
+	return le.AppendUint32(out, crc32.Checksum(out, castagnoli))
+}

@@ -1,0 +1,61 @@
+package index
+
+import (
+	"errors"
+
+	"github.com/stenod/stenod/flow"
+)
+
+// BlockPackets is how many packets (in file order) one Block of the sparse
+// time index covers.
+const BlockPackets = 1024
+
+// Flow is one flow's record in a file's index.
+type Flow struct {
+	Key     flow.Key
+	First   int64  // timestamp of its first packet, unix ns
+	Last    int64  // timestamp of its last packet
+	Packets uint64 // packets in this file
+	Bytes   uint64 // wire bytes (original lengths) in this file
+}
+
+// Block is one entry of the sparse time index: the packets from Offset up to
+// the next block's Offset have timestamps within [Min, Max].
+type Block struct {
+	Offset   int64
+	Min, Max int64
+}
+
+// Summary describes what an index covers.
+type Summary struct {
+	First, Last int64  // smallest and largest packet timestamp
+	Packets     uint64 // packets indexed
+	Bytes       uint64 // wire bytes indexed
+	DataEnd     int64  // the index covers the pcap file up to this offset
+	Flows       int
+	// Monotone: every packet's timestamp is >= the one before it in the
+	// file, so reading in file order yields time order.
+	Monotone bool
+}
+
+// View is the read side of an index, live or sealed.
+type View interface {
+	Summary() Summary
+	// Flows calls fn for each flow, with a number that AppendPositions takes,
+	// until fn returns false. f is valid only during the call.
+	Flows(fn func(id int, f *Flow) bool)
+	// AppendPositions appends the file offsets of flow id's packet records,
+	// in ascending order, all below Summary().DataEnd.
+	AppendPositions(dst []int64, id int) ([]int64, error)
+	// Blocks returns the sparse time index in file order.
+	Blocks() []Block
+}
+
+// Errors returned by Open and Decode; the returned error wraps one of them.
+var (
+	// ErrCorrupt: the file is not a well-formed index (bad magic, checksum,
+	// or structure). It must be rebuilt from its pcap file.
+	ErrCorrupt = errors.New("index corrupt")
+	// ErrVersion: the file is an index of a version this build does not read.
+	ErrVersion = errors.New("index version unsupported")
+)

@@ -1,0 +1,240 @@
+package index
+
+import (
+	"errors"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+
+	"github.com/stenod/stenod/flow"
+)
+
+// synthKeys returns n distinct keys of mixed kinds.
+func synthKeys(n int) []flow.Key {
+	keys := make([]flow.Key, n)
+	for i := range keys {
+		k := &keys[i]
+		switch i % 4 {
+		case 0, 1:
+			k.Flags = flow.FlagIPv4 | flow.FlagPorts
+			k.Src = [16]byte{10, 0, byte(i >> 8), byte(i)}
+			k.Dst = [16]byte{192, 168, 1, 1}
+			k.SrcPort, k.DstPort, k.Proto, k.EtherType = uint16(1024+i), 443, 6, 0x0800
+		case 2:
+			k.Flags = flow.FlagIPv6 | flow.FlagVLAN0 | flow.FlagVLAN1
+			k.Src[0], k.Src[15], k.Dst[0] = 0x20, byte(i), 0xfe
+			k.VLAN = [2]uint16{100, uint16(i % 4096)}
+			k.Proto, k.EtherType = 58, 0x86dd
+		case 3:
+			k.Flags = flow.FlagMPLS
+			k.MPLS, k.EtherType = uint32(i), 0x8847
+		}
+	}
+	return keys
+}
+
+type pkt struct {
+	key int
+	off int64
+	ts  int64
+}
+
+func buildRandom(t testing.TB, seed uint64, n, nflows int, monotone bool) (*Builder, []flow.Key, []pkt) {
+	rng := rand.New(rand.NewPCG(seed, 1))
+	keys := synthKeys(nflows)
+	b := NewBuilder(n)
+	var pkts []pkt
+	off := int64(24)
+	ts := int64(1_764_000_000_000_000_000)
+	for range n {
+		p := pkt{key: rng.IntN(nflows), off: off, ts: ts}
+		if !monotone {
+			p.ts += rng.Int64N(1e9) - 5e8
+		}
+		b.Add(&keys[p.key], p.off, p.ts, 60+rng.IntN(1400))
+		pkts = append(pkts, p)
+		off += 16 + 60 + rng.Int64N(1400)
+		ts += rng.Int64N(1e6)
+	}
+	b.SetVisible(off)
+	return b, keys, pkts
+}
+
+func checkView(t *testing.T, v View, keys []flow.Key, pkts []pkt) {
+	t.Helper()
+	want := map[flow.Key][]int64{}
+	for _, p := range pkts {
+		want[keys[p.key]] = append(want[keys[p.key]], p.off)
+	}
+	got := map[flow.Key][]int64{}
+	var total uint64
+	v.Flows(func(id int, f *Flow) bool {
+		offs, err := v.AppendPositions(nil, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if uint64(len(offs)) != f.Packets {
+			t.Fatalf("flow %v: %d positions, %d packets", f.Key, len(offs), f.Packets)
+		}
+		total += f.Packets
+		got[f.Key] = offs
+		return true
+	})
+	if len(got) != len(want) || total != uint64(len(pkts)) {
+		t.Fatalf("got %d flows %d packets, want %d flows %d packets", len(got), total, len(want), len(pkts))
+	}
+	for k, w := range want {
+		if !slices.Equal(got[k], w) {
+			t.Fatalf("flow %v: positions differ", k)
+		}
+	}
+	s := v.Summary()
+	if s.Packets != uint64(len(pkts)) || s.Flows != len(want) {
+		t.Fatalf("summary %+v", s)
+	}
+}
+
+func TestBuilderAndSealedAgree(t *testing.T) {
+	for _, monotone := range []bool{true, false} {
+		b, keys, pkts := buildRandom(t, 1, 20000, 300, monotone)
+		checkView(t, b, keys, pkts)
+		path := filepath.Join(t.TempDir(), "x.idx")
+		if err := WriteFile(path, b.Encode("eth1")); err != nil {
+			t.Fatal(err)
+		}
+		r, err := Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkView(t, r, keys, pkts)
+		if r.Interface() != "eth1" || r.Summary().Monotone != monotone || r.Summary() != b.Summary() {
+			t.Fatalf("summary %+v, live %+v", r.Summary(), b.Summary())
+		}
+		if !slices.Equal(r.Blocks(), b.Blocks()) || len(r.Blocks()) != (20000+BlockPackets-1)/BlockPackets {
+			t.Fatalf("blocks differ")
+		}
+		for i, blk := range r.Blocks() {
+			for _, p := range pkts[i*BlockPackets : min(len(pkts), (i+1)*BlockPackets)] {
+				if p.ts < blk.Min || p.ts > blk.Max {
+					t.Fatalf("block %d does not cover packet at %d", i, p.off)
+				}
+			}
+		}
+	}
+}
+
+func TestVisibleEndHidesUnwrittenPackets(t *testing.T) {
+	b := NewBuilder(0)
+	k := synthKeys(1)[0]
+	b.Add(&k, 24, 1, 60)
+	b.Add(&k, 100, 2, 60)
+	b.SetVisible(100)
+	offs, _ := b.AppendPositions(nil, 0)
+	if !slices.Equal(offs, []int64{24}) {
+		t.Fatalf("got %v", offs)
+	}
+}
+
+func TestCorruptionDetected(t *testing.T) {
+	b, _, _ := buildRandom(t, 2, 3000, 50, true)
+	data := b.Encode("eth0")
+	if _, err := Decode(data); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < len(data); i += 7 {
+		c := slices.Clone(data)
+		c[i] ^= 0x40
+		if _, err := Decode(c); !errors.Is(err, ErrCorrupt) && !errors.Is(err, ErrVersion) {
+			t.Fatalf("flipped byte %d: got %v", i, err)
+		}
+	}
+	for _, n := range []int{0, 10, headerSize, len(data) - 1} {
+		if _, err := Decode(data[:n]); !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("truncated to %d: got %v", n, err)
+		}
+	}
+	c := slices.Clone(data)
+	c[8] = 9
+	if _, err := Decode(c); !errors.Is(err, ErrVersion) {
+		t.Fatalf("version: got %v", err)
+	}
+}
+
+func TestWriteFileLeavesNoTemporary(t *testing.T) {
+	dir := t.TempDir()
+	if err := WriteFile(filepath.Join(dir, "a.idx"), []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	ents, _ := os.ReadDir(dir)
+	if len(ents) != 1 || ents[0].Name() != "a.idx" {
+		t.Fatalf("dir holds %v", ents)
+	}
+}
+
+// FuzzDecode: a corrupt index is detected, never trusted: Decode and every
+// read of what it accepted must not panic, and positions stay in range.
+func FuzzDecode(f *testing.F) {
+	b, _, _ := buildRandom(f, 3, 500, 20, false)
+	f.Add(b.Encode("eth0"))
+	f.Add(NewBuilder(0).Encode(""))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		r, err := Decode(data)
+		if err != nil {
+			if !errors.Is(err, ErrCorrupt) && !errors.Is(err, ErrVersion) {
+				t.Fatalf("unexpected error type: %v", err)
+			}
+			return
+		}
+		end := r.Summary().DataEnd
+		r.Flows(func(id int, f *Flow) bool {
+			offs, err := r.AppendPositions(nil, id)
+			if err == nil && uint64(len(offs)) != f.Packets {
+				t.Fatalf("flow %d: %d positions for %d packets", id, len(offs), f.Packets)
+			}
+			for _, o := range offs {
+				if o < 0 || o >= end {
+					t.Fatalf("position %d outside [0,%d)", o, end)
+				}
+			}
+			return true
+		})
+	})
+}
+
+func BenchmarkBuilderAdd(b *testing.B) {
+	keys := synthKeys(4096)
+	bl := NewBuilder(1 << 20)
+	b.ReportAllocs()
+	off := int64(24)
+	i := 0
+	for b.Loop() {
+		if i == 1<<20 { // a rotation, as the spool does
+			bl = NewBuilder(1 << 20)
+			i = 0
+		}
+		bl.Add(&keys[i&4095], off, int64(i), 100)
+		off += 116
+		i++
+	}
+}
+
+func BenchmarkEncode(b *testing.B) {
+	bl, _, _ := buildRandom(b, 4, 100000, 1000, true)
+	b.ReportAllocs()
+	for b.Loop() {
+		bl.Encode("eth0")
+	}
+}
+
+func BenchmarkDecode(b *testing.B) {
+	bl, _, _ := buildRandom(b, 4, 100000, 1000, true)
+	data := bl.Encode("eth0")
+	b.SetBytes(int64(len(data)))
+	for b.Loop() {
+		if _, err := Decode(data); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

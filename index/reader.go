@@ -1,0 +1,153 @@
+package index
+
+import (
+	"encoding/binary"
+	"fmt"
+	"hash/crc32"
+	"math"
+	"os"
+)
+
+// Reader is a sealed index, read completely into memory and verified.
+// It is immutable and safe for concurrent use.
+type Reader struct {
+	sum       Summary
+	iface     string
+	blocks    []Block
+	flows     []Flow
+	posStart  []uint32 // flow i's positions are positions[posStart[i]:posStart[i+1]]
+	positions []byte
+}
+
+// Open reads and verifies the index file at path.
+func Open(path string) (*Reader, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("index %s: %w", path, err)
+	}
+	r, err := Decode(data)
+	if err != nil {
+		return nil, fmt.Errorf("index %s: %w", path, err)
+	}
+	return r, nil
+}
+
+// Decode verifies and parses an index file's bytes. It keeps references into
+// data, which the caller must not modify afterwards.
+func Decode(data []byte) (*Reader, error) {
+	le := binary.LittleEndian
+	if len(data) < headerSize+4 || string(data[:8]) != magic {
+		return nil, fmt.Errorf("%w: not an index file", ErrCorrupt)
+	}
+	if v := le.Uint32(data[8:]); v != FormatVersion {
+		return nil, fmt.Errorf("%w: want %d got %d", ErrVersion, FormatVersion, v)
+	}
+	body := data[:len(data)-4]
+	if got, want := crc32.Checksum(body, castagnoli), le.Uint32(data[len(data)-4:]); got != want {
+		return nil, fmt.Errorf("%w: checksum %08x, want %08x", ErrCorrupt, got, want)
+	}
+	r := &Reader{sum: Summary{
+		Monotone: le.Uint32(data[12:])&flagMonotone != 0,
+		First:    int64(le.Uint64(data[16:])),
+		Last:     int64(le.Uint64(data[24:])),
+		Packets:  le.Uint64(data[32:]),
+		Bytes:    le.Uint64(data[40:]),
+		DataEnd:  int64(le.Uint64(data[48:])),
+	}}
+	nFlows := uint64(le.Uint32(data[56:]))
+	nBlocks := uint64(le.Uint32(data[60:]))
+	flowsLen := le.Uint64(data[64:])
+	posLen := le.Uint64(data[72:])
+	ifaceLen := uint64(le.Uint16(data[80:]))
+	rest := uint64(len(body) - headerSize)
+	// Each length is checked against what is left before it is used, so the
+	// sums below cannot overflow.
+	if ifaceLen > maxIfaceName || ifaceLen > rest || nBlocks > (rest-ifaceLen)/blockSize ||
+		flowsLen > rest-ifaceLen-nBlocks*blockSize ||
+		posLen != rest-ifaceLen-nBlocks*blockSize-flowsLen {
+		return nil, fmt.Errorf("%w: section lengths do not add up to the file size", ErrCorrupt)
+	}
+	if posLen > math.MaxUint32 || r.sum.DataEnd < 0 || r.sum.Packets > 0 && r.sum.First > r.sum.Last {
+		return nil, fmt.Errorf("%w: header out of range", ErrCorrupt)
+	}
+	p := body[headerSize:]
+	r.iface = string(p[:ifaceLen])
+	p = p[ifaceLen:]
+	r.blocks = make([]Block, nBlocks)
+	for i := range r.blocks {
+		b := p[i*blockSize:]
+		r.blocks[i] = Block{Offset: int64(le.Uint64(b)), Min: int64(le.Uint64(b[8:])), Max: int64(le.Uint64(b[16:]))}
+	}
+	p = p[nBlocks*blockSize:]
+	// A flow record takes at least 9 bytes, which bounds the allocation.
+	if nFlows > flowsLen/9 {
+		return nil, fmt.Errorf("%w: %d flows cannot fit in %d bytes", ErrCorrupt, nFlows, flowsLen)
+	}
+	r.positions = p[flowsLen:]
+	d := decoder{b: p[:flowsLen]}
+	r.flows = make([]Flow, nFlows)
+	r.posStart = make([]uint32, nFlows+1)
+	var start, packets uint64
+	for i := range r.flows {
+		n := d.flow(&r.flows[i], r.sum.First)
+		if d.err != nil {
+			return nil, fmt.Errorf("flow %d: %w", i, d.err)
+		}
+		// Every position takes at least one byte.
+		if n > posLen-start || n < r.flows[i].Packets {
+			return nil, fmt.Errorf("%w: flow %d positions overrun their section", ErrCorrupt, i)
+		}
+		if f := &r.flows[i]; f.First < r.sum.First || f.Last > r.sum.Last {
+			return nil, fmt.Errorf("%w: flow %d outside the file's time range", ErrCorrupt, i)
+		}
+		start += n
+		packets += r.flows[i].Packets
+		r.posStart[i+1] = uint32(start)
+	}
+	if len(d.b) != 0 || start != posLen || packets != r.sum.Packets {
+		return nil, fmt.Errorf("%w: flow records disagree with the header", ErrCorrupt)
+	}
+	r.sum.Flows = len(r.flows)
+	return r, nil
+}
+
+// Interface returns the name of the interface the file was captured on.
+func (r *Reader) Interface() string { return r.iface }
+
+// Summary implements View.
+func (r *Reader) Summary() Summary { return r.sum }
+
+// Flows implements View.
+func (r *Reader) Flows(fn func(id int, f *Flow) bool) {
+	for i := range r.flows {
+		if !fn(i, &r.flows[i]) {
+			return
+		}
+	}
+}
+
+// Blocks implements View.
+func (r *Reader) Blocks() []Block { return r.blocks }
+
+// AppendPositions implements View. Offsets that are not ascending or that
+// point past the data the index covers mean corruption the checksum missed.
+func (r *Reader) AppendPositions(dst []int64, id int) ([]int64, error) {
+	if id < 0 || id >= len(r.flows) {
+		return dst, nil
+	}
+	b := r.positions[r.posStart[id]:r.posStart[id+1]]
+	var off int64
+	for n := r.flows[id].Packets; n > 0; n-- {
+		d, k := binary.Uvarint(b)
+		if k <= 0 || d > uint64(r.sum.DataEnd) || (off > 0 && d == 0) {
+			return dst, fmt.Errorf("%w: flow %d positions", ErrCorrupt, id)
+		}
+		b = b[k:]
+		off += int64(d)
+		if off >= r.sum.DataEnd {
+			return dst, fmt.Errorf("%w: flow %d position %d past data end %d", ErrCorrupt, id, off, r.sum.DataEnd)
+		}
+		dst = append(dst, off)
+	}
+	return dst, nil
+}
