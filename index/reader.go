@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"hash/crc32"
+	"io"
 	"math"
 	"os"
 )
@@ -150,4 +151,32 @@ func (r *Reader) AppendPositions(dst []int64, id int) ([]int64, error) {
 		dst = append(dst, off)
 	}
 	return dst, nil
+}
+
+// ReadSummary reads only the header of the index file at path: enough to
+// prune files by time without loading them. It does not verify the
+// checksum; Open does, before anything is read from the index.
+func ReadSummary(path string) (Summary, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return Summary{}, fmt.Errorf("index %s: %w", path, err)
+	}
+	defer f.Close()
+	var h [headerSize]byte
+	if _, err := io.ReadFull(f, h[:]); err != nil || string(h[:8]) != magic {
+		return Summary{}, fmt.Errorf("index %s: %w: not an index file", path, ErrCorrupt)
+	}
+	le := binary.LittleEndian
+	if v := le.Uint32(h[8:]); v != FormatVersion {
+		return Summary{}, fmt.Errorf("index %s: %w: want %d got %d", path, ErrVersion, FormatVersion, v)
+	}
+	return Summary{
+		Monotone: le.Uint32(h[12:])&flagMonotone != 0,
+		First:    int64(le.Uint64(h[16:])),
+		Last:     int64(le.Uint64(h[24:])),
+		Packets:  le.Uint64(h[32:]),
+		Bytes:    le.Uint64(h[40:]),
+		DataEnd:  int64(le.Uint64(h[48:])),
+		Flows:    int(le.Uint32(h[56:])),
+	}, nil
 }

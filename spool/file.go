@@ -1,0 +1,51 @@
+package spool
+
+import (
+	"container/list"
+	"sync"
+
+	"github.com/stenod/stenod/index"
+)
+
+// File is one spool file: its pcap and, once sealed, its index.
+type File struct {
+	Path   string // the pcap file
+	Dir    string // the spool directory it lives in
+	Stream string
+	Start  int64 // first packet's timestamp, from the name
+
+	mu     sync.Mutex
+	iface  string
+	live   *index.Builder // while the file is written and until its index is sealed
+	sum    index.Summary  // of the sealed index
+	sealed *index.Reader  // nil when not loaded
+	lru    *list.Element  // position in the spool's cache while sealed != nil
+}
+
+// Summary returns what the file's index covers.
+func (f *File) Summary() index.Summary {
+	f.mu.Lock()
+	live := f.live
+	sum := f.sum
+	f.mu.Unlock()
+	if live != nil {
+		return live.Summary()
+	}
+	return sum
+}
+
+// Active reports whether the file is still written or not yet sealed.
+func (f *File) Active() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.live != nil
+}
+
+// overlaps reports whether the file may hold packets stamped in [lo, hi).
+func (f *File) overlaps(lo, hi int64) bool {
+	s := f.Summary()
+	if s.Packets == 0 {
+		return f.Active()
+	}
+	return s.First < hi && s.Last >= lo
+}
