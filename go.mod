@@ -9,4 +9,5 @@ require (
 	github.com/prometheus/client_golang v1.25.0 // indirect
 	golang.org/x/net v0.59.0 // indirect
 	golang.org/x/sys v0.50.0 // indirect
+	golang.org/x/term v0.48.0 // indirect
 )

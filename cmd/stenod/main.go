@@ -1,0 +1,124 @@
+// Command stenod is the full-packet-capture appliance: the capture daemon
+// and the tools that import, query and inspect its spool.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"syscall"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+type command struct {
+	name, summary string
+	run           func(ctx context.Context, env *env, args []string) error
+}
+
+// env is what a command may touch: its output streams and logger.
+type env struct {
+	stdout, stderr io.Writer
+	log            *slog.Logger
+}
+
+func commands() []command {
+	return []command{
+		{"import", "store pcap/pcapng captures in a spool (no privileges needed)", cmdImport},
+		{"query", "answer a query from a spool directory, without a server", cmdQuery},
+		{"version", "print the version and commit", cmdVersion},
+	}
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], &env{stdout: os.Stdout, stderr: os.Stderr,
+		log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))})
+	stop()
+	os.Exit(code)
+}
+
+func run(ctx context.Context, args []string, e *env) int {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		usage(e.stderr)
+		return 2
+	}
+	if args[0] == "--version" || args[0] == "-version" {
+		args[0] = "version"
+	}
+	for _, c := range commands() {
+		if c.name != args[0] {
+			continue
+		}
+		err := c.run(ctx, e, args[1:])
+		if errors.Is(err, flag.ErrHelp) {
+			return 2
+		}
+		var ue usageError
+		if errors.As(err, &ue) {
+			fmt.Fprintf(e.stderr, "stenod %s: %v\n", c.name, err)
+			return 2
+		}
+		if err != nil {
+			fmt.Fprintf(e.stderr, "stenod %s: %v\n", c.name, err)
+			return 1
+		}
+		return 0
+	}
+	fmt.Fprintf(e.stderr, "stenod: unknown command %q\n", args[0])
+	usage(e.stderr)
+	return 2
+}
+
+// usageError marks a mistake in the command line (exit status 2).
+type usageError struct{ error }
+
+func usagef(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }
+
+func usage(w io.Writer) {
+	fmt.Fprintln(w, "usage: stenod COMMAND [flags] [args]\n\ncommands:")
+	for _, c := range commands() {
+		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.summary)
+	}
+	fmt.Fprintln(w, "\nRun 'stenod COMMAND -h' for a command's flags.")
+}
+
+func newFlagSet(e *env, name, args, doc string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(e.stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(e.stderr, "usage: stenod %s [flags] %s\n\n%s\n\nflags:\n", name, args, doc)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+func cmdVersion(_ context.Context, e *env, _ []string) error {
+	commit, dirty := "unknown", ""
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range bi.Settings {
+			switch {
+			case s.Key == "vcs.revision":
+				commit = s.Value
+			case s.Key == "vcs.modified" && s.Value == "true":
+				dirty = "-dirty"
+			}
+		}
+	}
+	if commitFlag != "" {
+		commit = commitFlag
+	}
+	fmt.Fprintf(e.stdout, "stenod %s (commit %s%s)\n", version, commit, dirty)
+	return nil
+}
+
+// commitFlag is set at build time with -ldflags "-X main.commitFlag=...",
+// for builds without VCS information (-buildvcs=false).
+var commitFlag string

@@ -1,0 +1,120 @@
+package engine
+
+import (
+	"container/heap"
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/stenod/stenod/pcapio"
+	"github.com/stenod/stenod/query"
+	"github.com/stenod/stenod/spool"
+)
+
+// ErrCorruptSpool: a spool file disagrees with its index. The query stops
+// rather than return a wrong answer.
+var ErrCorruptSpool = errors.New("spool file disagrees with its index")
+
+// Options limit an answer.
+type Options struct {
+	// LimitPackets stops the answer after this many packets (0: no limit).
+	LimitPackets int64
+	// LimitBytes stops the answer before the packet that would take it past
+	// this many bytes of pcap records, 16-byte headers included (0: no limit).
+	LimitBytes int64
+}
+
+// Result says what an answer held.
+type Result struct {
+	Packets int64
+	Bytes   int64 // record bytes, headers included
+	Files   int   // spool files consulted
+	// Limited: the answer stopped at a limit; more packets matched.
+	Limited bool
+}
+
+// Run answers q from sp, writing the matching packets to out in timestamp
+// order (ties in file and then offset order), each once. It returns when the
+// answer is complete, a limit is reached, ctx is done, or an error occurs;
+// out is flushed in every case.
+func Run(ctx context.Context, sp *spool.Spool, q *query.Query, out pcapio.PacketWriter, opts Options) (res Result, err error) {
+	lo, hi := q.TimeRange()
+	if lo >= hi {
+		return res, out.Flush()
+	}
+	handles, err := sp.Snapshot(lo, hi)
+	if err != nil {
+		return res, errors.Join(err, out.Flush())
+	}
+	defer func() { err = errors.Join(err, spool.CloseAll(handles)) }()
+	res.Files = len(handles)
+
+	h := make(sourceHeap, 0, len(handles))
+	for i, hd := range handles {
+		s, err := newSource(q, hd, i)
+		if err != nil {
+			return res, errors.Join(err, out.Flush())
+		}
+		ok, err := s.next()
+		if err != nil {
+			return res, errors.Join(err, out.Flush())
+		}
+		if ok {
+			h = append(h, s)
+		}
+	}
+	heap.Init(&h)
+	for n := 0; len(h) > 0; n++ {
+		if n%1024 == 0 && ctx.Err() != nil {
+			return res, errors.Join(fmt.Errorf("query: %w", context.Cause(ctx)), out.Flush())
+		}
+		s := h[0]
+		size := int64(pcapio.RecordHeaderSize + len(s.data))
+		if opts.LimitPackets > 0 && res.Packets >= opts.LimitPackets ||
+			opts.LimitBytes > 0 && res.Bytes+size > opts.LimitBytes {
+			res.Limited = true
+			break
+		}
+		if err := out.WritePacket(s.ts, s.origLen, s.data, s.h.Interface); err != nil {
+			return res, fmt.Errorf("query: write answer: %w", err)
+		}
+		res.Packets++
+		res.Bytes += size
+		ok, err := s.next()
+		if err != nil {
+			return res, errors.Join(err, out.Flush())
+		}
+		if ok {
+			heap.Fix(&h, 0)
+		} else {
+			heap.Pop(&h)
+		}
+	}
+	if err := out.Flush(); err != nil {
+		return res, fmt.Errorf("query: write answer: %w", err)
+	}
+	return res, nil
+}
+
+// sourceHeap orders sources by their current packet's timestamp.
+type sourceHeap []*source
+
+func (h sourceHeap) Len() int { return len(h) }
+func (h sourceHeap) Less(i, j int) bool {
+	a, b := h[i], h[j]
+	if a.ts != b.ts {
+		return a.ts < b.ts
+	}
+	if a.order != b.order {
+		return a.order < b.order
+	}
+	return a.off < b.off
+}
+func (h sourceHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
+func (h *sourceHeap) Push(x any)   { *h = append(*h, x.(*source)) }
+func (h *sourceHeap) Pop() any {
+	old := *h
+	s := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return s
+}

@@ -1,0 +1,103 @@
+package engine
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/stenod/stenod/flow"
+	"github.com/stenod/stenod/index"
+	"github.com/stenod/stenod/query"
+	"github.com/stenod/stenod/spool"
+)
+
+// FlowRecord is one flow of a Flows answer, summed over the spool files,
+// counting only the packets that match the query.
+type FlowRecord struct {
+	Key     flow.Key
+	First   int64 // unix ns
+	Last    int64
+	Packets uint64
+	Bytes   uint64 // wire bytes
+}
+
+// Flows returns the flows with packets matching q, busiest first, at most
+// limit of them (0: all). Flows that match whatever their packets' times are
+// counted from the index alone; the others have their packets' timestamps
+// read from the pcap files.
+func Flows(ctx context.Context, sp *spool.Spool, q *query.Query, limit int) (out []FlowRecord, err error) {
+	lo, hi := q.TimeRange()
+	if lo >= hi {
+		return nil, nil
+	}
+	handles, err := sp.Snapshot(lo, hi)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { err = errors.Join(err, spool.CloseAll(handles)) }()
+	agg := map[flow.Key]*FlowRecord{}
+	add := func(k *flow.Key, ts int64, packets, bytes uint64, last int64) {
+		r := agg[*k]
+		if r == nil {
+			r = &FlowRecord{Key: *k, First: ts, Last: last}
+			agg[*k] = r
+		}
+		r.First = min(r.First, ts)
+		r.Last = max(r.Last, last)
+		r.Packets += packets
+		r.Bytes += bytes
+	}
+	for _, h := range handles {
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("flows: %w", context.Cause(ctx))
+		}
+		sum := h.View.Summary()
+		type byTime struct {
+			id  int
+			key flow.Key
+		}
+		var timed []byTime
+		h.View.Flows(func(id int, f *index.Flow) bool {
+			switch q.MatchFlowDuring(&f.Key, f.First, f.Last) {
+			case query.Yes:
+				add(&f.Key, f.First, f.Packets, f.Bytes, f.Last)
+			case query.ByTime:
+				timed = append(timed, byTime{id, f.Key})
+			}
+			return true
+		})
+		rr := recordReader{f: h.PCAP, path: h.File.Path, end: sum.DataEnd}
+		var offs []int64
+		for _, t := range timed {
+			if offs, err = h.View.AppendPositions(offs[:0], t.id); err != nil {
+				return nil, fmt.Errorf("spool %s: %w", h.File.Path, err)
+			}
+			for i, off := range offs {
+				ahead := int64(0)
+				if i+1 < len(offs) {
+					ahead = offs[i+1] - off + 16
+				}
+				hdr, _, err := rr.record(off, min(ahead, maxWindow))
+				if err != nil {
+					return nil, err
+				}
+				if q.MatchPacket(&t.key, hdr.Timestamp) {
+					add(&t.key, hdr.Timestamp, 1, uint64(hdr.OrigLen), hdr.Timestamp)
+				}
+			}
+		}
+	}
+	out = make([]FlowRecord, 0, len(agg))
+	for _, r := range agg {
+		out = append(out, *r)
+	}
+	slices.SortFunc(out, func(a, b FlowRecord) int {
+		return cmp.Or(cmp.Compare(b.Bytes, a.Bytes), cmp.Compare(a.First, b.First), cmp.Compare(a.Key.String(), b.Key.String()))
+	})
+	if limit > 0 && len(out) > limit {
+		out = out[:limit]
+	}
+	return out, nil
+}

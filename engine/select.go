@@ -1,0 +1,122 @@
+package engine
+
+import (
+	"math"
+	"slices"
+
+	"github.com/stenod/stenod/flow"
+	"github.com/stenod/stenod/index"
+	"github.com/stenod/stenod/query"
+)
+
+// cand is one packet that may match: its record offset, and the flow it
+// belongs to when its timestamp still has to be tested (-1 when it matches
+// whatever its timestamp, or when the query is time-only).
+type cand struct {
+	off  int64
+	ts   int64 // filled in when read
+	flow int32 // index into selection.keys, or -1
+}
+
+// selection is what one file contributes before any packet is read.
+type selection struct {
+	cands []cand
+	keys  []flow.Key // keys of ByTime flows, for the per-packet test
+	// scan: the query is time-only; read these offset ranges whole instead.
+	scan [][2]int64
+}
+
+// selectFile evaluates q on a file's flows and returns its candidates in
+// file order.
+func selectFile(q *query.Query, v index.View, sum index.Summary) (*selection, error) {
+	lo, hi := q.TimeRange()
+	bounded := lo != math.MinInt64 || hi != math.MaxInt64
+	blocks := v.Blocks()
+	sel := &selection{}
+	if q.TimeOnly() {
+		sel.scan = blockRanges(blocks, sum.DataEnd, lo, hi)
+		return sel, nil
+	}
+	type chosen struct {
+		id   int
+		flow int32
+	}
+	var ids []chosen
+	v.Flows(func(id int, f *index.Flow) bool {
+		switch q.MatchFlowDuring(&f.Key, f.First, f.Last) {
+		case query.Yes:
+			ids = append(ids, chosen{id, -1})
+		case query.ByTime:
+			sel.keys = append(sel.keys, f.Key)
+			ids = append(ids, chosen{id, int32(len(sel.keys) - 1)})
+		}
+		return true
+	})
+	var offs []int64
+	for _, c := range ids {
+		var err error
+		offs, err = v.AppendPositions(offs[:0], c.id)
+		if err != nil {
+			return nil, err
+		}
+		for _, o := range offs {
+			sel.cands = append(sel.cands, cand{off: o, flow: c.flow})
+		}
+	}
+	if len(ids) > 1 {
+		slices.SortFunc(sel.cands, func(a, b cand) int {
+			switch {
+			case a.off < b.off:
+				return -1
+			case a.off > b.off:
+				return 1
+			}
+			return 0
+		})
+	}
+	if bounded && len(blocks) > 1 {
+		sel.cands = pruneByBlocks(sel.cands, blocks, lo, hi)
+	}
+	return sel, nil
+}
+
+// blockRanges returns the offset ranges of the blocks whose timestamps
+// overlap [lo, hi), adjacent ranges joined.
+func blockRanges(blocks []index.Block, end, lo, hi int64) [][2]int64 {
+	var out [][2]int64
+	for i, b := range blocks {
+		if b.Max < lo || b.Min >= hi {
+			continue
+		}
+		stop := end
+		if i+1 < len(blocks) {
+			stop = min(blocks[i+1].Offset, end)
+		}
+		if b.Offset >= stop {
+			continue
+		}
+		if n := len(out); n > 0 && out[n-1][1] == b.Offset {
+			out[n-1][1] = stop
+		} else {
+			out = append(out, [2]int64{b.Offset, stop})
+		}
+	}
+	return out
+}
+
+// pruneByBlocks drops candidates in blocks whose timestamps all fall outside
+// [lo, hi). cands is sorted by offset, so one pass over both suffices.
+func pruneByBlocks(cands []cand, blocks []index.Block, lo, hi int64) []cand {
+	out := cands[:0]
+	b := -1 // the block holding the current candidate
+	for _, c := range cands {
+		for b+1 < len(blocks) && blocks[b+1].Offset <= c.off {
+			b++
+		}
+		if b >= 0 && (blocks[b].Max < lo || blocks[b].Min >= hi) {
+			continue
+		}
+		out = append(out, c)
+	}
+	return out
+}
