@@ -1,0 +1,55 @@
+# stenod's build, test and benchmark entry points. `make help` lists them.
+SHELL := /bin/bash
+GO ?= go
+export PATH := /usr/local/go/bin:$(shell $(GO) env GOPATH 2>/dev/null)/bin:$(PATH)
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+LDFLAGS := -X main.version=$(VERSION) -X main.commitFlag=$(COMMIT)
+STATICCHECK ?= $(shell command -v staticcheck || echo $$($(GO) env GOPATH)/bin/staticcheck)
+# Packages whose tests need root, BPF or network namespaces run one at a time
+# (-p 1): they create interfaces and pin maps and must not interfere.
+TEST_FLAGS ?= -count=1 -timeout 40m
+
+.PHONY: help build provision run test test-short lint generate ci bench fuzz clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
+
+build: ## build bin/stenod
+	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/stenod ./cmd/stenod
+
+provision: ## install build and test dependencies (Debian 12, root)
+	bash scripts/provision.sh
+
+run: provision build ## run the appliance: IFACE=eth1 captures that port, unset runs the demo tap
+	bin/stenod run $(if $(IFACE),--iface $(IFACE),--demo) $(RUN_ARGS)
+
+test: build ## run every test (as root for the capture tests)
+	$(GO) test $(TEST_FLAGS) -p 1 ./...
+
+test-short: ## the fast unprivileged tests
+	$(GO) test -short -count=1 ./...
+
+lint: ## gofmt, go vet, staticcheck
+	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '^gen/')); \
+	  if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(STATICCHECK) ./...
+
+include bpf/Makefile.inc
+
+ci: lint ## what CI runs: lint, gen/ current, all tests
+	MAKE="$(MAKE)" bash scripts/check-generated.sh
+	$(MAKE) test
+
+bench: build ## benchmarks, printed as a table with ratios against tcpdump
+	$(GO) run ./internal/bench $(BENCH_ARGS)
+
+fuzz: ## run every fuzz target for FUZZTIME each (default 30s)
+	@for t in flow:FuzzParse query:FuzzParse index:FuzzDecode pcapio:FuzzReader; do \
+	  pkg=$${t%%:*}; fn=$${t##*:}; \
+	  $(GO) test -run='^$$' -fuzz="^$$fn\$$" -fuzztime=$${FUZZTIME:-30s} ./$$pkg/ || exit 1; \
+	done
+
+clean: ## remove build output
+	rm -rf bin
