@@ -31,8 +31,12 @@ type env struct {
 
 func commands() []command {
 	return []command{
+		{"run", "capture from interfaces into the spool and serve the API", cmdRun},
+		{"read", "query a running stenod and pipe the answer to tcpdump (stenoread)", cmdRead},
 		{"import", "store pcap/pcapng captures in a spool (no privileges needed)", cmdImport},
 		{"query", "answer a query from a spool directory, without a server", cmdQuery},
+		{"status", "show a running sensor's capture counters from its pinned maps", cmdStatus},
+		{"certs", "create a CA, server and client certificates (certs init DIR)", cmdCerts},
 		{"version", "print the version and commit", cmdVersion},
 	}
 }
