@@ -75,11 +75,11 @@ func Flows(ctx context.Context, sp *spool.Spool, q *query.Query, limit int) (out
 				return nil, fmt.Errorf("spool %s: %w", h.File.Path, err)
 			}
 			for i, off := range offs {
-				ahead := int64(0)
-				if i+1 < len(offs) {
-					ahead = offs[i+1] - off + 16
+				ahead := int64(recordGuess)
+				if i+1 < len(offs) && offs[i+1]-off <= maxGap {
+					ahead = offs[i+1] - off + recordGuess
 				}
-				hdr, _, err := rr.record(off, min(ahead, maxWindow))
+				hdr, _, err := rr.record(off, ahead)
 				if err != nil {
 					return nil, err
 				}

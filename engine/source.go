@@ -12,8 +12,15 @@ import (
 )
 
 const (
-	minWindow = 16 << 10
+	minWindow = 4 << 10
 	maxWindow = 1 << 20
+	// maxGap: candidates closer than this are read in one window; farther
+	// ones are read on their own, so a selective query reads little more than
+	// the packets it returns.
+	maxGap = 64 << 10
+	// recordGuess is how much of a record past its offset a window covers
+	// for a candidate whose length is not known yet.
+	recordGuess = 2048
 	// maxRecord bounds a record's captured length; spool files never hold
 	// more than the largest snap length the spool accepts.
 	maxRecord = 262144
@@ -136,11 +143,7 @@ func (s *source) sortByTime() error {
 	}
 	kept := s.sel.cands[:0]
 	for i, c := range s.sel.cands {
-		ahead := int64(0)
-		if i+1 < len(s.sel.cands) {
-			ahead = s.sel.cands[i+1].off - c.off + pcapio.RecordHeaderSize
-		}
-		h, _, err := s.rr.record(c.off, ahead)
+		h, _, err := s.rr.record(c.off, s.ahead(s.sel.cands[i+1:], c.off))
 		if err != nil {
 			return err
 		}
@@ -162,6 +165,29 @@ func (s *source) sortByTime() error {
 	return nil
 }
 
+// ahead returns the window size for reading the candidate at off: none when
+// the window probably holds it already, else lookahead's.
+func (s *source) ahead(next []cand, off int64) int64 {
+	if s.rr.has(off, pcapio.RecordHeaderSize+recordGuess) {
+		return 0
+	}
+	return lookahead(next, off)
+}
+
+// lookahead returns how many bytes from off a window read should cover: the
+// run of following candidates (sorted by offset) with no gap over maxGap,
+// up to maxWindow.
+func lookahead(next []cand, off int64) int64 {
+	want, prev := int64(recordGuess), off
+	for _, c := range next {
+		if c.off-prev > maxGap || c.off+recordGuess-off > maxWindow {
+			break
+		}
+		want, prev = c.off+recordGuess-off, c.off
+	}
+	return want
+}
+
 func (s *source) matches(c cand) bool {
 	if c.flow >= 0 {
 		return s.q.MatchPacket(&s.sel.keys[c.flow], c.ts)
@@ -180,13 +206,7 @@ func (s *source) next() (bool, error) {
 	for s.i < len(s.sel.cands) {
 		c := s.sel.cands[s.i]
 		s.i++
-		ahead := int64(0)
-		if s.i < len(s.sel.cands) {
-			if d := s.sel.cands[s.i].off - c.off; d > 0 && d < maxWindow {
-				ahead = d + pcapio.RecordHeaderSize
-			}
-		}
-		h, data, err := s.rr.record(c.off, ahead)
+		h, data, err := s.rr.record(c.off, s.ahead(s.sel.cands[s.i:], c.off))
 		if err != nil {
 			return false, err
 		}

@@ -49,11 +49,19 @@ func (b *Builder) Add(k *flow.Key, off, ts int64, wireLen int) {
 	b.mu.Unlock()
 }
 
+// Entry is one packet to index.
+type Entry struct {
+	Key     flow.Key
+	Off, TS int64
+	WireLen int
+}
+
 // AddBatch is Add for several packets under one lock acquisition.
-func (b *Builder) AddBatch(keys []flow.Key, offs, tss []int64, wireLens []int) {
+func (b *Builder) AddBatch(es []Entry) {
 	b.mu.Lock()
-	for i := range keys {
-		b.add(&keys[i], offs[i], tss[i], wireLens[i])
+	for i := range es {
+		e := &es[i]
+		b.add(&e.Key, e.Off, e.TS, e.WireLen)
 	}
 	b.mu.Unlock()
 }

@@ -16,6 +16,9 @@ import (
 // or after 2106).
 var ErrTimestamp = errors.New("timestamp outside what pcap can store")
 
+// pendingEntries bounds how many packets wait for Flush to be indexed.
+const pendingEntries = 4096
+
 // maxPcapTime is the last instant a pcap record header can hold.
 const maxPcapTime = math.MaxUint32*1_000_000_000 + 999_999_999
 
@@ -30,6 +33,10 @@ type Writer struct {
 	file    *File
 	live    *index.Builder
 	buf     []byte
+	// pending holds the index entries of the buffered packets. They are
+	// added to the live index in one batch at Flush: queries could not see
+	// them earlier anyway, as the bytes are not in the file before Flush.
+	pending []index.Entry
 	end     int64 // file offset after the last appended record (buffered or not)
 	written int64 // bytes written to the file
 	first   int64 // timestamp of the file's first packet
@@ -50,7 +57,8 @@ func (s *Spool) NewWriter(stream, iface string) (*Writer, error) {
 		return nil, fmt.Errorf("spool: stream %q already has a writer", stream)
 	}
 	s.streams[stream] = true
-	return &Writer{sp: s, stream: stream, iface: iface, buf: make([]byte, 0, s.cfg.WriteBuffer)}, nil
+	return &Writer{sp: s, stream: stream, iface: iface, buf: make([]byte, 0, s.cfg.WriteBuffer),
+		pending: make([]index.Entry, 0, pendingEntries)}, nil
 }
 
 // Append stores one packet: ts in unix nanoseconds, origLen its length on
@@ -76,7 +84,7 @@ func (w *Writer) Append(ts int64, origLen int, data []byte, k *flow.Key) error {
 			return err
 		}
 	}
-	if len(w.buf)+rec > cap(w.buf) {
+	if len(w.buf)+rec > cap(w.buf) || len(w.pending) == cap(w.pending) {
 		if err := w.Flush(); err != nil {
 			return err
 		}
@@ -84,7 +92,7 @@ func (w *Writer) Append(ts int64, origLen int, data []byte, k *flow.Key) error {
 	off := w.end
 	w.buf = pcapio.AppendRecord(w.buf, ts, origLen, data)
 	w.end += int64(rec)
-	w.live.Add(k, off, ts, origLen)
+	w.pending = append(w.pending, index.Entry{Key: *k, Off: off, TS: ts, WireLen: origLen})
 	return nil
 }
 
@@ -122,19 +130,45 @@ func (w *Writer) Flush() error {
 	if w.f == nil || len(w.buf) == 0 {
 		return nil
 	}
+	before := w.written
 	n, err := w.f.Write(w.buf)
-	w.written += int64(n)
-	w.live.SetVisible(w.written)
 	if err != nil {
-		// What was not written is lost: keep the file consistent with the
-		// index by dropping the rest of the buffer and of the file's tail.
-		w.end = w.written
-		w.buf = w.buf[:0]
-		return fmt.Errorf("spool %s: write: %w", w.file.Path, err)
+		// A partial record must not stay in the file: cut it back to the
+		// last flush and drop the batch. The caller counts the loss.
+		lost := len(w.pending)
+		terr := w.f.Truncate(before)
+		if _, serr := w.f.Seek(before, 0); serr != nil || terr != nil {
+			err = errors.Join(err, terr, serr)
+		}
+		w.pending, w.buf, w.end = w.pending[:0], w.buf[:0], before
+		if before == 0 {
+			// The file header went too; write it again with the next batch.
+			w.buf = pcapio.AppendPcapHeader(w.buf, w.sp.cfg.SnapLen, pcapio.LinkTypeEthernet)
+			w.end = int64(len(w.buf))
+		}
+		return &WriteError{Path: w.file.Path, Lost: lost, Err: err}
 	}
+	w.written += int64(n)
+	w.live.AddBatch(w.pending)
+	w.live.SetVisible(w.written)
+	w.pending = w.pending[:0]
 	w.buf = w.buf[:0]
 	return nil
 }
+
+// WriteError reports packets lost to a failed write (disk full, I/O error).
+// The file stays consistent: it ends with the last whole record.
+type WriteError struct {
+	Path string
+	Lost int
+	Err  error
+}
+
+func (e *WriteError) Error() string {
+	return fmt.Sprintf("spool %s: write failed, %d packets lost: %v", e.Path, e.Lost, e.Err)
+}
+
+func (e *WriteError) Unwrap() error { return e.Err }
 
 // Rotate closes the active file and seals its index in the background.
 // The next Append starts a new file.

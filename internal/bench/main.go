@@ -1,0 +1,304 @@
+// Command bench runs stenod's storage and query benchmarks and prints a
+// table with ratios against tcpdump measured in the same run (make bench).
+//
+// It generates traffic (internal/trafficgen) into a pcap file, imports it
+// into a spool on one core, runs a selective (~0.1%) and a broad (~30%)
+// query with the engine, cold (indexes read from disk) and warm, and the
+// same selections with `tcpdump -r FILE FILTER -w /dev/null`. It also
+// reports index size as a share of packet bytes, on the generated traffic
+// and on the shared test captures.
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"runtime/pprof"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/stenod/stenod/engine"
+	"github.com/stenod/stenod/internal/trafficgen"
+	"github.com/stenod/stenod/pcapio"
+	"github.com/stenod/stenod/query"
+	"github.com/stenod/stenod/spool"
+)
+
+func main() {
+	packets := flag.Int("packets", 10_000_000, "generated `packets` to spool and query")
+	dir := flag.String("dir", "", "work `directory` (default: a new one under /var/tmp, removed at the end)")
+	testdata := flag.String("testdata", "../shared/testdata/pcaps", "shared test captures, for the index size figure")
+	runs := flag.Int("runs", 5, "query repetitions (the median is reported)")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the queries to `file`")
+	flag.Parse()
+	profilePath = *cpuprofile
+	log.SetFlags(0)
+	if err := run(*packets, *dir, *testdata, *runs); err != nil {
+		log.Fatalf("bench: %v", err)
+	}
+}
+
+type row struct{ name, value, note string }
+
+func run(n int, dir, testdata string, runs int) error {
+	if dir == "" {
+		d, err := os.MkdirTemp("/var/tmp", "stenod-bench-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(d)
+		dir = d
+	}
+	var rows []row
+	add := func(name, value, note string) {
+		rows = append(rows, row{name, value, note})
+		fmt.Fprintf(os.Stderr, "  %-44s %s %s\n", name, value, note)
+	}
+
+	capture := filepath.Join(dir, "generated.pcap")
+	fmt.Fprintf(os.Stderr, "generating %d packets into %s\n", n, capture)
+	if err := generate(capture, n); err != nil {
+		return err
+	}
+	st, _ := os.Stat(capture)
+	add("generated traffic", fmt.Sprintf("%d packets, %.2f GB", n, float64(st.Size())/1e9), "IMIX sizes, TCP/UDP/ICMP, v4+v6")
+
+	// Import on one core, into a new spool.
+	spoolDir := filepath.Join(dir, "spool")
+	for _, d := range []string{spoolDir, filepath.Join(dir, "testcaptures")} {
+		if err := os.RemoveAll(d); err != nil {
+			return err
+		}
+	}
+	runtime.GOMAXPROCS(1)
+	wall, cpu, err := timed(func() error { return importFile(spoolDir, capture) })
+	runtime.GOMAXPROCS(runtime.NumCPU())
+	if err != nil {
+		return err
+	}
+	add("import rate (1 core, wall)", fmt.Sprintf("%.2f M packets/s", float64(n)/wall.Seconds()/1e6), "target >= 1 M/s")
+	add("import CPU per packet", fmt.Sprintf("%.0f ns", float64(cpu.Nanoseconds())/float64(n)), "")
+
+	idx, pcap := dirSizes(spoolDir)
+	add("index size, generated traffic", fmt.Sprintf("%.2f%% of packet bytes", 100*float64(idx)/float64(pcap)), "target <= 2%")
+	if ratio, files, err := testCaptureIndexRatio(testdata, filepath.Join(dir, "testcaptures")); err == nil {
+		add("index size, shared test captures", fmt.Sprintf("%.2f%% of packet bytes", 100*ratio), fmt.Sprintf("%d captures in one spool", files))
+	} else {
+		add("index size, shared test captures", "n/a", err.Error())
+	}
+
+	tcpdump, tcpdumpErr := exec.LookPath("tcpdump")
+	for _, qs := range []struct{ name, q, filter string }{
+		{"selective query (~0.1%)", "host " + trafficgen.SelectiveHost, "host " + trafficgen.SelectiveHost},
+		{"broad query (~30%)", "udp", "udp"},
+	} {
+		q, err := query.Parse(qs.q, time.Now())
+		if err != nil {
+			return err
+		}
+		cold, warm, matched, err := queryTimes(spoolDir, q, runs)
+		if err != nil {
+			return err
+		}
+		add(qs.name+": packets", fmt.Sprintf("%d (%.3f%%)", matched, 100*float64(matched)/float64(n)), fmt.Sprintf("%q", qs.q))
+		add(qs.name+": stenod cold", cold.Round(time.Microsecond).String(), "indexes read from disk")
+		add(qs.name+": stenod warm", warm.Round(time.Microsecond).String(), "indexes cached")
+		if tcpdumpErr != nil {
+			add(qs.name+": tcpdump", "n/a", "tcpdump not installed")
+			continue
+		}
+		td, err := tcpdumpTime(tcpdump, capture, qs.filter, runs)
+		if err != nil {
+			return err
+		}
+		add(qs.name+": tcpdump -r -w /dev/null", td.Round(time.Millisecond).String(), "")
+		add(qs.name+": speed-up vs tcpdump", fmt.Sprintf("%.0fx cold, %.0fx warm", td.Seconds()/cold.Seconds(), td.Seconds()/warm.Seconds()), "target >= 100x (selective)")
+	}
+
+	fmt.Println("| benchmark | result | note |")
+	fmt.Println("|---|---|---|")
+	for _, r := range rows {
+		fmt.Printf("| %s | %s | %s |\n", r.name, r.value, r.note)
+	}
+	return nil
+}
+
+func generate(path string, n int) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	w := bufio.NewWriterSize(f, 1<<20)
+	if err := trafficgen.WritePcap(w, 1, n); err != nil {
+		return errors.Join(err, f.Close())
+	}
+	return errors.Join(w.Flush(), f.Close())
+}
+
+// timed returns the wall and process CPU time of fn.
+func timed(fn func() error) (wall, cpu time.Duration, err error) {
+	var before, after syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &before)
+	start := time.Now()
+	err = fn()
+	wall = time.Since(start)
+	syscall.Getrusage(syscall.RUSAGE_SELF, &after)
+	tv := func(t syscall.Timeval) time.Duration { return time.Duration(t.Nano()) }
+	cpu = tv(after.Utime) - tv(before.Utime) + tv(after.Stime) - tv(before.Stime)
+	return wall, cpu, err
+}
+
+func importFile(spoolDir, path string) error {
+	cfg := spool.DefaultConfig()
+	cfg.Dirs = []string{spoolDir}
+	sp, err := spool.Open(cfg, nil)
+	if err != nil {
+		return err
+	}
+	w, err := sp.NewWriter("bench", "bench")
+	if err != nil {
+		return err
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	_, err = spool.Import(context.Background(), w, path, f)
+	return errors.Join(err, w.Close(), sp.Close())
+}
+
+func dirSizes(dir string) (idx, pcap int64) {
+	ents, _ := os.ReadDir(dir)
+	for _, e := range ents {
+		info, err := e.Info()
+		if err != nil {
+			continue
+		}
+		switch filepath.Ext(e.Name()) {
+		case ".idx":
+			idx += info.Size()
+		case ".pcap":
+			pcap += info.Size()
+		}
+	}
+	return idx, pcap
+}
+
+func testCaptureIndexRatio(testdata, spoolDir string) (float64, int, error) {
+	var files []string
+	filepath.WalkDir(testdata, func(p string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() && (strings.HasSuffix(p, ".pcap") || strings.HasSuffix(p, ".pcapng")) {
+			files = append(files, p)
+		}
+		return nil
+	})
+	if len(files) == 0 {
+		return 0, 0, fmt.Errorf("no captures in %s", testdata)
+	}
+	cfg := spool.DefaultConfig()
+	cfg.Dirs = []string{spoolDir}
+	sp, err := spool.Open(cfg, nil)
+	if err != nil {
+		return 0, 0, err
+	}
+	w, err := sp.NewWriter("tests", "tests")
+	if err != nil {
+		return 0, 0, err
+	}
+	imported := 0
+	for _, p := range files {
+		f, err := os.Open(p)
+		if err != nil {
+			continue
+		}
+		if res, _ := spool.Import(context.Background(), w, p, f); res.Packets > 0 {
+			imported++
+		}
+		f.Close()
+	}
+	if err := errors.Join(w.Close(), sp.Close()); err != nil {
+		return 0, 0, err
+	}
+	idx, pcap := dirSizes(spoolDir)
+	return float64(idx) / float64(pcap), imported, nil
+}
+
+// queryTimes returns the median cold and warm latency of q over the spool
+// and the number of packets it matched.
+func queryTimes(spoolDir string, q *query.Query, runs int) (cold, warm time.Duration, matched int64, err error) {
+	cfg := spool.DefaultConfig()
+	cfg.Dirs = []string{spoolDir}
+	cfg.ReadOnly = true
+	var colds, warms []time.Duration
+	if profilePath != "" {
+		f, err := os.Create(profilePath)
+		if err != nil {
+			return 0, 0, 0, err
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return 0, 0, 0, err
+		}
+		defer func() { pprof.StopCPUProfile(); f.Close() }()
+	}
+	for range runs {
+		// Cold: a fresh spool reads every index from disk (the page cache
+		// is warm, as on a sensor that queries its recent past).
+		start := time.Now()
+		sp, err := spool.Open(cfg, nil)
+		if err != nil {
+			return 0, 0, 0, err
+		}
+		res, err := answer(sp, q)
+		if err != nil {
+			return 0, 0, 0, err
+		}
+		colds = append(colds, time.Since(start))
+		start = time.Now()
+		if _, err := answer(sp, q); err != nil {
+			return 0, 0, 0, err
+		}
+		warms = append(warms, time.Since(start))
+		matched = res.Packets
+	}
+	return median(colds), median(warms), matched, nil
+}
+
+// profilePath: where queryTimes writes a CPU profile ("" for none).
+var profilePath string
+
+func answer(sp *spool.Spool, q *query.Query) (engine.Result, error) {
+	w, err := pcapio.NewPcapWriter(io.Discard, 65535)
+	if err != nil {
+		return engine.Result{}, err
+	}
+	return engine.Run(context.Background(), sp, q, w, engine.Options{})
+}
+
+func tcpdumpTime(tcpdump, capture, filter string, runs int) (time.Duration, error) {
+	var ds []time.Duration
+	for range min(runs, 3) {
+		start := time.Now()
+		cmd := exec.Command(tcpdump, "-r", capture, "-w", "/dev/null", filter)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return 0, fmt.Errorf("tcpdump: %v: %s", err, out)
+		}
+		ds = append(ds, time.Since(start))
+	}
+	return median(ds), nil
+}
+
+func median(ds []time.Duration) time.Duration {
+	slices.Sort(ds)
+	return ds[len(ds)/2]
+}
