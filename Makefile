@@ -18,13 +18,14 @@ help: ## list the targets
 build: ## build bin/stenod
 	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/stenod ./cmd/stenod
 
-provision: ## install build and test dependencies (Debian 12, root)
-	bash scripts/provision.sh
+provision: ## install build and test dependencies (Debian 12; needs root, skipped otherwise)
+	@if [ "$$(id -u)" = 0 ]; then bash scripts/provision.sh; \
+	  else echo "provision: not root, skipping (run 'sudo make provision' once)"; fi
 
 run: provision build ## run the appliance: IFACE=eth1 captures that port, unset runs the demo tap
 	bin/stenod run $(if $(IFACE),--iface $(IFACE),--demo) $(RUN_ARGS)
 
-test: build ## run every test (as root for the capture tests)
+test: provision build ## run every test (as root for the capture tests)
 	$(GO) test $(TEST_FLAGS) -p 1 ./...
 
 test-short: ## the fast unprivileged tests
