@@ -11,7 +11,7 @@ import (
 // calls Add and SetVisible; any number of queries read it at the same time.
 type Builder struct {
 	mu    sync.RWMutex
-	ids   map[flow.Key]int32
+	ids   flowTable
 	flows []liveFlow
 	// Packets form one singly linked list per flow: off[i] is packet i's
 	// file offset, next[i] the next packet of the same flow (-1 at the end).
@@ -33,7 +33,7 @@ type liveFlow struct {
 func NewBuilder(hint int) *Builder {
 	hint = max(hint, 1024)
 	return &Builder{
-		ids:   make(map[flow.Key]int32, hint/64),
+		ids:   newFlowTable(hint / 64),
 		flows: make([]liveFlow, 0, hint/64),
 		off:   make([]int64, 0, hint),
 		next:  make([]int32, 0, hint),
@@ -68,11 +68,11 @@ func (b *Builder) AddBatch(es []Entry) {
 
 func (b *Builder) add(k *flow.Key, off, ts int64, wireLen int) {
 	p := int32(len(b.off))
-	id, ok := b.ids[*k]
-	if !ok {
+	id, slot := b.ids.find(k, b.flows)
+	if id < 0 {
 		id = int32(len(b.flows))
-		b.ids[*k] = id
 		b.flows = append(b.flows, liveFlow{Flow: Flow{Key: *k, First: ts, Last: ts}, head: p, tail: -1})
+		b.ids.insert(slot, id, b.flows)
 	}
 	f := &b.flows[id]
 	if f.tail >= 0 {

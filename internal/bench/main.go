@@ -87,7 +87,19 @@ func run(n int, dir, testdata string, runs int) error {
 		return err
 	}
 	add("import rate (1 core, wall)", fmt.Sprintf("%.2f M packets/s", float64(n)/wall.Seconds()/1e6), "target >= 1 M/s")
-	add("import CPU per packet", fmt.Sprintf("%.0f ns", float64(cpu.Nanoseconds())/float64(n)), "")
+	add("import CPU per packet", fmt.Sprintf("%.0f ns", float64(cpu.Nanoseconds())/float64(n)), "spool on "+spoolDir)
+	// The same into memory (tmpfs), which shows the CPU cost without the
+	// disk's write bandwidth.
+	if shm, err := os.MkdirTemp("/dev/shm", "stenod-bench-"); err == nil {
+		runtime.GOMAXPROCS(1)
+		wall, cpu, err := timed(func() error { return importFile(shm, capture) })
+		runtime.GOMAXPROCS(runtime.NumCPU())
+		os.RemoveAll(shm)
+		if err != nil {
+			return err
+		}
+		add("import rate, spool on tmpfs (1 core, wall)", fmt.Sprintf("%.2f M packets/s", float64(n)/wall.Seconds()/1e6), fmt.Sprintf("%.0f ns CPU per packet", float64(cpu.Nanoseconds())/float64(n)))
+	}
 
 	idx, pcap := dirSizes(spoolDir)
 	add("index size, generated traffic", fmt.Sprintf("%.2f%% of packet bytes", 100*float64(idx)/float64(pcap)), "target <= 2%")
