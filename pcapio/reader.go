@@ -426,3 +426,28 @@ func (ifc *Interface) toNanos(ts uint64) int64 {
 	}
 	return (int64(sec)+ifc.tsOffsetSec)*1_000_000_000 + int64(ns)
 }
+
+// LinkTypeName returns the tcpdump name of common link types, for messages.
+func LinkTypeName(lt int) string {
+	switch lt {
+	case 0:
+		return "NULL (BSD loopback)"
+	case 1:
+		return "EN10MB (Ethernet)"
+	case 101:
+		return "RAW (IP)"
+	case 105:
+		return "IEEE802_11"
+	case 113:
+		return "LINUX_SLL (Linux cooked)"
+	case 127:
+		return "IEEE802_11_RADIO (radiotap)"
+	case 228:
+		return "IPV4"
+	case 229:
+		return "IPV6"
+	case 276:
+		return "LINUX_SLL2 (Linux cooked v2)"
+	}
+	return fmt.Sprintf("DLT %d", lt)
+}

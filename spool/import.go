@@ -31,7 +31,7 @@ func Import(ctx context.Context, w *Writer, name string, r io.Reader) (ImportRes
 		return res, fmt.Errorf("import %s: %w", name, err)
 	}
 	if ifs := rd.Interfaces(); !rd.IsPcapng() && ifs[0].LinkType != pcapio.LinkTypeEthernet {
-		return res, fmt.Errorf("import %s: offset 20: %w: link type %d", name, ErrLinkType, ifs[0].LinkType)
+		return res, fmt.Errorf("import %s: offset 20: %w: link type %s; stenod stores Ethernet frames only", name, ErrLinkType, pcapio.LinkTypeName(ifs[0].LinkType))
 	}
 	var p pcapio.Packet
 	var k flow.Key
@@ -47,8 +47,8 @@ func Import(ctx context.Context, w *Writer, name string, r io.Reader) (ImportRes
 			return res, fmt.Errorf("import %s: %w (%d packets before it stored)", name, err, res.Packets)
 		}
 		if p.LinkType != pcapio.LinkTypeEthernet {
-			return res, fmt.Errorf("import %s: offset %d: %w: link type %d (%d packets before it stored)",
-				name, p.Offset, ErrLinkType, p.LinkType, res.Packets)
+			return res, fmt.Errorf("import %s: offset %d: %w: link type %s; stenod stores Ethernet frames only (%d packets before it stored)",
+				name, p.Offset, ErrLinkType, pcapio.LinkTypeName(p.LinkType), res.Packets)
 		}
 		flow.Parse(p.Data, &k)
 		if err := w.Append(p.Timestamp, p.OrigLen, p.Data, &k); err != nil {

@@ -1,0 +1,146 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/gopacket/pcapgo"
+
+	"github.com/stenod/stenod/internal/testpcaps"
+	"github.com/stenod/stenod/pcapio"
+)
+
+func runCmd(t *testing.T, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	e := &env{stdout: &out, stderr: &errb, log: slog.New(slog.NewTextHandler(&errb, nil))}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	code = run(ctx, args, e)
+	return code, out.String(), errb.String()
+}
+
+// TestImportEveryTestCapture: every shared capture goes through import
+// without a crash or a hang: stored, or refused with a message that names
+// the file (and, for a bad record, its offset).
+func TestImportEveryTestCapture(t *testing.T) {
+	files := testpcaps.Files(t, "")
+	stored, refused := 0, 0
+	dir := t.TempDir()
+	for _, f := range files {
+		code, _, stderr := runCmd(t, "import", "--spool", dir, f)
+		switch code {
+		case 0:
+			stored++
+		case 1:
+			refused++
+			if !strings.Contains(stderr, f) {
+				t.Errorf("%s: error does not name the file: %s", f, stderr)
+			}
+			if !strings.Contains(stderr, "offset ") && !strings.Contains(stderr, "not a pcap") {
+				t.Errorf("%s: error does not name an offset: %s", f, stderr)
+			}
+		default:
+			t.Errorf("%s: exit %d: %s", f, code, stderr)
+		}
+	}
+	t.Logf("%d files: %d stored whole, %d refused or cut short with a message", len(files), stored, refused)
+	// Everything stored is queryable: a time-only query returns it all.
+	code, out, stderr := runCmd(t, "query", "--spool", dir, "after", "1970-01-01T00:00:00Z")
+	if code != 0 {
+		t.Fatalf("query: exit %d: %s", code, stderr)
+	}
+	r, err := pcapio.NewReader(strings.NewReader(out))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	var p pcapio.Packet
+	for r.Next(&p) == nil {
+		n++
+	}
+	if n < 15000 {
+		t.Fatalf("only %d packets came back", n)
+	}
+}
+
+func TestImportOtherLinkTypeNamesFileAndOffset(t *testing.T) {
+	var file string
+	for _, f := range testpcaps.Files(t, "chrissanders-packets") {
+		if strings.Contains(f, "80211beacon") {
+			file = f
+		}
+	}
+	if file == "" {
+		t.Skip("80211beacon.pcapng not among the test captures")
+	}
+	code, _, stderr := runCmd(t, "import", "--spool", t.TempDir(), file)
+	if code != 1 || !strings.Contains(stderr, file) || !strings.Contains(stderr, "offset 48") || !strings.Contains(stderr, "not Ethernet") {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+}
+
+func TestQueryCommand(t *testing.T) {
+	dir := t.TempDir()
+	caps := testpcaps.Files(t, "chrissanders-packets")
+	var eth []string
+	for _, f := range caps {
+		if strings.Contains(f, "dns") || strings.Contains(f, "http_") {
+			eth = append(eth, f)
+		}
+	}
+	if code, _, stderr := runCmd(t, append([]string{"import", "--spool", dir}, eth...)...); code != 0 {
+		t.Fatalf("import: %s", stderr)
+	}
+	// A bad query names the token and where it is.
+	code, _, stderr := runCmd(t, "query", "--spool", dir, "host 1.2.3")
+	if code != 2 || !strings.Contains(stderr, `"1.2.3"`) || !strings.Contains(stderr, "at 5") {
+		t.Fatalf("bad query: exit %d: %s", code, stderr)
+	}
+	// Query words may be one argument or several.
+	_, one, _ := runCmd(t, "query", "--spool", dir, "udp and port 53")
+	_, many, _ := runCmd(t, "query", "--spool", dir, "udp", "and", "port", "53")
+	if one != many || len(one) <= 24 {
+		t.Fatalf("answers differ or are empty: %d and %d bytes", len(one), len(many))
+	}
+	// -w, pcapng, limits.
+	out := filepath.Join(t.TempDir(), "a.pcapng")
+	code, stdout, stderr := runCmd(t, "query", "--spool", dir, "--format", "pcapng", "--limit-packets", "3", "-w", out, "port 53")
+	if code != 0 || stdout != "" || !strings.Contains(stderr, "limit") {
+		t.Fatalf("exit %d, %d bytes on stdout: %s", code, len(stdout), stderr)
+	}
+	f, err := os.Open(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	r, err := pcapgo.NewNgReader(f, pcapgo.DefaultNgReaderOptions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for {
+		_, _, err := r.ReadPacketData()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		n++
+	}
+	if n != 3 {
+		t.Fatalf("%d packets, want 3", n)
+	}
+	// A missing spool directory is an error, not an empty answer.
+	if code, _, stderr := runCmd(t, "query", "--spool", filepath.Join(dir, "nope"), "tcp"); code != 1 || !strings.Contains(stderr, "nope") {
+		t.Fatalf("missing spool: exit %d: %s", code, stderr)
+	}
+}
