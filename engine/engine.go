@@ -50,11 +50,18 @@ func Run(ctx context.Context, sp *spool.Spool, q *query.Query, out pcapio.Packet
 	res.Files = len(handles)
 
 	h := make(sourceHeap, 0, len(handles))
+	var sources []*source
+	defer func() {
+		for _, s := range sources {
+			s.close()
+		}
+	}()
 	for i, hd := range handles {
 		s, err := newSource(q, hd, i)
 		if err != nil {
 			return res, errors.Join(err, out.Flush())
 		}
+		sources = append(sources, s)
 		ok, err := s.next()
 		if err != nil {
 			return res, errors.Join(err, out.Flush())

@@ -75,6 +75,10 @@ func Flows(ctx context.Context, sp *spool.Spool, q *query.Query, limit int) (out
 				return nil, fmt.Errorf("spool %s: %w", h.File.Path, err)
 			}
 			for i, off := range offs {
+				// Published by a live index after sum was taken.
+				if off >= sum.DataEnd {
+					break
+				}
 				ahead := int64(recordGuess)
 				if i+1 < len(offs) && offs[i+1]-off <= maxGap {
 					ahead = offs[i+1] - off + recordGuess

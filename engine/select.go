@@ -60,6 +60,11 @@ func selectFile(q *query.Query, v index.View, sum index.Summary) (*selection, er
 			return nil, err
 		}
 		for _, o := range offs {
+			// A live index may have published packets since sum was
+			// taken; they are past the end this answer reads up to.
+			if o >= sum.DataEnd {
+				break
+			}
 			sel.cands = append(sel.cands, cand{off: o, flow: c.flow})
 		}
 	}

@@ -12,7 +12,7 @@ import (
 )
 
 const (
-	minWindow = 4 << 10
+	minWindow = 2 << 10
 	maxWindow = 1 << 20
 	// maxGap: candidates closer than this are read in one window; farther
 	// ones are read on their own, so a selective query reads little more than
@@ -98,6 +98,10 @@ type source struct {
 	scanI int // next scan range
 	scanO int64
 
+	pf   *prefetcher
+	cur  *chunk
+	curI int
+
 	// the current packet
 	ts      int64
 	origLen int
@@ -120,7 +124,17 @@ func newSource(q *query.Query, h *spool.Handle, order int) (*source, error) {
 			return nil, err
 		}
 	}
+	if s.sel.scan == nil && len(s.sel.cands) >= prefetchMin {
+		s.startPrefetch()
+	}
 	return s, nil
+}
+
+// close stops the source's prefetching, if any.
+func (s *source) close() {
+	if s.pf != nil {
+		s.pf.stop()
+	}
 }
 
 // sortByTime orders the candidates of a file whose timestamps are not in
@@ -202,6 +216,9 @@ func (s *source) matches(c cand) bool {
 func (s *source) next() (bool, error) {
 	if s.sel.scan != nil {
 		return s.nextScan()
+	}
+	if s.pf != nil {
+		return s.nextPrefetched()
 	}
 	for s.i < len(s.sel.cands) {
 		c := s.sel.cands[s.i]
