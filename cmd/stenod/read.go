@@ -3,9 +3,216 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"golang.org/x/term"
+
+	"github.com/stenod/stenod/api"
 )
 
-// cmdRead is being written; this placeholder keeps the command list compiling.
-func cmdRead(_ context.Context, _ *env, _ []string) error {
-	return errors.New("not implemented yet")
+func cmdRead(ctx context.Context, e *env, args []string) error {
+	const doc = "Sends QUERY to a running stenod (POST /query, as stenoread does) and pipes\n" +
+		"the answer into 'tcpdump -r - [tcpdump args...]'. QUERY is one argument: quote\n" +
+		"it. Everything after it goes to tcpdump, e.g. -nn, -w FILE or a filter.\n" +
+		"Without tcpdump on PATH, '-w FILE' alone still works: the pcap is written to\n" +
+		"FILE directly. The exit status is non-zero when the server reports an error\n" +
+		"or the answer breaks off."
+	fs := newFlagSet(e, "read", "QUERY [tcpdump args...]", doc)
+	limitPackets := fs.Int64("limit-packets", 0, "stop after `N` packets (0: no limit)")
+	limitBytes := fs.Int64("limit-bytes", 0, "stop before exceeding `N` bytes of pcap records (0: no limit)")
+	server := fs.String("server", "", "API `URL` (default https://"+api.DefaultListen+" with --certs, http://"+api.DefaultListen+" without)")
+	certsDir := fs.String("certs", "", "`directory` holding ca_cert.pem, client_cert.pem and client_key.pem (from 'stenod certs init'); the connection then uses TLS")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() == 0 || strings.TrimSpace(fs.Arg(0)) == "" {
+		fs.Usage()
+		return usagef("a QUERY is required")
+	}
+	if *limitPackets < 0 || *limitBytes < 0 {
+		return usagef("limits must not be negative")
+	}
+	text, tdArgs := fs.Arg(0), fs.Args()[1:]
+	base, err := serverURL(*server, *certsDir != "")
+	if err != nil {
+		return usageError{err}
+	}
+
+	// Decide where the answer goes before asking for it, so a missing
+	// tcpdump does not cost a query.
+	tcpdump, lookErr := exec.LookPath("tcpdump")
+	direct := ""
+	if lookErr != nil {
+		file, only := onlyWriteArg(tdArgs)
+		switch {
+		case file == "":
+			return fmt.Errorf("tcpdump is not installed (not found on PATH): install it, or give '-w FILE' to write the pcap to FILE")
+		case !only:
+			return fmt.Errorf("tcpdump is not installed (not found on PATH): without it only '-w FILE' works, not the other tcpdump arguments %q", tdArgs)
+		}
+		direct = file
+		if direct == "-" {
+			if f, ok := e.stdout.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+				return usagef("refusing to write pcap to a terminal")
+			}
+		}
+	}
+
+	client := &http.Client{Transport: &http.Transport{Proxy: http.ProxyFromEnvironment}}
+	if *certsDir != "" {
+		tc, err := api.ClientTLSConfig(*certsDir)
+		if err != nil {
+			return err
+		}
+		client.Transport = &http.Transport{Proxy: http.ProxyFromEnvironment, TLSClientConfig: tc}
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/query", strings.NewReader(text))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "text/plain; charset=utf-8")
+	if *limitPackets > 0 {
+		req.Header.Set(api.HeaderLimitPackets, strconv.FormatInt(*limitPackets, 10))
+	}
+	if *limitBytes > 0 {
+		req.Header.Set(api.HeaderLimitBytes, strconv.FormatInt(*limitBytes, 10))
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return fmt.Errorf("query %s: %w", base, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		msg, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		if err != nil {
+			return fmt.Errorf("server answered %s (reading its message: %v)", resp.Status, err)
+		}
+		return fmt.Errorf("server answered %s: %s", resp.Status, strings.TrimSpace(string(msg)))
+	}
+	if direct != "" {
+		return writeAnswer(e, resp.Body, direct)
+	}
+	return pipeToTcpdump(ctx, e, tcpdump, tdArgs, resp.Body)
+}
+
+// serverURL completes --server: the default address, and a scheme that
+// follows whether client certificates are given.
+func serverURL(s string, tls bool) (string, error) {
+	scheme := "http://"
+	if tls {
+		scheme = "https://"
+	}
+	switch {
+	case s == "":
+		s = scheme + api.DefaultListen
+	case !strings.Contains(s, "://"):
+		s = scheme + s
+	case strings.HasPrefix(s, "http://") && tls:
+		return "", fmt.Errorf("--server %s is plain http, but --certs asks for TLS", s)
+	case strings.HasPrefix(s, "https://") && !tls:
+		return "", fmt.Errorf("--server %s is https: give --certs DIR with the client certificate", s)
+	case !strings.HasPrefix(s, "http://") && !strings.HasPrefix(s, "https://"):
+		return "", fmt.Errorf("--server %s: want an http:// or https:// URL", s)
+	}
+	return strings.TrimRight(s, "/"), nil
+}
+
+// onlyWriteArg finds tcpdump's -w FILE (or -wFILE) in args, and reports
+// whether it is all there is.
+func onlyWriteArg(args []string) (file string, only bool) {
+	for i, a := range args {
+		switch {
+		case a == "-w" && i+1 < len(args):
+			return args[i+1], len(args) == 2
+		case strings.HasPrefix(a, "-w") && len(a) > 2:
+			return a[2:], len(args) == 1
+		}
+	}
+	return "", false
+}
+
+// writeAnswer stores the answer in path through a temporary file renamed at
+// the end, so an answer that breaks off never leaves a whole-looking pcap.
+func writeAnswer(e *env, body io.Reader, path string) error {
+	if path == "-" {
+		n, err := io.Copy(e.stdout, body)
+		if err != nil {
+			return fmt.Errorf("answer broke off after %d bytes: %w", n, err)
+		}
+		return nil
+	}
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.tmp")
+	if err != nil {
+		return err
+	}
+	n, err := io.Copy(f, body)
+	if err != nil {
+		err = fmt.Errorf("answer broke off after %d bytes, %s not written: %w", n, path, err)
+	} else {
+		err = f.Sync()
+	}
+	err = errors.Join(err, f.Close())
+	if err == nil {
+		err = os.Rename(f.Name(), path)
+	}
+	if err != nil {
+		return errors.Join(err, os.Remove(f.Name()))
+	}
+	fmt.Fprintf(e.stderr, "wrote %d bytes to %s (tcpdump not found; wrote the pcap directly)\n", n, path)
+	return nil
+}
+
+// readError marks a failure to read the answer, as opposed to a failure to
+// write it to tcpdump.
+type readError struct{ err error }
+
+func (r readError) Error() string { return r.err.Error() }
+func (r readError) Unwrap() error { return r.err }
+
+type answerReader struct{ r io.Reader }
+
+func (a answerReader) Read(p []byte) (int, error) {
+	n, err := a.r.Read(p)
+	if err != nil && err != io.EOF {
+		err = readError{err}
+	}
+	return n, err
+}
+
+// pipeToTcpdump runs tcpdump -r - ARGS and feeds it the answer.
+func pipeToTcpdump(ctx context.Context, e *env, tcpdump string, args []string, body io.Reader) error {
+	cmd := exec.CommandContext(ctx, tcpdump, append([]string{"-r", "-"}, args...)...)
+	cmd.Stdout, cmd.Stderr = e.stdout, e.stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return err
+	}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start tcpdump: %w", err)
+	}
+	n, copyErr := io.Copy(stdin, answerReader{body})
+	closeErr := stdin.Close()
+	waitErr := cmd.Wait()
+	var re readError
+	switch {
+	case errors.As(copyErr, &re):
+		return fmt.Errorf("answer broke off after %d bytes; tcpdump saw an incomplete capture: %w", n, re.err)
+	case waitErr != nil:
+		return fmt.Errorf("tcpdump: %w", waitErr)
+	case copyErr != nil:
+		// tcpdump stopped reading and exited cleanly (-c N): it has what it
+		// wanted.
+		return nil
+	}
+	if closeErr != nil && !errors.Is(closeErr, os.ErrClosed) {
+		return fmt.Errorf("tcpdump: close its input: %w", closeErr)
+	}
+	return nil
 }
