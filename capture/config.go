@@ -1,0 +1,136 @@
+//go:build linux
+
+package capture
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/stenod/stenod/xdp"
+)
+
+// Capture methods (Config.Method).
+const (
+	MethodAuto     = "auto"
+	MethodXDP      = "xdp"
+	MethodAFPacket = "afpacket"
+)
+
+// XDP attach modes (Config.XDPMode).
+const (
+	XDPModeAuto    = "auto"
+	XDPModeNative  = "native"
+	XDPModeGeneric = "generic"
+)
+
+// Config says what to capture and how.
+type Config struct {
+	// Interfaces to capture from; each packet is stored with the name of
+	// the interface it arrived on.
+	Interfaces []string
+	// Method is MethodAuto, MethodXDP or MethodAFPacket. Auto means XDP
+	// for now.
+	Method string
+	// XDPMode is how the XDP program is attached: XDPModeAuto (native,
+	// falling back to generic with a logged reason), XDPModeNative or
+	// XDPModeGeneric.
+	XDPMode string
+	// CPUs the receive loops are pinned to, one per RX queue, round robin
+	// over all interfaces' queues. Empty: round robin over every CPU.
+	CPUs []int
+	// UMEMFrames is the number of 4 KiB frames per RX queue. The UMEM is
+	// what rides out a stalled disk: packets wait there until the writer
+	// catches up, and only when it is full does the kernel drop (counted).
+	UMEMFrames int
+	// FlushInterval bounds how long a stored packet may wait before it
+	// becomes visible to queries while packets keep coming; an idle queue
+	// flushes at once. At most one second (the freshness promise).
+	FlushInterval time.Duration
+	// SnapLen is how many bytes of each packet are kept. 0 takes the
+	// spool's snap length; a larger value is cut to the spool's.
+	SnapLen int
+	// Observe loads the XDP program in observe mode: flows and counters
+	// only, every packet passed on to the network stack, nothing stored.
+	Observe bool
+	// PinRoot is the bpffs directory for the pins (xdp.DefaultPinRoot
+	// when empty); each interface gets PinRoot/<interface>/.
+	PinRoot string
+	// DropRules drop matching frames in the XDP program before they are
+	// accounted or captured. At most xdp.MaxDropRules.
+	DropRules []xdp.DropRule
+}
+
+// DefaultConfig returns settings that work as they are once Interfaces is
+// set.
+func DefaultConfig() Config {
+	return Config{
+		Method:        MethodAuto,
+		XDPMode:       XDPModeAuto,
+		UMEMFrames:    65536,
+		FlushInterval: 100 * time.Millisecond,
+		PinRoot:       xdp.DefaultPinRoot,
+	}
+}
+
+// ErrInvalidConfig is wrapped by every error Validate returns.
+var ErrInvalidConfig = errors.New("invalid capture configuration")
+
+// Validate reports the first impossible setting, wrapping ErrInvalidConfig.
+func (c *Config) Validate() error {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("capture: %s: %w", fmt.Sprintf(format, args...), ErrInvalidConfig)
+	}
+	if len(c.Interfaces) == 0 {
+		return bad("no interface")
+	}
+	for i, name := range c.Interfaces {
+		if name == "" || len(name) >= 16 {
+			return bad("interface name %q: not 1 to 15 characters", name)
+		}
+		if slices.Contains(c.Interfaces[:i], name) {
+			return bad("interface %s given twice", name)
+		}
+	}
+	switch c.Method {
+	case MethodAuto, MethodXDP, MethodAFPacket:
+	default:
+		return bad("method %q: want auto, xdp or afpacket", c.Method)
+	}
+	if _, err := attachMode(c.XDPMode); err != nil {
+		return bad("%v", err)
+	}
+	for _, cpu := range c.CPUs {
+		if cpu < 0 {
+			return bad("cpu %d: negative", cpu)
+		}
+	}
+	switch {
+	case c.UMEMFrames < minUMEMFrames || c.UMEMFrames > 1<<22:
+		return bad("umem frames %d outside [%d, %d]", c.UMEMFrames, minUMEMFrames, 1<<22)
+	case c.FlushInterval <= 0 || c.FlushInterval > time.Second:
+		return bad("flush interval %v outside (0, 1s]", c.FlushInterval)
+	case c.SnapLen != 0 && (c.SnapLen < 64 || c.SnapLen > 262144):
+		return bad("snap length %d outside [64, 262144]", c.SnapLen)
+	case len(c.DropRules) > xdp.MaxDropRules:
+		return bad("%d drop rules, at most %d", len(c.DropRules), xdp.MaxDropRules)
+	}
+	return nil
+}
+
+// minUMEMFrames leaves room for a full receive batch on top of what the
+// kernel holds in its rings.
+const minUMEMFrames = 256
+
+func attachMode(s string) (xdp.AttachMode, error) {
+	switch s {
+	case XDPModeAuto, "":
+		return xdp.AttachAuto, nil
+	case XDPModeNative:
+		return xdp.AttachNative, nil
+	case XDPModeGeneric:
+		return xdp.AttachGeneric, nil
+	}
+	return 0, fmt.Errorf("xdp mode %q: want auto, native or generic", s)
+}

@@ -1,0 +1,64 @@
+// Package capture runs live capture: it attaches stenod's XDP program to
+// each configured interface, reads every RX queue through its own AF_XDP
+// socket and stores the packets in the spool, where they are queryable
+// within a second of arriving.
+//
+// # Data path
+//
+// Per interface: xdp.LoadProgram (pinned under PinRoot/<iface>/), one
+// xdp.Socket per RX queue in the program's XSKMAP, and a reader of the
+// new_flows ring buffer that fills a table of flow id -> flow.Key.
+//
+// Per RX queue, two goroutines joined by a fixed set of batch buffers:
+//
+//   - the receive loop, locked to its OS thread and pinned to a CPU, copies
+//     each packet (up to the snap length) with its timestamp and flow id
+//     into a batch and gives the frames back to the fill ring at once. It
+//     never touches the disk. A batch goes to the writer when it is full,
+//     when the socket has nothing more, or after half the flush interval.
+//   - the writer keys each packet by its flow id (the table) or, when the id
+//     is unknown or 0, with flow.Parse, and appends it to the stream's
+//     spool.Writer ("<iface>-q<queue>", interface name <iface>). It flushes
+//     whenever no batch is waiting, and at least every FlushInterval under
+//     load, which is what makes packets queryable within a second.
+//
+// When every batch is with the writer (a slow disk), the receive loop waits
+// for one and the packets wait in the UMEM, UMEMFrames frames per queue;
+// only when that is full does the kernel drop, and it counts what it drops
+// (XDP_STATISTICS, in Stats). Dropping in user space instead would throw
+// away the UMEM's buffering. The writers are not pinned: they wait on the
+// disk, and the CPUs are the receive loops'.
+//
+// Timestamps come from the XDP program's metadata (CLOCK_TAI) converted by
+// an xdp.Clock refreshed every few seconds; a packet without metadata is
+// stamped when it is received. Flow ids are only meaningful for one loaded
+// program (docs/bpf.md), so the table belongs to one interface's capture
+// and dies with it; it is cleared when it reaches its bound, the Go parser
+// covering the misses.
+//
+// # Methods
+//
+// Config.Method "auto" is XDP for now. The receive and writer loops only
+// know the internal source (one stream) and attachment (one interface)
+// interfaces, which an AF_PACKET reader implements next to xdpIface.
+//
+// # Life cycle and ownership
+//
+// Start sets everything up before any goroutine runs, and undoes it all on
+// error. The Capture owns the programs, sockets, ring buffer readers and
+// spool writers it created; the spool belongs to the caller. Close detaches
+// the programs first (so nothing new arrives), lets the receive loops drain
+// their rings and the writers store everything and Close their spool
+// writers, which seals the indexes, then closes the sockets and removes the
+// pins: after Close nothing of the capture is left in the kernel. Pins left
+// by a crashed run are taken over by the next Start (xdp.LoadProgram).
+//
+// # Counters
+//
+// Nothing is dropped silently: Stats reports, per interface, the XDP
+// program's counters (redirect failures, ring buffer records lost, frames
+// over the snap length, drop rules) and, per queue, packets and bytes
+// received, stored, spool write failures (the packet is lost and counted),
+// flow id fallbacks, writer stalls and the socket's XDP_STATISTICS.
+// Collectors exports the same figures to Prometheus.
+package capture

@@ -1,0 +1,271 @@
+//go:build linux
+
+package capture
+
+import (
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/stenod/stenod/xdp"
+)
+
+// Stats is every capture counter, per interface and per RX queue, ready to
+// be served as JSON. Counters count since Start.
+type Stats struct {
+	Method     string
+	Interfaces []InterfaceStats
+}
+
+// InterfaceStats are the counters of one interface.
+type InterfaceStats struct {
+	Name string
+	// Attach is how the XDP program is attached: "native" or "generic".
+	Attach  string
+	Observe bool
+	// Program holds the XDP program's counters, nil when they could not
+	// be read (ProgramError says why). Program.RingBufFull counts the
+	// new-flow records lost to a full ring buffer.
+	Program      *xdp.ProgramStats `json:",omitempty"`
+	ProgramError string            `json:",omitempty"`
+	// RingBufRecords counts new-flow records read; FlowIDs is the size of
+	// the flow id table now, FlowIDResets how often it was cleared at its
+	// bound.
+	RingBufRecords uint64
+	FlowIDs        int64
+	FlowIDResets   uint64
+	Queues         []QueueStats
+}
+
+// QueueStats are the counters of one RX queue and its spool stream.
+type QueueStats struct {
+	Queue  int
+	Stream string
+	CPU    int // the receive loop's CPU, -1 when not pinned
+	// ZeroCopy and MultiBuffer say how the AF_XDP socket is bound.
+	ZeroCopy    bool
+	MultiBuffer bool
+	// Packets and Bytes (wire lengths) received from the kernel.
+	Packets uint64
+	Bytes   uint64
+	// Stored counts packets appended to the spool; SpoolWriteErrors the
+	// failed appends and flushes (their packets are lost, and counted
+	// here).
+	Stored           uint64
+	SpoolWriteErrors uint64
+	// Truncated counts packets longer than the snap length, stored cut.
+	Truncated uint64
+	// MetaMissing counts packets without XDP metadata (stamped on
+	// receipt, keyed by the Go parser).
+	MetaMissing uint64
+	// WriterStalls counts times the receive loop found every batch buffer
+	// in the writer's hands: the writer was behind and packets waited in
+	// the UMEM. Drops only follow when the UMEM is full as well, and the
+	// kernel counts them in Socket.
+	WriterStalls uint64
+	// FlowIDHits counts packets keyed through their flow id;
+	// FlowIDFallbacks those keyed by the Go parser (unknown or no id).
+	FlowIDHits      uint64
+	FlowIDFallbacks uint64
+	// Socket holds the kernel's AF_XDP counters (XDP_STATISTICS): drops
+	// for a full RX ring, an empty fill ring, and others.
+	Socket      *xdp.SocketStats `json:",omitempty"`
+	SocketError string           `json:",omitempty"`
+	// ReceiveError is why the receive loop stopped early, if it did.
+	ReceiveError string `json:",omitempty"`
+}
+
+// Stats reads every counter. It may be called from any goroutine while the
+// capture runs; counters are read one at a time, not as one snapshot.
+func (c *Capture) Stats() Stats {
+	st := Stats{Method: c.method}
+	// Held throughout, so Close cannot close what is being read.
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, ifc := range c.ifaces {
+		is := InterfaceStats{Name: ifc.name, Observe: c.cfg.Observe}
+		if !c.closed {
+			ifc.att.stats(&is)
+		}
+		for _, q := range ifc.queues {
+			qs := QueueStats{
+				Queue:            q.index,
+				Stream:           q.stream,
+				CPU:              q.cpu,
+				Packets:          q.packets.Load(),
+				Bytes:            q.bytes.Load(),
+				Stored:           q.stored.Load(),
+				SpoolWriteErrors: q.writeErrors.Load(),
+				Truncated:        q.truncated.Load(),
+				WriterStalls:     q.writerStalls.Load(),
+				FlowIDHits:       q.idHits.Load(),
+				FlowIDFallbacks:  q.fallbacks.Load(),
+			}
+			if e := q.receiveErr.Load(); e != nil {
+				qs.ReceiveError = *e
+			}
+			if !c.closed {
+				q.src.stats(&qs)
+			}
+			is.Queues = append(is.Queues, qs)
+		}
+		st.Interfaces = append(st.Interfaces, is)
+	}
+	return st
+}
+
+// Totals sums the per-queue counters of s.
+func (s *Stats) Totals() (packets, bytes, stored uint64) {
+	for _, i := range s.Interfaces {
+		for _, q := range i.Queues {
+			packets += q.Packets
+			bytes += q.Bytes
+			stored += q.Stored
+		}
+	}
+	return packets, bytes, stored
+}
+
+// Collectors returns Prometheus collectors for the figures of Stats. They
+// read the counters when scraped; register them with the caller's registry.
+func (c *Capture) Collectors() []prometheus.Collector {
+	return []prometheus.Collector{&collector{c: c}}
+}
+
+type queueMetric struct {
+	desc *prometheus.Desc
+	kind prometheus.ValueType
+	get  func(*QueueStats) (float64, bool)
+}
+
+type ifaceMetric struct {
+	desc *prometheus.Desc
+	kind prometheus.ValueType
+	get  func(*InterfaceStats) (float64, bool)
+}
+
+type collector struct {
+	c *Capture
+}
+
+func qcounter(name, help string, f func(*QueueStats) uint64) queueMetric {
+	return queueMetric{
+		desc: prometheus.NewDesc("stenod_capture_"+name+"_total", help, []string{"iface", "queue"}, nil),
+		kind: prometheus.CounterValue,
+		get:  func(q *QueueStats) (float64, bool) { return float64(f(q)), true },
+	}
+}
+
+func sockcounter(name, help string, f func(*xdp.SocketStats) uint64) queueMetric {
+	return queueMetric{
+		desc: prometheus.NewDesc("stenod_xsk_"+name+"_total", help, []string{"iface", "queue"}, nil),
+		kind: prometheus.CounterValue,
+		get: func(q *QueueStats) (float64, bool) {
+			if q.Socket == nil {
+				return 0, false
+			}
+			return float64(f(q.Socket)), true
+		},
+	}
+}
+
+func progcounter(name, help string, f func(*xdp.ProgramStats) uint64) ifaceMetric {
+	return ifaceMetric{
+		desc: prometheus.NewDesc("stenod_xdp_"+name+"_total", help, []string{"iface"}, nil),
+		kind: prometheus.CounterValue,
+		get: func(i *InterfaceStats) (float64, bool) {
+			if i.Program == nil {
+				return 0, false
+			}
+			return float64(f(i.Program)), true
+		},
+	}
+}
+
+// The metric tables are built per collector, not held in package
+// variables, so nothing is shared between captures.
+func queueMetrics() []queueMetric {
+	return []queueMetric{
+		qcounter("packets", "Packets received from the kernel.", func(q *QueueStats) uint64 { return q.Packets }),
+		qcounter("bytes", "Bytes (wire lengths) received from the kernel.", func(q *QueueStats) uint64 { return q.Bytes }),
+		qcounter("stored_packets", "Packets appended to the spool.", func(q *QueueStats) uint64 { return q.Stored }),
+		qcounter("spool_write_errors", "Failed spool appends and flushes.", func(q *QueueStats) uint64 { return q.SpoolWriteErrors }),
+		qcounter("truncated_packets", "Packets longer than the snap length, stored cut.", func(q *QueueStats) uint64 { return q.Truncated }),
+		qcounter("meta_missing_packets", "Packets without XDP metadata.", func(q *QueueStats) uint64 { return q.MetaMissing }),
+		qcounter("writer_stalls", "Times the receive loop waited for the spool writer.", func(q *QueueStats) uint64 { return q.WriterStalls }),
+		qcounter("flow_id_hits", "Packets keyed through their XDP flow id.", func(q *QueueStats) uint64 { return q.FlowIDHits }),
+		qcounter("flow_id_fallbacks", "Packets keyed by the Go parser.", func(q *QueueStats) uint64 { return q.FlowIDFallbacks }),
+		sockcounter("rx_dropped", "AF_XDP packets dropped for other reasons (XDP_STATISTICS rx_dropped).", func(s *xdp.SocketStats) uint64 { return s.RxDropped }),
+		sockcounter("rx_invalid_descs", "AF_XDP invalid RX descriptors.", func(s *xdp.SocketStats) uint64 { return s.RxInvalidDescs }),
+		sockcounter("rx_ring_full", "AF_XDP packets dropped because the RX ring was full.", func(s *xdp.SocketStats) uint64 { return s.RxRingFull }),
+		sockcounter("rx_fill_ring_empty", "Times the kernel found the AF_XDP fill ring empty.", func(s *xdp.SocketStats) uint64 { return s.RxFillRingEmptyDescs }),
+	}
+}
+
+func ifaceMetrics() []ifaceMetric {
+	return []ifaceMetric{
+		progcounter("packets", "Frames the XDP program ran on.", func(s *xdp.ProgramStats) uint64 { return s.Packets }),
+		progcounter("bytes", "Bytes of the frames the XDP program ran on.", func(s *xdp.ProgramStats) uint64 { return s.Bytes }),
+		progcounter("redirected", "Frames redirected to an AF_XDP socket.", func(s *xdp.ProgramStats) uint64 { return s.Redirected }),
+		progcounter("redirect_failed", "Frames with no socket on their RX queue, passed to the stack.", func(s *xdp.ProgramStats) uint64 { return s.RedirectFailed }),
+		progcounter("meta_failed", "Frames redirected without metadata.", func(s *xdp.ProgramStats) uint64 { return s.MetaFailed }),
+		progcounter("ringbuf_lost", "New-flow records lost to a full ring buffer.", func(s *xdp.ProgramStats) uint64 { return s.RingBufFull }),
+		progcounter("dropped_by_rule", "Frames dropped by a drop rule.", func(s *xdp.ProgramStats) uint64 { return s.DroppedByRule }),
+		progcounter("over_snaplen", "Frames longer than the snap length.", func(s *xdp.ProgramStats) uint64 { return s.OverSnapLen }),
+		progcounter("passed", "Frames passed to the stack in observe mode.", func(s *xdp.ProgramStats) uint64 { return s.Passed }),
+		progcounter("new_flows", "Flows entered in the flows map.", func(s *xdp.ProgramStats) uint64 { return s.NewFlows }),
+		progcounter("flow_insert_failed", "Frames whose new flow could not be entered (flow id 0).", func(s *xdp.ProgramStats) uint64 { return s.FlowInsertFailed }),
+		progcounter("parse_not_ip", "Frames without an IPv4/IPv6 header.", func(s *xdp.ProgramStats) uint64 { return s.ParseNotIP }),
+		progcounter("parse_ipv4", "IPv4 frames.", func(s *xdp.ProgramStats) uint64 { return s.ParseIPv4 }),
+		progcounter("parse_ipv6", "IPv6 frames.", func(s *xdp.ProgramStats) uint64 { return s.ParseIPv6 }),
+		progcounter("parse_fragment", "IP fragments.", func(s *xdp.ProgramStats) uint64 { return s.ParseFragment }),
+		progcounter("parse_vlan", "Frames with at least one VLAN tag.", func(s *xdp.ProgramStats) uint64 { return s.ParseVLAN }),
+		progcounter("parse_mpls", "Frames with an MPLS label stack.", func(s *xdp.ProgramStats) uint64 { return s.ParseMPLS }),
+		{
+			desc: prometheus.NewDesc("stenod_capture_ringbuf_records_total", "New-flow records read from the ring buffer.", []string{"iface"}, nil),
+			kind: prometheus.CounterValue,
+			get:  func(i *InterfaceStats) (float64, bool) { return float64(i.RingBufRecords), true },
+		},
+		{
+			desc: prometheus.NewDesc("stenod_capture_flow_id_resets_total", "Times the flow id table was cleared at its bound.", []string{"iface"}, nil),
+			kind: prometheus.CounterValue,
+			get:  func(i *InterfaceStats) (float64, bool) { return float64(i.FlowIDResets), true },
+		},
+		{
+			desc: prometheus.NewDesc("stenod_capture_flow_ids", "Flow ids known now.", []string{"iface"}, nil),
+			kind: prometheus.GaugeValue,
+			get:  func(i *InterfaceStats) (float64, bool) { return float64(i.FlowIDs), true },
+		},
+	}
+}
+
+func (m *collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, q := range queueMetrics() {
+		ch <- q.desc
+	}
+	for _, i := range ifaceMetrics() {
+		ch <- i.desc
+	}
+}
+
+func (m *collector) Collect(ch chan<- prometheus.Metric) {
+	st := m.c.Stats()
+	qms, ims := queueMetrics(), ifaceMetrics()
+	for i := range st.Interfaces {
+		is := &st.Interfaces[i]
+		for _, im := range ims {
+			if v, ok := im.get(is); ok {
+				ch <- prometheus.MustNewConstMetric(im.desc, im.kind, v, is.Name)
+			}
+		}
+		for j := range is.Queues {
+			qs := &is.Queues[j]
+			q := strconv.Itoa(qs.Queue)
+			for _, qm := range qms {
+				if v, ok := qm.get(qs); ok {
+					ch <- prometheus.MustNewConstMetric(qm.desc, qm.kind, v, is.Name, q)
+				}
+			}
+		}
+	}
+}

@@ -1,0 +1,324 @@
+//go:build linux
+
+package capture
+
+import (
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/stenod/stenod/flow"
+	"github.com/stenod/stenod/spool"
+	"github.com/stenod/stenod/xdp"
+)
+
+// source is where one stream's packets come from: one RX queue of one
+// interface. xskSource reads an AF_XDP socket; an AF_PACKET ring is the
+// other implementation to come. The receive loop owns a source: no method
+// is called concurrently with another, except stats.
+type source interface {
+	// read copies ready packets into b with b.add, as many as are ready
+	// and fit above b's reserve, and gives their frames back to the
+	// kernel before it returns: nothing the kernel owns is held across
+	// calls. When no packet is ready it waits up to wait for one. It
+	// returns how many packets it added.
+	read(b *batch, wait time.Duration) (int, error)
+	// reserve is the most bytes and packets one read may add: a batch
+	// with less room left is sent to the writer before the next read.
+	reserve() (bytes, packets int)
+	// stats fills in the kernel's counters for this queue.
+	stats(q *QueueStats)
+	// close releases the source; the receive loop has stopped.
+	close() error
+}
+
+// packet is one packet in a batch: data[off : off+capLen] of the batch.
+type packet struct {
+	ts      int64  // unix ns
+	flowID  uint64 // the XDP program's flow id, 0 when unknown
+	off     uint32
+	capLen  uint32
+	origLen uint32
+	keyed   bool // key holds the flow key (from the flow id table)
+}
+
+// batch is a fixed slab of copied packets travelling from a receive loop to
+// its writer. Batches are allocated once per queue and recycled, so the
+// hot path allocates nothing.
+type batch struct {
+	data []byte
+	pkts []packet
+	keys []flow.Key // keys[i] is pkts[i]'s key when pkts[i].keyed
+
+	reserveBytes, reservePkts int
+	start                     time.Time // when the first packet was added
+}
+
+func newBatch(bytes, pkts, reserveBytes, reservePkts int) *batch {
+	return &batch{
+		data:         make([]byte, 0, bytes),
+		pkts:         make([]packet, 0, pkts),
+		keys:         make([]flow.Key, pkts),
+		reserveBytes: reserveBytes,
+		reservePkts:  reservePkts,
+	}
+}
+
+// full reports whether the batch cannot take another read.
+func (b *batch) full() bool {
+	return cap(b.data)-len(b.data) < b.reserveBytes || cap(b.pkts)-len(b.pkts) < b.reservePkts
+}
+
+func (b *batch) reset() {
+	b.data = b.data[:0]
+	b.pkts = b.pkts[:0]
+}
+
+// add appends one packet. Sources call it only while the batch has the room
+// their reserve promised.
+func (b *batch) add(ts int64, flowID uint64, origLen int, data []byte) {
+	b.pkts = append(b.pkts, packet{ts: ts, flowID: flowID, off: uint32(len(b.data)), capLen: uint32(len(data)), origLen: uint32(origLen)})
+	b.data = append(b.data, data...)
+}
+
+func (b *batch) packet(i int) []byte {
+	p := &b.pkts[i]
+	return b.data[p.off : p.off+p.capLen : p.off+p.capLen]
+}
+
+// Per-queue buffering between the receive loop and the writer: 8 batches of
+// 2 MiB. This only smooths the writer's pace; the UMEM rides out stalls.
+const (
+	batchesPerQueue = 8
+	batchBytes      = 2 << 20
+	batchPackets    = 16384
+)
+
+// maxGatherWait bounds each wait of a receive loop that holds packets while
+// its writer is busy, so it notices soon when the writer is free.
+const maxGatherWait = 2 * time.Millisecond
+
+// queue is one stream: a source, its receive loop, its writer loop and the
+// spool writer, plus the counters both loops keep.
+type queue struct {
+	iface  string
+	index  int
+	stream string
+	cpu    int // -1: not pinned
+	src    source
+	ids    *flowIDs // nil when the source has no flow ids
+	w      *spool.Writer
+	log    *slog.Logger
+
+	flushInterval time.Duration
+	pollTimeout   time.Duration
+
+	free chan *batch // empty batches, back from the writer
+	full chan *batch // batches for the writer; closed when the receive loop ends
+
+	// Counters, written by the loops and read by Stats.
+	packets, bytes    atomic.Uint64 // received (bytes on the wire)
+	truncated         atomic.Uint64 // cut to the snap length
+	writerStalls      atomic.Uint64 // receive loop found no free batch
+	stored            atomic.Uint64 // appended to the spool
+	idHits, fallbacks atomic.Uint64 // keys from flow ids / from flow.Parse
+	writeErrors       atomic.Uint64 // spool Append or Flush failures
+	receiveErr        atomic.Pointer[string]
+
+	closeErr error // the spool writer's Close, set when write returns
+
+	writeLog errLog
+}
+
+func newQueue(q *queue) *queue {
+	reserveBytes, reservePkts := q.src.reserve()
+	q.free = make(chan *batch, batchesPerQueue)
+	q.full = make(chan *batch, batchesPerQueue)
+	for range batchesPerQueue {
+		q.free <- newBatch(batchBytes, batchPackets, reserveBytes, reservePkts)
+	}
+	q.writeLog = errLog{log: q.log, msg: "spool write failed", every: 10 * time.Second}
+	return q
+}
+
+// receive is the receive loop: read into a batch, hand full batches (or
+// whatever there is when the source runs dry) to the writer. It never
+// writes to disk. When no batch is free the writer is behind: the loop
+// waits for one and leaves the packets in the UMEM, which is sized for
+// exactly that, rather than drop them here; the kernel counts what does not
+// fit (SocketStats). It returns when stop is closed and the source is
+// drained, closing q.full.
+func (q *queue) receive(stop <-chan struct{}) {
+	defer close(q.full)
+	if q.cpu >= 0 {
+		if err := xdp.PinToCPU(q.cpu); err != nil {
+			q.log.Warn("receive loop runs unpinned", "stream", q.stream, "err", err)
+		}
+	}
+	var b *batch
+	send := func() {
+		q.full <- b
+		b = nil
+	}
+	stopping := false
+	for {
+		if !stopping {
+			select {
+			case <-stop:
+				stopping = true
+			default:
+			}
+		}
+		if b == nil {
+			select {
+			case b = <-q.free:
+			default:
+				q.writerStalls.Add(1)
+				b = <-q.free
+			}
+		}
+		wait := q.pollTimeout
+		switch {
+		case stopping:
+			wait = 0
+		case len(b.pkts) > 0:
+			// With packets in hand, do not sit on them: hand them
+			// over once the source is dry, unless the writer is
+			// still busy with earlier batches, in which case they
+			// may as well gather into fewer, larger batches.
+			wait = 0
+			if len(q.full) > 0 {
+				wait = min(maxGatherWait, q.flushInterval/2-time.Since(b.start))
+			}
+		}
+		n, err := q.src.read(b, wait)
+		if err != nil {
+			msg := err.Error()
+			q.receiveErr.Store(&msg)
+			q.log.Error("receive loop stopped", "stream", q.stream, "err", err)
+			if len(b.pkts) > 0 {
+				send()
+			}
+			return
+		}
+		if n > 0 {
+			q.count(b.pkts[len(b.pkts)-n:])
+			if len(b.pkts) == n {
+				b.start = time.Now()
+			}
+			if b.full() || time.Since(b.start) >= q.flushInterval/2 {
+				send()
+			}
+			continue
+		}
+		if len(b.pkts) > 0 && (wait <= 0 || len(q.full) == 0 || time.Since(b.start) >= q.flushInterval/2) {
+			send()
+			continue
+		}
+		if stopping {
+			q.free <- b
+			return
+		}
+	}
+}
+
+// count adds newly received packets to the counters.
+func (q *queue) count(pkts []packet) {
+	var bytes, truncated uint64
+	for i := range pkts {
+		bytes += uint64(pkts[i].origLen)
+		if pkts[i].capLen < pkts[i].origLen {
+			truncated++
+		}
+	}
+	q.packets.Add(uint64(len(pkts)))
+	q.bytes.Add(bytes)
+	if truncated > 0 {
+		q.truncated.Add(truncated)
+	}
+}
+
+// write is the writer loop: store each batch, flush whenever no batch is
+// waiting and at least every flushInterval, and close the spool writer (which
+// seals the index) once the receive loop is done.
+func (q *queue) write() error {
+	last := time.Now()
+	for {
+		var b *batch
+		var ok bool
+		select {
+		case b, ok = <-q.full:
+		default:
+			q.flush()
+			last = time.Now()
+			b, ok = <-q.full
+		}
+		if !ok {
+			break
+		}
+		q.store(b)
+		b.reset()
+		q.free <- b
+		if now := time.Now(); now.Sub(last) >= q.flushInterval {
+			q.flush()
+			last = now
+		}
+	}
+	return q.w.Close()
+}
+
+func (q *queue) flush() {
+	if err := q.w.Flush(); err != nil {
+		q.writeErrors.Add(1)
+		q.writeLog.report(q.stream, err)
+	}
+}
+
+// store appends every packet of b to the spool, with its flow key from the
+// flow id table or, failing that, from flow.Parse. It allocates nothing.
+func (q *queue) store(b *batch) {
+	var hits uint64
+	if q.ids != nil {
+		hits = q.ids.resolve(b)
+	}
+	var stored, errs uint64
+	for i := range b.pkts {
+		p := &b.pkts[i]
+		data := b.packet(i)
+		k := &b.keys[i]
+		if !p.keyed {
+			flow.Parse(data, k)
+		}
+		if err := q.w.Append(p.ts, int(p.origLen), data, k); err != nil {
+			errs++
+			q.writeLog.report(q.stream, err)
+			continue
+		}
+		stored++
+	}
+	q.idHits.Add(hits)
+	q.fallbacks.Add(uint64(len(b.pkts)) - hits)
+	q.stored.Add(stored)
+	if errs > 0 {
+		q.writeErrors.Add(errs)
+	}
+}
+
+// errLog logs the first error and then at most one line per period, with
+// how many were left out, so a full disk does not flood the log.
+type errLog struct {
+	log     *slog.Logger
+	msg     string
+	every   time.Duration
+	last    time.Time
+	skipped int
+}
+
+func (l *errLog) report(stream string, err error) {
+	if now := time.Now(); l.last.IsZero() || now.Sub(l.last) >= l.every {
+		l.log.Error(l.msg, "stream", stream, "err", err, "not_logged_since_last", l.skipped)
+		l.last, l.skipped = now, 0
+		return
+	}
+	l.skipped++
+}

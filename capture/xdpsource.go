@@ -1,0 +1,270 @@
+//go:build linux
+
+package capture
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync/atomic"
+	"time"
+
+	"github.com/cilium/ebpf/ringbuf"
+
+	"github.com/stenod/stenod/xdp"
+)
+
+// xdpIface is the XDP machinery of one interface: the program with its pins
+// and link, one AF_XDP socket per RX queue in its XSKMAP, and the reader of
+// its new_flows ring buffer feeding the flow id table.
+type xdpIface struct {
+	name     string
+	prog     *xdp.Program
+	socks    []*xdp.Socket
+	ids      *flowIDs
+	rb       *ringbuf.Reader
+	rbDone   chan struct{}
+	observe  bool
+	detached bool
+}
+
+// openXDP loads and attaches the program on iface and, unless observing,
+// binds one socket per RX queue. On error everything it created is undone,
+// pins included.
+func openXDP(iface string, cfg *Config, snapLen int, log *slog.Logger) (_ *xdpIface, err error) {
+	mode, err := attachMode(cfg.XDPMode)
+	if err != nil {
+		return nil, err
+	}
+	ifc, err := net.InterfaceByName(iface)
+	if err != nil {
+		return nil, fmt.Errorf("capture: %w", err)
+	}
+	nq := 0
+	if !cfg.Observe {
+		if nq, err = xdp.RxQueueCount(iface); err != nil {
+			return nil, fmt.Errorf("capture on %s: %w", iface, err)
+		}
+		if nq > xdp.DefaultMaxQueues {
+			return nil, fmt.Errorf("capture on %s: %d RX queues, at most %d", iface, nq, xdp.DefaultMaxQueues)
+		}
+	}
+	prog, err := xdp.LoadProgram(xdp.ProgramOptions{
+		Interface: iface,
+		PinRoot:   cfg.PinRoot,
+		Mode:      mode,
+		Config:    xdp.ProgramConfig{SnapLen: uint32(snapLen), Observe: cfg.Observe, DropRules: cfg.DropRules},
+		Logger:    log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("capture on %s: %w", iface, err)
+	}
+	x := &xdpIface{name: iface, prog: prog, observe: cfg.Observe, ids: newFlowIDs(maxFlowIDs)}
+	defer func() {
+		if err != nil {
+			err = errors.Join(err, x.detach(), x.close(), x.remove())
+		}
+	}()
+	log.Info("xdp program attached", "iface", iface, "mode", prog.AttachMode(), "pins", prog.PinDir(), "observe", cfg.Observe)
+	if cfg.Observe {
+		return x, nil
+	}
+
+	opts := xdp.DefaultSocketOptions()
+	opts.NumFrames = cfg.UMEMFrames
+	opts.FillRingSize = pow2(cfg.UMEMFrames)
+	opts.RxRingSize = pow2(cfg.UMEMFrames)
+	for q := range nq {
+		s, err := xdp.NewSocket(ifc.Index, q, opts)
+		if err != nil {
+			return nil, fmt.Errorf("capture on %s queue %d: %w", iface, q, err)
+		}
+		x.socks = append(x.socks, s)
+		if r := s.FallbackReason(); r != nil {
+			log.Info("af_xdp socket fell back", "iface", iface, "queue", q, "zero_copy", s.ZeroCopy(), "multi_buffer", s.MultiBuffer(), "reason", r)
+		}
+		if err := prog.XSKMap().Put(uint32(q), uint32(s.FD())); err != nil {
+			return nil, fmt.Errorf("capture on %s queue %d: insert socket into xsks: %w", iface, q, err)
+		}
+	}
+	rb, err := ringbuf.NewReader(prog.NewFlows())
+	if err != nil {
+		return nil, fmt.Errorf("capture on %s: new flows reader: %w", iface, err)
+	}
+	x.rb, x.rbDone = rb, make(chan struct{})
+	go func() {
+		defer close(x.rbDone)
+		x.ids.run(rb, iface, log)
+	}()
+	return x, nil
+}
+
+// sources returns one source per socket.
+func (x *xdpIface) sources(snapLen int, clock *xdp.Clock) []source {
+	out := make([]source, len(x.socks))
+	for i, s := range x.socks {
+		out[i] = newXSKSource(s, snapLen, clock)
+	}
+	return out
+}
+
+func (x *xdpIface) flowIDs() *flowIDs { return x.ids }
+
+// detach stops the ring buffer reader and detaches and closes the program,
+// so no packet reaches the sockets any more; what is in their rings can
+// still be drained.
+func (x *xdpIface) detach() error {
+	var errs []error
+	if x.rb != nil {
+		errs = append(errs, x.rb.Close())
+		<-x.rbDone
+		x.rb = nil
+	}
+	if x.prog != nil && !x.detached {
+		errs = append(errs, x.prog.Close())
+		x.detached = true
+	}
+	return errors.Join(errs...)
+}
+
+func (x *xdpIface) close() error {
+	var errs []error
+	for _, s := range x.socks {
+		errs = append(errs, s.Close())
+	}
+	x.socks = nil
+	return errors.Join(errs...)
+}
+
+// remove deletes the pins; call after detach.
+func (x *xdpIface) remove() error {
+	if x.prog == nil {
+		return nil
+	}
+	return x.prog.Remove()
+}
+
+func (x *xdpIface) stats(s *InterfaceStats) {
+	s.Attach = x.prog.AttachMode().String()
+	ps, err := x.prog.Stats()
+	if err != nil {
+		s.ProgramError = err.Error()
+	} else {
+		s.Program = &ps
+	}
+	s.FlowIDs = x.ids.size.Load()
+	s.FlowIDResets = x.ids.resets.Load()
+	s.RingBufRecords = x.ids.records.Load()
+}
+
+func pow2(n int) int {
+	p := 1
+	for p < n {
+		p <<= 1
+	}
+	return p
+}
+
+// xskSource reads one AF_XDP socket.
+type xskSource struct {
+	sock      *xdp.Socket
+	descs     []xdp.Desc
+	frameData int // most packet bytes one descriptor carries
+	snapLen   int
+	clock     *xdp.Clock
+
+	metaMissing atomic.Uint64 // packets without metadata, stamped here
+}
+
+// xskDescsPerRead is the receive batch: large enough to amortise the ring
+// accesses, and at least xdp.SocketMaxFragments so one multi-buffer packet
+// always fits.
+const xskDescsPerRead = 64
+
+func newXSKSource(s *xdp.Socket, snapLen int, clock *xdp.Clock) *xskSource {
+	return &xskSource{
+		sock:      s,
+		descs:     make([]xdp.Desc, xskDescsPerRead),
+		frameData: s.UMEM().FrameSize() - 256, // XDP_PACKET_HEADROOM
+		snapLen:   snapLen,
+		clock:     clock,
+	}
+}
+
+func (s *xskSource) reserve() (int, int) {
+	return xskDescsPerRead * min(s.frameData, s.snapLen), xskDescsPerRead
+}
+
+func (s *xskSource) read(b *batch, wait time.Duration) (int, error) {
+	n, err := s.sock.Receive(s.descs)
+	if err == nil && n == 0 && wait > 0 {
+		var ready bool
+		if ready, err = s.sock.Poll(wait); err == nil && ready {
+			n, err = s.sock.Receive(s.descs)
+		}
+	}
+	if err != nil || n == 0 {
+		return 0, err
+	}
+	descs := s.descs[:n]
+	added := 0
+	for len(descs) > 0 {
+		pkt := xdp.SocketPacket(descs)
+		descs = descs[len(pkt):]
+		meta := s.sock.Meta(pkt[0])
+		m, _ := xdp.ParseMeta(meta)
+		// A driver that cannot write metadata leaves the frame's old
+		// bytes there; zeroed, they read as "no metadata" next time
+		// instead of as a stale flow id and timestamp.
+		clear(meta)
+		ts := int64(0)
+		if m.TAINS != 0 {
+			ts = s.clock.Time(m.TAINS).UnixNano()
+		} else {
+			ts = time.Now().UnixNano()
+			s.metaMissing.Add(1)
+		}
+		orig := xdp.SocketPacketLen(pkt)
+		if len(pkt) == 1 {
+			f := s.sock.Frame(pkt[0])
+			b.add(ts, m.FlowID, orig, f[:min(len(f), s.snapLen)])
+		} else {
+			b.addFrags(ts, m.FlowID, orig, s.snapLen, s.sock, pkt)
+		}
+		added++
+	}
+	if err := s.sock.Release(s.descs[:n]); err != nil {
+		return added, fmt.Errorf("release frames: %w", err)
+	}
+	return added, nil
+}
+
+func (s *xskSource) stats(q *QueueStats) {
+	q.ZeroCopy = s.sock.ZeroCopy()
+	q.MultiBuffer = s.sock.MultiBuffer()
+	q.MetaMissing = s.metaMissing.Load()
+	st, err := s.sock.Stats()
+	if err != nil {
+		q.SocketError = err.Error()
+		return
+	}
+	q.Socket = &st
+}
+
+func (s *xskSource) close() error { return nil } // the xdpIface closes its sockets
+
+// addFrags appends a multi-buffer packet, its descriptors' bytes up to
+// snapLen.
+func (b *batch) addFrags(ts int64, flowID uint64, origLen, snapLen int, s *xdp.Socket, pkt []xdp.Desc) {
+	off := len(b.data)
+	for _, d := range pkt {
+		f := s.Frame(d)
+		f = f[:min(len(f), snapLen-(len(b.data)-off))]
+		b.data = append(b.data, f...)
+		if len(b.data)-off == snapLen {
+			break
+		}
+	}
+	b.pkts = append(b.pkts, packet{ts: ts, flowID: flowID, off: uint32(off), capLen: uint32(len(b.data) - off), origLen: uint32(origLen)})
+}
