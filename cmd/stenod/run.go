@@ -7,6 +7,10 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/stenod/stenod/api"
 	"github.com/stenod/stenod/capture"
 	"github.com/stenod/stenod/spool"
 )
@@ -24,6 +28,10 @@ func cmdRun(ctx context.Context, e *env, args []string) error {
 	flushInterval := fs.Duration("flush-interval", def.FlushInterval, "longest `time` a received packet waits before it is queryable, under load")
 	umemFrames := fs.Int("umem-frames", def.UMEMFrames, "4 KiB packet buffers `per RX queue`: how long a disk stall is ridden out")
 	pinRoot := fs.String("pin-root", def.PinRoot, "bpffs `directory` for the pinned XDP objects")
+	adef := api.DefaultConfig()
+	listen := fs.String("listen", adef.Listen, "HTTP API `address`; any but loopback needs --certs")
+	certsDir := fs.String("certs", "", "`directory` from 'stenod certs init': serve HTTPS and require client certificates")
+	queryTimeout := fs.Duration("query-timeout", 0, "longest `time` a query may run (0: no limit)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -61,6 +69,12 @@ func cmdRun(ctx context.Context, e *env, args []string) error {
 		return usageError{err}
 	}
 
+	acfg := adef
+	acfg.Listen, acfg.CertsDir, acfg.QueryTimeout = *listen, *certsDir, *queryTimeout
+	if err := acfg.Validate(); err != nil {
+		return usageError{err}
+	}
+
 	sp, err := spool.Open(scfg, e.log)
 	if err != nil {
 		return err
@@ -69,8 +83,25 @@ func cmdRun(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return errors.Join(err, sp.Close())
 	}
-	e.log.Info("stenod running", "interfaces", cfg.Interfaces, "spool", scfg.Dirs)
-	<-ctx.Done()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(c.Collectors()...)
+	srv, err := api.New(acfg, api.Options{Spool: sp, Registry: reg, Stats: func() any { return c.Stats() }, Logger: e.log})
+	if err != nil {
+		return errors.Join(err, c.Close(), sp.Close())
+	}
+	apiDone := make(chan error, 1)
+	go func() { apiDone <- srv.ListenAndServe(ctx) }()
+	e.log.Info("stenod running", "interfaces", cfg.Interfaces, "spool", scfg.Dirs, "listen", acfg.Listen, "tls", acfg.CertsDir != "")
+	var apiErr error
+	select {
+	case <-ctx.Done():
+		apiErr = <-apiDone
+	case apiErr = <-apiDone:
+		// The API could not listen or failed: stop capturing too, as a
+		// sensor nobody can query is not doing its job.
+		e.log.Error("API server stopped", "err", apiErr)
+	}
 	e.log.Info("stopping", "cause", context.Cause(ctx))
 
 	// Capture first: its Close seals the indexes through the spool
@@ -79,7 +110,7 @@ func cmdRun(ctx context.Context, e *env, args []string) error {
 	st := c.Stats()
 	packets, bytes, stored := st.Totals()
 	e.log.Info("capture stopped", "packets", packets, "bytes", bytes, "stored", stored)
-	if err := errors.Join(cerr, sp.Close()); err != nil {
+	if err := errors.Join(apiErr, cerr, sp.Close()); err != nil {
 		return fmt.Errorf("shut down: %w", err)
 	}
 	return nil
