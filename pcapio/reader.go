@@ -129,6 +129,27 @@ func (r *Reader) IsPcapng() bool { return r.ng }
 func (r *Reader) Offset() int64 { return r.off }
 
 func (r *Reader) read(n int) ([]byte, error) {
+	// Most records fit the bufio buffer: return them in place, without a
+	// copy. The slice is valid until the next read, which Packet documents.
+	if n <= r.r.Size() {
+		b, err := r.r.Peek(n)
+		if err == nil {
+			_, _ = r.r.Discard(n)
+			r.off += int64(n)
+			return b, nil
+		}
+		if len(b) == 0 && errors.Is(err, io.EOF) {
+			return nil, io.EOF
+		}
+		if errors.Is(err, io.EOF) {
+			r.off += int64(len(b))
+			_, _ = r.r.Discard(len(b))
+			return nil, io.ErrUnexpectedEOF
+		}
+		if !errors.Is(err, bufio.ErrBufferFull) {
+			return nil, err
+		}
+	}
 	if cap(r.buf) < n {
 		r.buf = make([]byte, n)
 	}
