@@ -10,10 +10,10 @@ STATICCHECK ?= $(shell command -v staticcheck || echo $$($(GO) env GOPATH)/bin/s
 # (-p 1): they create interfaces and pin maps and must not interfere.
 TEST_FLAGS ?= -count=1 -timeout 40m
 
-.PHONY: help build provision run test test-short lint generate ci bench fuzz clean
+.PHONY: help build provision run test test-short lint generate ci bench bench-storage bench-capture soak fuzz clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
 
 build: ## build bin/stenod
 	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/stenod ./cmd/stenod
@@ -43,8 +43,16 @@ ci: lint ## what CI runs: lint, gen/ current, all tests
 	MAKE="$(MAKE)" bash scripts/check-generated.sh
 	$(MAKE) test
 
-bench: build ## benchmarks, printed as a table with ratios against tcpdump
+bench: bench-storage bench-capture ## all benchmarks, as tables with ratios against tcpdump
+
+bench-storage: build ## import, index size and query latency vs tcpdump -r
 	$(GO) run ./internal/bench $(BENCH_ARGS)
+
+bench-capture: provision build ## capture on a veth pair vs tcpdump -i, freshness (root)
+	$(GO) run ./internal/capbench $(CAPBENCH_ARGS)
+
+soak: build ## kill -9 a capturing daemon SOAK_CYCLES times (default 200) and check nothing flushed is lost
+	STENOD_SOAK_CYCLES=$${SOAK_CYCLES:-200} $(GO) test -count=1 -timeout 60m -run Kill9 -v ./cmd/stenod
 
 fuzz: ## run every fuzz target for FUZZTIME each (default 30s)
 	@for t in flow:FuzzParse query:FuzzParse index:FuzzDecode pcapio:FuzzReader; do \
