@@ -3,6 +3,7 @@ package spool
 import (
 	"errors"
 	"fmt"
+	"path/filepath"
 	"time"
 )
 
@@ -23,6 +24,19 @@ type Config struct {
 	WriteBuffer int
 	// MaxCachedIndexes bounds how many sealed indexes stay in memory.
 	MaxCachedIndexes int
+	// MaxBytes is the most bytes of spool files (pcap and index) one spool
+	// directory may hold; 0 means no limit. The oldest files are deleted to
+	// stay within it. It must leave room for a closed file beside each
+	// active one: at least 2 × RotateSize.
+	MaxBytes int64
+	// MinFreePercent is the share of each spool directory's file system
+	// that must stay available (statfs f_bavail); the oldest files are
+	// deleted to keep it. 0 turns the floor off: then only a full disk
+	// (ENOSPC) makes room.
+	MinFreePercent float64
+	// MaxFiles is the most spool files (a pcap with its index counts once)
+	// one spool directory may hold, active ones included; 0 means no limit.
+	MaxFiles int
 	// ReadOnly opens a spool another process may be writing (stenod query
 	// beside a running daemon): nothing is created, repaired or removed;
 	// files without a sealed index are indexed in memory only.
@@ -38,6 +52,9 @@ func DefaultConfig() Config {
 		RotateAge:        5 * time.Minute,
 		WriteBuffer:      1 << 20,
 		MaxCachedIndexes: 512,
+		// A tenth of the disk stays free: room for the file system to
+		// keep its performance, and for whatever else shares it.
+		MinFreePercent: 10,
 	}
 }
 
@@ -56,6 +73,21 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("spool: write buffer %d outside [4096, rotate size]", c.WriteBuffer)
 	case c.MaxCachedIndexes < 1:
 		return fmt.Errorf("spool: max cached indexes %d below 1", c.MaxCachedIndexes)
+	case c.MaxBytes < 0 || c.MaxBytes > 0 && c.MaxBytes < 2*c.RotateSize:
+		return fmt.Errorf("spool: max bytes %d per directory must be 0 (no limit) or at least twice the rotate size %d", c.MaxBytes, c.RotateSize)
+	case !(c.MinFreePercent >= 0 && c.MinFreePercent < 100): // also refuses NaN
+		return fmt.Errorf("spool: min free percent %v outside [0, 100)", c.MinFreePercent)
+	case c.MaxFiles < 0 || c.MaxFiles == 1:
+		return fmt.Errorf("spool: max files %d per directory must be 0 (no limit) or at least 2", c.MaxFiles)
+	}
+	seen := map[string]bool{}
+	for _, d := range c.Dirs {
+		k := filepath.Clean(d)
+		if seen[k] {
+			// Its budget would be counted twice and its files listed twice.
+			return fmt.Errorf("spool: directory %s listed twice", d)
+		}
+		seen[k] = true
 	}
 	return nil
 }

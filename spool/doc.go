@@ -9,6 +9,13 @@
 // sealed and active, found at Open (which repairs what a crash left) or
 // created since; a query takes a Snapshot of the files in a time range.
 //
+// Each spool directory has a disk budget (Config.MaxBytes, MinFreePercent,
+// MaxFiles), enforced before every file creation, flush and index write by
+// deleting the directory's oldest files that no writer holds; a write that
+// finds the disk full (ENOSPC) deletes the oldest files and is tried once
+// more. Spool.Counters reports what was deleted and lost, Spool.Usage what
+// each directory holds and may hold.
+//
 // File names sort by time: <dir>/<first packet time>-<stream>.pcap, with the
 // index in the same name ending .idx. Hidden files (".name.tmp") are
 // half-written and removed at Open.

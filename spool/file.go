@@ -14,12 +14,30 @@ type File struct {
 	Stream string
 	Start  int64 // first packet's timestamp, from the name
 
-	mu     sync.Mutex
-	iface  string
-	live   *index.Builder // while the file is written and until its index is sealed
-	sum    index.Summary  // of the sealed index
-	sealed *index.Reader  // nil when not loaded
-	lru    *list.Element  // position in the spool's cache while sealed != nil
+	ds *dirState // the directory's budget; its mu guards size and idxSize
+	// size and idxSize are the bytes of the pcap and of the index file as
+	// the budget counts them.
+	size, idxSize int64
+
+	// rm is held while the file's pair on disk changes: its deletion, and
+	// the rewrite of an unusable index. It keeps a rewritten index from
+	// outliving a deleted pcap.
+	rm sync.Mutex
+
+	mu sync.Mutex
+	// busy: a writer has the file open; the budget never deletes it.
+	busy bool
+	// deleted: removed from the spool by the budget; handles opened before
+	// keep reading it.
+	deleted bool
+	// unsaved is an index rebuilt at Open that could not be written (disk
+	// full); Open writes it once the budget has made room.
+	unsaved []byte
+	iface   string
+	live    *index.Builder // while the file is written and until its index is sealed
+	sum     index.Summary  // of the sealed index
+	sealed  *index.Reader  // nil when not loaded
+	lru     *list.Element  // position in the spool's cache while sealed != nil
 }
 
 // Summary returns what the file's index covers.
@@ -48,4 +66,10 @@ func (f *File) overlaps(lo, hi int64) bool {
 		return f.Active()
 	}
 	return s.First < hi && s.Last >= lo
+}
+
+func (f *File) isDeleted() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.deleted
 }

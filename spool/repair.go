@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	"github.com/stenod/stenod/flow"
 	"github.com/stenod/stenod/index"
@@ -52,7 +53,7 @@ func (s *Spool) scan(dir string) ([]*File, error) {
 			if !errors.Is(err, os.ErrNotExist) {
 				s.log.Warn("index unreadable, rebuilding it", "file", path, "err", err)
 			}
-			r, err := s.reindex(path, stream)
+			r, unsaved, err := s.reindex(path, stream)
 			if errors.Is(err, errEmpty) && s.cfg.ReadOnly {
 				continue
 			}
@@ -67,6 +68,7 @@ func (s *Spool) scan(dir string) ([]*File, error) {
 				return nil, err
 			}
 			sum = r.Summary()
+			f.unsaved = unsaved
 		}
 		f.sum = sum
 		files = append(files, f)
@@ -98,68 +100,87 @@ var errEmpty = errors.New("no packets")
 
 // reindex rebuilds a spool file's index from its pcap, which is the source of
 // truth: it reads every record, cuts off a torn last record (a crash in the
-// middle of a write), and writes the sealed index.
-func (s *Spool) reindex(path, stream string) (*index.Reader, error) {
+// middle of a write), and writes the sealed index. If the disk is too full
+// for the index, it returns the index with its encoding in unsaved, for the
+// caller to write once the budget has made room: a full disk must not keep
+// stenod from starting.
+func (s *Spool) reindex(path, stream string) (r *index.Reader, unsaved []byte, err error) {
 	mode := os.O_RDWR
 	if s.cfg.ReadOnly {
 		mode = os.O_RDONLY
 	}
 	f, err := os.OpenFile(path, mode, 0)
 	if err != nil {
-		return nil, fmt.Errorf("spool %s: %w", path, err)
+		return nil, nil, fmt.Errorf("spool %s: %w", path, err)
 	}
 	defer f.Close()
-	rd, err := pcapio.NewReader(f)
+	b, end, tail, err := indexRecords(f)
 	if err != nil {
-		// Not even a whole file header: nothing was stored in it.
-		return nil, errEmpty
+		return nil, nil, fmt.Errorf("spool %s: %w", path, err)
 	}
-	b := index.NewBuilder(0)
+	if tail != nil && !s.cfg.ReadOnly {
+		// Read-only, the writer may be in the middle of this record.
+		s.log.Warn("cutting off torn or corrupt tail", "file", path, "offset", end, "err", tail)
+		if err := f.Truncate(end); err != nil {
+			return nil, nil, fmt.Errorf("spool %s: truncate at %d: %w", path, end, err)
+		}
+	}
+	if b.Summary().Packets == 0 {
+		return nil, nil, errEmpty
+	}
+	b.SetVisible(end)
+	data := b.Encode(ifaceOf(stream))
+	if r, err = index.Decode(data); err != nil || s.cfg.ReadOnly {
+		return r, nil, err
+	}
+	if err := f.Sync(); err != nil {
+		return nil, nil, fmt.Errorf("spool %s: %w", path, err)
+	}
+	if err := index.WriteFile(indexPath(path), data); errors.Is(err, syscall.ENOSPC) {
+		s.ctr.enospc.Add(1)
+		return r, data, nil
+	} else if err != nil {
+		return nil, nil, err
+	}
+	return r, nil, nil
+}
+
+// indexRecords indexes every whole record of the pcap file read from r.
+// end is the offset after the last whole record; tail is the error of the
+// torn or corrupt record found there, nil if the file ends cleanly. A file
+// without a whole file header has nothing in it: errEmpty.
+func indexRecords(r io.Reader) (b *index.Builder, end int64, tail error, err error) {
+	rd, err := pcapio.NewReader(r)
+	if err != nil {
+		return nil, 0, nil, errEmpty
+	}
+	b = index.NewBuilder(0)
 	var p pcapio.Packet
 	var k flow.Key
-	end := int64(pcapio.PcapHeaderSize)
+	end = int64(pcapio.PcapHeaderSize)
 	for {
 		err := rd.Next(&p)
 		if err == io.EOF {
-			break
+			return b, end, nil, nil
 		}
 		if err != nil {
 			var fe *pcapio.FormatError
 			if !errors.As(err, &fe) {
-				return nil, fmt.Errorf("spool %s: %w", path, err)
+				return nil, 0, nil, err
 			}
-			end = fe.Offset
-			if s.cfg.ReadOnly {
-				// The writer may be in the middle of this record.
-				break
-			}
-			s.log.Warn("cutting off torn or corrupt tail", "file", path, "offset", fe.Offset, "err", err)
-			if err := f.Truncate(fe.Offset); err != nil {
-				return nil, fmt.Errorf("spool %s: truncate at %d: %w", path, fe.Offset, err)
-			}
-			break
+			return b, fe.Offset, err, nil
 		}
 		flow.Parse(p.Data, &k)
 		b.Add(&k, p.Offset, p.Timestamp, p.OrigLen)
 		end = p.Offset + pcapio.RecordHeaderSize + int64(p.CapLen)
 	}
-	if b.Summary().Packets == 0 {
-		return nil, errEmpty
-	}
-	b.SetVisible(end)
-	iface := stream
+}
+
+// ifaceOf returns the interface a stream was captured on ("eth1" of
+// "eth1-q0"); an import's stream is its own interface name.
+func ifaceOf(stream string) string {
 	if i := strings.LastIndexByte(stream, '-'); i > 0 {
-		iface = stream[:i]
+		return stream[:i]
 	}
-	data := b.Encode(iface)
-	if s.cfg.ReadOnly {
-		return index.Decode(data)
-	}
-	if err := f.Sync(); err != nil {
-		return nil, fmt.Errorf("spool %s: %w", path, err)
-	}
-	if err := index.WriteFile(indexPath(path), data); err != nil {
-		return nil, err
-	}
-	return index.Decode(data)
+	return stream
 }

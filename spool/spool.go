@@ -5,11 +5,13 @@ import (
 	"container/list"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"math"
 	"os"
-	"path/filepath"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/stenod/stenod/index"
 )
@@ -25,12 +27,16 @@ type Spool struct {
 	cache   *list.List // of *File with a loaded sealed index, most recent first
 	streams map[string]bool
 
+	dirs []*dirState // one per Config.Dirs, in that order
+	ctr  counters
+
 	sealing sync.WaitGroup
 	sealErr error
 }
 
-// Open opens the spool directories, creating them if needed, and repairs
-// what a crashed run left (see Repair) before anything is written.
+// Open opens the spool directories, creating them if needed, repairs what a
+// crashed run left (see scan), and deletes the oldest files of a directory
+// over its budget, before anything is written.
 func Open(cfg Config, log *slog.Logger) (*Spool, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -49,9 +55,17 @@ func Open(cfg Config, log *slog.Logger) (*Spool, error) {
 		if err != nil {
 			return nil, err
 		}
+		d := &dirState{path: dir}
+		s.account(d, files)
+		s.dirs = append(s.dirs, d)
 		s.files = append(s.files, files...)
 	}
 	s.sortFiles()
+	if !cfg.ReadOnly {
+		if err := s.openDirs(); err != nil {
+			return nil, err
+		}
+	}
 	return s, nil
 }
 
@@ -75,10 +89,10 @@ func (s *Spool) add(f *File) {
 }
 
 // pickDir spreads new files over the spool directories.
-func (s *Spool) pickDir() string {
+func (s *Spool) pickDir() *dirState {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	d := s.cfg.Dirs[s.nextDir%len(s.cfg.Dirs)]
+	d := s.dirs[s.nextDir%len(s.dirs)]
 	s.nextDir++
 	return d
 }
@@ -117,7 +131,7 @@ func (s *Spool) Snapshot(lo, hi int64) ([]*Handle, error) {
 		if err != nil {
 			return nil, errors.Join(fmt.Errorf("spool %s: %w", f.Path, err), CloseAll(out))
 		}
-		view, iface, err := s.view(f)
+		view, iface, err := s.view(f, pcap)
 		if err != nil {
 			return nil, errors.Join(err, pcap.Close(), CloseAll(out))
 		}
@@ -135,9 +149,10 @@ func CloseAll(hs []*Handle) error {
 	return errors.Join(errs...)
 }
 
-// view returns the file's live index or its sealed one, loading it (and
-// rebuilding it from the pcap if it turns out corrupt).
-func (s *Spool) view(f *File) (index.View, string, error) {
+// view returns the file's live index or its sealed one, loading it, or
+// rebuilding it from pcap, the file's open descriptor, if it cannot be
+// loaded (corrupt, or deleted by the budget since pcap was opened).
+func (s *Spool) view(f *File, pcap *os.File) (index.View, string, error) {
 	f.mu.Lock()
 	if f.live != nil {
 		defer f.mu.Unlock()
@@ -151,16 +166,65 @@ func (s *Spool) view(f *File) (index.View, string, error) {
 	f.mu.Unlock()
 	r, err := index.Open(indexPath(f.Path))
 	if err != nil {
-		s.log.Warn("index unusable, rebuilding it from its pcap", "file", f.Path, "err", err)
-		if r, err = s.reindex(f.Path, f.Stream); err != nil {
+		if r, err = s.rebuild(f, pcap, err); err != nil {
 			return nil, "", err
 		}
 	}
 	f.mu.Lock()
-	f.sealed, f.sum, f.iface = r, r.Summary(), r.Interface()
+	deleted := f.deleted
+	if !deleted {
+		// A deleted file's index is not cached: no other query can find it.
+		f.sealed, f.sum, f.iface = r, r.Summary(), r.Interface()
+	}
 	f.mu.Unlock()
-	s.touch(f)
+	if !deleted {
+		s.touch(f)
+	}
 	return r, r.Interface(), nil
+}
+
+// rebuild indexes f from its open pcap descriptor after its index could not
+// be loaded (cause), and writes the new index unless the file has been
+// deleted meanwhile or the spool is read-only. Reading the descriptor, not
+// the path, keeps a query working on a file deleted after it was opened.
+func (s *Spool) rebuild(f *File, pcap *os.File, cause error) (*index.Reader, error) {
+	f.mu.Lock()
+	deleted := f.deleted
+	f.mu.Unlock()
+	if !deleted && !errors.Is(cause, os.ErrNotExist) {
+		s.log.Warn("index unusable, rebuilding it from its pcap", "file", f.Path, "err", cause)
+	}
+	b, end, tail, err := indexRecords(io.NewSectionReader(pcap, 0, math.MaxInt64))
+	if err != nil {
+		return nil, fmt.Errorf("spool %s: rebuild index: %w", f.Path, err)
+	}
+	if tail != nil {
+		// A sealed file was fsynced whole; this is damage from outside,
+		// and the index ends before it.
+		s.log.Warn("pcap ends in a torn or corrupt record; indexed up to it", "file", f.Path, "err", tail)
+	}
+	b.SetVisible(end)
+	data := b.Encode(ifaceOf(f.Stream))
+	r, err := index.Decode(data)
+	if err != nil || s.cfg.ReadOnly {
+		return r, err
+	}
+	f.rm.Lock()
+	f.mu.Lock()
+	deleted = f.deleted
+	f.mu.Unlock()
+	var werr error
+	if !deleted {
+		werr = index.WriteFile(indexPath(f.Path), data)
+	}
+	f.rm.Unlock()
+	switch {
+	case werr != nil:
+		s.log.Warn("rebuilt index not written; it is kept in memory", "file", f.Path, "err", werr)
+	case !deleted:
+		s.setIndexSize(f, int64(len(data)))
+	}
+	return r, nil
 }
 
 // touch marks f's sealed index as recently used and evicts the least
@@ -171,7 +235,7 @@ func (s *Spool) touch(f *File) {
 	f.mu.Lock()
 	if f.lru != nil {
 		s.cache.MoveToFront(f.lru)
-	} else if f.sealed != nil {
+	} else if f.sealed != nil && !f.deleted {
 		f.lru = s.cache.PushFront(f)
 	}
 	f.mu.Unlock()
@@ -187,30 +251,56 @@ func (s *Spool) touch(f *File) {
 // Writers must be closed first.
 func (s *Spool) Close() error {
 	s.sealing.Wait()
+	cerr := s.closeDirs()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.sealErr
+	return errors.Join(s.sealErr, cerr)
 }
 
-// Usage is what one spool directory holds.
+// Usage is what one spool directory holds, and how much it may hold.
 type Usage struct {
-	Dir           string
-	Files         int
-	Bytes         int64 // pcap bytes covered by indexes
-	Packets       uint64
+	Dir            string
+	Files          int
+	Bytes          int64 // pcap bytes covered by indexes
+	Packets        uint64
 	Oldest, Newest int64 // packet timestamps, unix ns; 0 when empty
+
+	// FileBytes is what the directory's spool files take, pcap and index
+	// files together: what the budget counts.
+	FileBytes int64
+	// TotalBytes and FreeBytes are the size of the directory's file system
+	// and the bytes available on it (statfs f_bavail); 0 if unknown.
+	TotalBytes, FreeBytes int64
+	// BudgetBytes is the most the directory may hold: Config.MaxBytes, or
+	// less when the free-space floor comes first (FileBytes plus FreeBytes
+	// minus the floor). It is below FileBytes when other programs have
+	// taken space, which the spool is about to give back; 0 if unknown.
+	BudgetBytes int64
 }
 
-// Usage sums the files of each directory.
+// Retention estimates the span of packet time the directory holds once it
+// is full: the span it holds now, scaled by BudgetBytes / FileBytes (at the
+// rate the held data came in). 0 when it holds nothing or the budget is
+// unknown.
+func (u *Usage) Retention() time.Duration {
+	if u.FileBytes <= 0 || u.BudgetBytes <= 0 || u.Newest <= u.Oldest {
+		return 0
+	}
+	return time.Duration(float64(u.Newest-u.Oldest) * float64(u.BudgetBytes) / float64(u.FileBytes))
+}
+
+// Usage sums the files of each directory and reads its file system's
+// space (one statfs per directory).
 func (s *Spool) Usage() []Usage {
-	out := make([]Usage, len(s.cfg.Dirs))
-	pos := map[string]int{}
-	for i, d := range s.cfg.Dirs {
-		out[i].Dir = d
-		pos[filepath.Clean(d)] = i
+	out := make([]Usage, len(s.dirs))
+	pos := map[*dirState]int{}
+	for i, d := range s.dirs {
+		out[i].Dir = d.path
+		pos[d] = i
+		s.dirUsage(d, &out[i])
 	}
 	for _, f := range s.Files() {
-		u := &out[pos[filepath.Clean(f.Dir)]]
+		u := &out[pos[f.ds]]
 		sum := f.Summary()
 		u.Files++
 		u.Bytes += sum.DataEnd

@@ -3,9 +3,11 @@ package spool
 import (
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"os"
 	"path/filepath"
+	"syscall"
 
 	"github.com/stenod/stenod/flow"
 	"github.com/stenod/stenod/index"
@@ -29,10 +31,10 @@ type Writer struct {
 	stream string
 	iface  string
 
-	f       *os.File
-	file    *File
-	live    *index.Builder
-	buf     []byte
+	f    *os.File
+	file *File
+	live *index.Builder
+	buf  []byte
 	// pending holds the index entries of the buffered packets. They are
 	// added to the live index in one batch at Flush: queries could not see
 	// them earlier anyway, as the bytes are not in the file before Flush.
@@ -40,6 +42,9 @@ type Writer struct {
 	end     int64 // file offset after the last appended record (buffered or not)
 	written int64 // bytes written to the file
 	first   int64 // timestamp of the file's first packet
+	// torn: a failed write could not be cut back, so the file may end in
+	// a partial record at an unknown write offset; it is given up.
+	torn bool
 }
 
 // NewWriter returns the writer of a stream (for example "eth1-q0"), whose
@@ -64,6 +69,10 @@ func (s *Spool) NewWriter(stream, iface string) (*Writer, error) {
 // Append stores one packet: ts in unix nanoseconds, origLen its length on
 // the wire, data the captured bytes (cut to the snap length here), k its
 // flow key. It allocates nothing except when a new file starts.
+//
+// An error other than ErrTimestamp is a *WriteError: the write of earlier
+// packets failed (see Flush), and this packet is lost too (counted in its
+// Lost). The writer goes on with the next packet either way.
 func (w *Writer) Append(ts int64, origLen int, data []byte, k *flow.Key) error {
 	if ts < 0 || ts > maxPcapTime {
 		return fmt.Errorf("spool %s: %w: %d", w.stream, ErrTimestamp, ts)
@@ -76,17 +85,18 @@ func (w *Writer) Append(ts int64, origLen int, data []byte, k *flow.Key) error {
 	rec := pcapio.RecordHeaderSize + len(data)
 	if w.f != nil && (w.end+int64(rec) > cfg.RotateSize || ts-w.first >= int64(cfg.RotateAge)) {
 		if err := w.Rotate(); err != nil {
-			return err
+			return w.lostToo(err)
 		}
 	}
 	if w.f == nil {
 		if err := w.open(ts); err != nil {
-			return err
+			w.sp.ctr.writeErrors.Add(1)
+			return w.lostToo(err)
 		}
 	}
 	if len(w.buf)+rec > cap(w.buf) || len(w.pending) == cap(w.pending) {
 		if err := w.Flush(); err != nil {
-			return err
+			return w.lostToo(err)
 		}
 	}
 	off := w.end
@@ -96,9 +106,44 @@ func (w *Writer) Append(ts int64, origLen int, data []byte, k *flow.Key) error {
 	return nil
 }
 
-// open starts a new file named after its first packet.
+// lostToo counts the packet Append was given as lost along with those of
+// the failed write: Append does not store it when it returns an error.
+func (w *Writer) lostToo(err error) error {
+	if we, ok := err.(*WriteError); ok {
+		we.Lost++
+		w.sp.ctr.packetsLost.Add(1)
+	}
+	return err
+}
+
+// open starts a new file named after its first packet, within the disk
+// budget of the directory it goes to.
 func (w *Writer) open(ts int64) error {
-	dir := w.sp.pickDir()
+	sp := w.sp
+	d := sp.pickDir()
+	sp.reserveFile(d, 0)
+	f, path, err := w.create(d.path, ts)
+	if errors.Is(err, syscall.ENOSPC) {
+		sp.ctr.enospc.Add(1)
+		sp.releaseFile(d)
+		sp.reserveFile(d, d.shortfall(0))
+		f, path, err = w.create(d.path, ts)
+	}
+	if err != nil {
+		sp.releaseFile(d)
+		return &WriteError{Path: path, Err: err}
+	}
+	w.f, w.first, w.written, w.torn = f, ts, 0, false
+	w.live = index.NewBuilder(0)
+	w.buf = pcapio.AppendPcapHeader(w.buf[:0], sp.cfg.SnapLen, pcapio.LinkTypeEthernet)
+	w.end = int64(len(w.buf))
+	w.file = &File{Path: path, Dir: d.path, Stream: w.stream, Start: ts, iface: w.iface, live: w.live, ds: d, busy: true}
+	sp.add(w.file)
+	return nil
+}
+
+// create creates the file of a stream whose first packet is stamped ts.
+func (w *Writer) create(dir string, ts int64) (*os.File, string, error) {
 	var f *os.File
 	var path string
 	var err error
@@ -112,48 +157,84 @@ func (w *Writer) open(ts int64) error {
 		}
 	}
 	if err != nil {
-		return fmt.Errorf("spool %s: %w", path, err)
+		return nil, path, fmt.Errorf("spool %s: %w", path, err)
 	}
-	w.f, w.first, w.written = f, ts, 0
-	w.live = index.NewBuilder(0)
-	w.buf = pcapio.AppendPcapHeader(w.buf[:0], w.sp.cfg.SnapLen, pcapio.LinkTypeEthernet)
-	w.end = int64(len(w.buf))
-	w.file = &File{Path: path, Dir: dir, Stream: w.stream, Start: ts, iface: w.iface, live: w.live}
-	w.sp.add(w.file)
-	return nil
+	return f, path, nil
 }
 
 // Flush writes buffered packets to the file and makes them visible to
 // queries. Capture calls it when its ring runs empty and at least every few
 // hundred milliseconds, so a packet is queryable well within a second.
+//
+// The write is within the directory's disk budget: the oldest files are
+// deleted first if needed. If the disk is full all the same (ENOSPC), the
+// oldest files are deleted to make room and the write is tried once more.
+// If that fails too, the buffered packets are dropped, counted in the
+// spool's Counters, and reported in a *WriteError; the file still ends
+// with its last whole record, and the writer goes on.
 func (w *Writer) Flush() error {
 	if w.f == nil || len(w.buf) == 0 {
 		return nil
 	}
-	before := w.written
-	n, err := w.f.Write(w.buf)
+	sp, n := w.sp, int64(len(w.buf))
+	g := sp.reserve(w.file, n, false, 0)
+	err := w.write()
+	if errors.Is(err, syscall.ENOSPC) && !w.torn {
+		sp.ctr.enospc.Add(1)
+		sp.done(g, false)
+		g = sp.reserve(w.file, n, false, w.file.ds.shortfall(n))
+		err = w.write()
+	}
+	sp.done(g, err == nil)
 	if err != nil {
-		// A partial record must not stay in the file: cut it back to the
-		// last flush and drop the batch. The caller counts the loss.
 		lost := len(w.pending)
-		terr := w.f.Truncate(before)
-		if _, serr := w.f.Seek(before, 0); serr != nil || terr != nil {
-			err = errors.Join(err, terr, serr)
-		}
-		w.pending, w.buf, w.end = w.pending[:0], w.buf[:0], before
-		if before == 0 {
+		sp.ctr.writeErrors.Add(1)
+		sp.ctr.packetsLost.Add(uint64(lost))
+		path := w.file.Path
+		w.pending, w.buf, w.end = w.pending[:0], w.buf[:0], w.written
+		if w.written == 0 {
 			// The file header went too; write it again with the next batch.
-			w.buf = pcapio.AppendPcapHeader(w.buf, w.sp.cfg.SnapLen, pcapio.LinkTypeEthernet)
+			w.buf = pcapio.AppendPcapHeader(w.buf, sp.cfg.SnapLen, pcapio.LinkTypeEthernet)
 			w.end = int64(len(w.buf))
 		}
-		return &WriteError{Path: w.file.Path, Lost: lost, Err: err}
+		switch {
+		case w.torn:
+			// The file may end in a torn record, and its write offset is
+			// unknown: seal it up to its last whole record (the index
+			// says where that is) and go on in a new file.
+			w.close()
+		case errors.Is(err, syscall.ENOSPC) && w.written > 0:
+			// Nothing could be deleted: the active files fill the disk.
+			// Closing this one lets the next full disk delete it, so the
+			// newest packets get stored rather than none until rotation.
+			w.close()
+		}
+		return &WriteError{Path: path, Lost: lost, Err: err}
 	}
-	w.written += int64(n)
 	w.live.AddBatch(w.pending)
 	w.live.SetVisible(w.written)
 	w.pending = w.pending[:0]
 	w.buf = w.buf[:0]
 	return nil
+}
+
+// write writes the buffer at the end of the file. If that fails, it cuts
+// the file back to its last whole record, so that it never ends in a torn
+// one, and the buffer may be written again; if even that fails, it sets
+// torn.
+func (w *Writer) write() error {
+	n, err := w.f.Write(w.buf)
+	if err == nil {
+		w.written += int64(n)
+		return nil
+	}
+	terr := w.f.Truncate(w.written)
+	_, serr := w.f.Seek(w.written, io.SeekStart)
+	if terr != nil || serr != nil {
+		w.torn = true
+		return errors.Join(err, fmt.Errorf("cut back to %d: %w", w.written, errors.Join(terr, serr)))
+	}
+	return err
 }
 
 // WriteError reports packets lost to a failed write (disk full, I/O error).
@@ -177,14 +258,25 @@ func (w *Writer) Rotate() error {
 		return nil
 	}
 	err := w.Flush()
+	w.close()
+	return err
+}
+
+// close hands the active file to a background seal.
+func (w *Writer) close() {
+	if w.f == nil {
+		return
+	}
 	f, file := w.f, w.file
 	w.f, w.file, w.live = nil, nil, nil
+	file.mu.Lock()
+	file.busy = false
+	file.mu.Unlock()
 	w.sp.sealing.Add(1)
 	go func() {
 		defer w.sp.sealing.Done()
 		w.sp.seal(f, file)
 	}()
-	return err
 }
 
 // Close flushes, seals the active file's index and releases the stream name.
@@ -199,28 +291,53 @@ func (w *Writer) Close() error {
 
 // seal makes a finished file durable and writes its index next to it. If it
 // fails, the file stays live-indexed in memory and the next Open rebuilds
-// the index from the pcap.
+// the index from the pcap. The budget may delete the file meanwhile; then
+// the index goes too.
 func (s *Spool) seal(f *os.File, file *File) {
 	err := errors.Join(f.Sync(), f.Close())
 	file.mu.Lock()
 	live := file.live
 	file.mu.Unlock()
+	if live.Summary().Packets == 0 {
+		// Its first write failed: nothing is in it, and an empty file
+		// would only clutter the spool.
+		d := file.ds
+		d.mu.Lock()
+		s.remove(d, file, false)
+		d.mu.Unlock()
+		return
+	}
 	var r *index.Reader
 	if err == nil {
 		data := live.Encode(file.iface)
-		if err = index.WriteFile(indexPath(file.Path), data); err == nil {
+		if err = s.writeIndex(file, data); err == nil {
 			r, err = index.Decode(data)
 		}
 	}
-	if err != nil {
+	file.mu.Lock()
+	deleted := file.deleted
+	if err == nil && !deleted {
+		file.live, file.sealed, file.sum = nil, r, r.Summary()
+	}
+	file.mu.Unlock()
+	switch {
+	case deleted:
+		// remove found no index to delete, or not yet the one written
+		// since. A crash before this leaves it alone, and Open removes it.
+		if rerr := removeIfExists(indexPath(file.Path)); rerr != nil {
+			s.log.Error("deleting index of a deleted file failed; the next start removes it", "file", file.Path, "err", rerr)
+		}
+	case err == nil:
+		s.touch(file)
+	case errors.Is(err, syscall.ENOSPC):
+		// A full disk is counted (ENOSPCEvents), not a failure of the
+		// run: the live index goes on answering, and the next Open
+		// rebuilds the file's index if it is still there.
+		s.log.Warn("disk full: index not sealed; it will be rebuilt at the next start", "file", file.Path)
+	default:
 		s.log.Error("sealing index failed; it will be rebuilt at the next start", "file", file.Path, "err", err)
 		s.mu.Lock()
 		s.sealErr = errors.Join(s.sealErr, fmt.Errorf("seal %s: %w", file.Path, err))
 		s.mu.Unlock()
-		return
 	}
-	file.mu.Lock()
-	file.live, file.sealed, file.sum = nil, r, r.Summary()
-	file.mu.Unlock()
-	s.touch(file)
 }
