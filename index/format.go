@@ -22,7 +22,9 @@ import (
 //	 56  flows u32    | 60 blocks u32
 //	 64  flows section length u64
 //	 72  positions section length u64
-//	 80  interface name length u16, 14 bytes reserved (zero)
+//	 80  interface name length u16, 10 bytes reserved (zero)
+//	 92  crc32c of header bytes 0-91, so that the header alone (all that
+//	     ReadSummary reads to prune files by time) is never trusted unchecked
 //	interface name
 //	blocks: 24 bytes each (offset i64, min ts i64, max ts i64)
 //	flows section: one variable-length record per flow (flowRecord below)
@@ -36,6 +38,8 @@ const (
 	blockSize     = 24
 	maxIfaceName  = 256
 	flagMonotone  = 1
+	// headerCRCOffset is where the header's own checksum sits.
+	headerCRCOffset = 92
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -221,6 +225,7 @@ func encode(sum Summary, iface string, blocks []Block, flows []Flow, posOf func(
 	le.PutUint64(out[64:], uint64(len(flowsSec)))
 	le.PutUint64(out[72:], uint64(len(posSec)))
 	le.PutUint16(out[80:], uint16(len(iface)))
+	le.PutUint32(out[headerCRCOffset:], crc32.Checksum(out[:headerCRCOffset], castagnoli))
 	out = append(out, iface...)
 	for _, b := range blocks {
 		out = le.AppendUint64(out, uint64(b.Offset))

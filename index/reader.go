@@ -40,8 +40,8 @@ func Decode(data []byte) (*Reader, error) {
 	if len(data) < headerSize+4 || string(data[:8]) != magic {
 		return nil, fmt.Errorf("%w: not an index file", ErrCorrupt)
 	}
-	if v := le.Uint32(data[8:]); v != FormatVersion {
-		return nil, fmt.Errorf("%w: want %d got %d", ErrVersion, FormatVersion, v)
+	if err := checkHeader(data); err != nil {
+		return nil, err
 	}
 	body := data[:len(data)-4]
 	if got, want := crc32.Checksum(body, castagnoli), le.Uint32(data[len(data)-4:]); got != want {
@@ -153,6 +153,18 @@ func (r *Reader) AppendPositions(dst []int64, id int) ([]int64, error) {
 	return dst, nil
 }
 
+// checkHeader verifies the header's own checksum.
+func checkHeader(h []byte) error {
+	le := binary.LittleEndian
+	if v := le.Uint32(h[8:]); v != FormatVersion {
+		return fmt.Errorf("%w: want %d got %d", ErrVersion, FormatVersion, v)
+	}
+	if got, want := crc32.Checksum(h[:headerCRCOffset], castagnoli), le.Uint32(h[headerCRCOffset:]); got != want {
+		return fmt.Errorf("%w: header checksum %08x, want %08x", ErrCorrupt, got, want)
+	}
+	return nil
+}
+
 // ReadSummary reads only the header of the index file at path: enough to
 // prune files by time without loading them. It does not verify the
 // checksum; Open does, before anything is read from the index.
@@ -166,10 +178,10 @@ func ReadSummary(path string) (Summary, error) {
 	if _, err := io.ReadFull(f, h[:]); err != nil || string(h[:8]) != magic {
 		return Summary{}, fmt.Errorf("index %s: %w: not an index file", path, ErrCorrupt)
 	}
-	le := binary.LittleEndian
-	if v := le.Uint32(h[8:]); v != FormatVersion {
-		return Summary{}, fmt.Errorf("index %s: %w: want %d got %d", path, ErrVersion, FormatVersion, v)
+	if err := checkHeader(h[:]); err != nil {
+		return Summary{}, fmt.Errorf("index %s: %w", path, err)
 	}
+	le := binary.LittleEndian
 	return Summary{
 		Monotone: le.Uint32(h[12:])&flagMonotone != 0,
 		First:    int64(le.Uint64(h[16:])),
