@@ -16,11 +16,13 @@ import (
 )
 
 // ErrMethodUnavailable: the capture method is not built into this version.
+// Kept for callers that test for it; Start no longer returns it.
 var ErrMethodUnavailable = errors.New("capture method not available")
 
 // attachment is the capture machinery of one interface for one method: for
-// XDP the program, its pins and the AF_XDP sockets (xdpIface). An AF_PACKET
-// attachment would hold its fanout group of rings.
+// XDP the program, its pins and the AF_XDP sockets (xdpIface); for AF_PACKET
+// its fanout group of rings and, optionally, the XDP program in observe
+// mode (afpIface).
 type attachment interface {
 	// sources returns one source per stream, in queue order.
 	sources(snapLen int, clock *xdp.Clock) []source
@@ -57,30 +59,28 @@ type Capture struct {
 
 type ifaceCapture struct {
 	name   string
+	method string // MethodXDP or MethodAFPacket
+	reason string // why method
 	att    attachment
 	queues []*queue
 }
 
 // Start attaches to every configured interface and starts capturing into
-// sp: per RX queue a receive loop pinned to a CPU and a writer appending to
-// the spool stream "<iface>-q<queue>". ctx only bounds the start itself;
-// the capture runs until Close. On error nothing is left running or pinned.
+// sp: with AF_XDP, per RX queue a receive loop pinned to a CPU and a writer
+// appending to the spool stream "<iface>-q<queue>"; with AF_PACKET, per ring
+// one reader pinned to a CPU appending to "<iface>-q<ring>". MethodAuto
+// chooses per interface (chooseMethod) and logs the choice and why. ctx
+// only bounds the start itself; the capture runs until Close. On error
+// nothing is left running or pinned.
 //
-// Errors: a Config.Validate error (ErrInvalidConfig), ErrMethodUnavailable,
-// and the xdp and spool errors of setting up, wrapped with the interface.
+// Errors: a Config.Validate error (ErrInvalidConfig), and the xdp, afpacket
+// and spool errors of setting up, wrapped with the interface.
 func Start(ctx context.Context, cfg Config, sp *spool.Spool, log *slog.Logger) (_ *Capture, err error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
-	}
-	method := cfg.Method
-	if method == MethodAuto {
-		method = MethodXDP
-	}
-	if method != MethodXDP {
-		return nil, fmt.Errorf("capture: %s: %w", method, ErrMethodUnavailable)
 	}
 	if cfg.PinRoot == "" {
 		cfg.PinRoot = xdp.DefaultPinRoot
@@ -100,7 +100,7 @@ func Start(ctx context.Context, cfg Config, sp *spool.Spool, log *slog.Logger) (
 		}
 	}
 
-	c := &Capture{cfg: cfg, method: method, log: log, clock: clock, stop: make(chan struct{})}
+	c := &Capture{cfg: cfg, log: log, clock: clock, stop: make(chan struct{})}
 	defer func() {
 		if err != nil {
 			err = errors.Join(err, c.Close())
@@ -111,11 +111,19 @@ func Start(ctx context.Context, cfg Config, sp *spool.Spool, log *slog.Logger) (
 		if err := ctx.Err(); err != nil {
 			return nil, fmt.Errorf("capture: start: %w", err)
 		}
-		x, err := openXDP(name, &cfg, snapLen, log)
+		method, reason := chooseMethod(name, &cfg)
+		log.Info("capture method", "iface", name, "method", method, "reason", reason, "driver", driverName(name))
+		var x attachment
+		var err error
+		if method == MethodAFPacket {
+			x, err = openAFPacket(name, &cfg, snapLen, log)
+		} else {
+			x, err = openXDP(name, &cfg, snapLen, log)
+		}
 		if err != nil {
 			return nil, err
 		}
-		ic := &ifaceCapture{name: name, att: x}
+		ic := &ifaceCapture{name: name, method: method, reason: reason, att: x}
 		c.ifaces = append(c.ifaces, ic)
 		for i, src := range x.sources(snapLen, clock) {
 			stream := fmt.Sprintf("%s-q%d", name, i)
@@ -123,20 +131,39 @@ func Start(ctx context.Context, cfg Config, sp *spool.Spool, log *slog.Logger) (
 			if err != nil {
 				return nil, fmt.Errorf("capture on %s queue %d: %w", name, i, err)
 			}
+			cpu := cpus[n%len(cpus)]
+			if method == MethodAFPacket && len(cfg.CPUs) == 0 {
+				cpu = cpus[len(cpus)-1-n%len(cpus)]
+			}
 			ic.queues = append(ic.queues, newQueue(&queue{
-				iface: name, index: i, stream: stream, cpu: cpus[n%len(cpus)],
+				iface: name, index: i, stream: stream, cpu: cpu,
 				src: src, ids: x.flowIDs(), w: w, log: log,
 				flushInterval: cfg.FlushInterval, pollTimeout: pollTimeout,
 			}))
 			n++
 		}
 	}
+	c.method = c.ifaces[0].method
+	for _, ic := range c.ifaces {
+		if ic.method != c.method {
+			c.method = MethodAuto
+		}
+	}
 
 	// Nothing runs until everything is set up: packets that arrive
-	// meanwhile wait in the UMEM.
+	// meanwhile wait in the UMEM or the ring.
 	c.started = true
 	for _, ic := range c.ifaces {
 		for _, q := range ic.queues {
+			if ss, ok := q.src.(storingSource); ok {
+				c.writeWG.Add(1)
+				go func() {
+					defer c.writeWG.Done()
+					q.closeErr = ss.run(q, c.stop)
+				}()
+				log.Info("capturing", "iface", q.iface, "ring", q.index, "stream", q.stream, "cpu", q.cpu)
+				continue
+			}
 			c.recvWG.Add(1)
 			go func() {
 				defer c.recvWG.Done()
@@ -185,6 +212,9 @@ func (c *Capture) refreshClock() {
 // detach the XDP programs (no new packets), let the receive loops drain
 // their rings, let the writers store, flush and Close their spool writers
 // (which seals the indexes), then close the sockets and remove the pins.
+// An AF_PACKET ring cannot be detached without closing it: its reader
+// stores what the ring holds when Close is called (at most one ring's
+// worth of blocks) and stops; what arrives after that is not captured.
 // It joins every error. Call spool.Spool.Close afterwards to wait for the
 // seals. Closing twice is a no-op.
 func (c *Capture) Close() error {

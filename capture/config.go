@@ -5,6 +5,7 @@ package capture
 import (
 	"errors"
 	"fmt"
+	"os"
 	"slices"
 	"time"
 
@@ -30,15 +31,19 @@ type Config struct {
 	// Interfaces to capture from; each packet is stored with the name of
 	// the interface it arrived on.
 	Interfaces []string
-	// Method is MethodAuto, MethodXDP or MethodAFPacket. Auto means XDP
-	// for now.
+	// Method is MethodAuto, MethodXDP or MethodAFPacket. Auto chooses per
+	// interface: AF_XDP where the driver binds AF_XDP sockets in zero-copy
+	// mode, AF_PACKET elsewhere (veth, most virtual NICs, generic XDP),
+	// and logs the choice and why (docs/capture.md).
 	Method string
 	// XDPMode is how the XDP program is attached: XDPModeAuto (native,
 	// falling back to generic with a logged reason), XDPModeNative or
 	// XDPModeGeneric.
 	XDPMode string
-	// CPUs the receive loops are pinned to, one per RX queue, round robin
-	// over all interfaces' queues. Empty: round robin over every CPU.
+	// CPUs the receive loops are pinned to, one per RX queue or AF_PACKET
+	// ring, round robin over all interfaces' queues. Empty: round robin
+	// over every CPU, for AF_PACKET from the last CPU down (the kernel's
+	// receive work tends to land on the first ones).
 	CPUs []int
 	// UMEMFrames is the number of 4 KiB frames per RX queue. The UMEM is
 	// what rides out a stalled disk: packets wait there until the writer
@@ -54,6 +59,25 @@ type Config struct {
 	// Observe loads the XDP program in observe mode: flows and counters
 	// only, every packet passed on to the network stack, nothing stored.
 	Observe bool
+	// AFPacketRings is the number of AF_PACKET rings per interface, one
+	// reader each, in one PACKET_FANOUT_HASH group. 0 chooses: one per RX
+	// queue, at most half the CPUs, at least one.
+	AFPacketRings int
+	// AFPacketBlockSize and AFPacketBlocks shape each AF_PACKET ring
+	// (TPACKET_V3): blocks of AFPacketBlockSize bytes, a multiple of the
+	// page size and at least 64 KiB. The blocks are what rides out a
+	// stalled disk, as the UMEM does for AF_XDP: the reader stores a block
+	// before it takes the next, and only when every block is full does
+	// the kernel drop (counted, QueueStats.Ring). The ring is locked
+	// kernel memory: AFPacketBlockSize*AFPacketBlocks per ring.
+	AFPacketBlockSize int
+	AFPacketBlocks    int
+	// XDPObserve, with AF_PACKET capture, also attaches the XDP program in
+	// observe mode: its flow table, new-flow records and counters, as
+	// bpftool and stenod status show them, at a cost per packet
+	// (docs/capture.md). Drop rules need the program and load it even
+	// without XDPObserve. No effect on AF_XDP capture.
+	XDPObserve bool
 	// PinRoot is the bpffs directory for the pins (xdp.DefaultPinRoot
 	// when empty); each interface gets PinRoot/<interface>/.
 	PinRoot string
@@ -71,6 +95,9 @@ func DefaultConfig() Config {
 		UMEMFrames:    65536,
 		FlushInterval: 100 * time.Millisecond,
 		PinRoot:       xdp.DefaultPinRoot,
+
+		AFPacketBlockSize: 4 << 20,
+		AFPacketBlocks:    64,
 	}
 }
 
@@ -115,9 +142,27 @@ func (c *Config) Validate() error {
 		return bad("snap length %d outside [64, 262144]", c.SnapLen)
 	case len(c.DropRules) > xdp.MaxDropRules:
 		return bad("%d drop rules, at most %d", len(c.DropRules), xdp.MaxDropRules)
+	case c.AFPacketRings < 0 || c.AFPacketRings > maxAFPacketRings:
+		return bad("af_packet rings %d outside [0, %d]", c.AFPacketRings, maxAFPacketRings)
+	case c.AFPacketBlockSize < minAFPacketBlock || c.AFPacketBlockSize > maxAFPacketBlock || c.AFPacketBlockSize%os.Getpagesize() != 0:
+		return bad("af_packet block size %d: not a multiple of the page size in [%d, %d]", c.AFPacketBlockSize, minAFPacketBlock, maxAFPacketBlock)
+	case c.AFPacketBlocks < 2 || c.AFPacketBlocks > maxAFPacketBlocks:
+		return bad("af_packet blocks %d outside [2, %d]", c.AFPacketBlocks, maxAFPacketBlocks)
+	case int64(c.AFPacketBlockSize)*int64(c.AFPacketBlocks) > maxAFPacketRing:
+		return bad("af_packet ring of %d blocks of %d bytes: more than %d bytes", c.AFPacketBlocks, c.AFPacketBlockSize, int64(maxAFPacketRing))
 	}
 	return nil
 }
+
+// Bounds of the AF_PACKET ring settings. A block holds at least one
+// jumbo frame; the largest ring is 1 TiB, the afpacket package's own bound.
+const (
+	maxAFPacketRings  = 256
+	minAFPacketBlock  = 64 << 10
+	maxAFPacketBlock  = 1 << 30
+	maxAFPacketBlocks = 1 << 20
+	maxAFPacketRing   = 1 << 40
+)
 
 // minUMEMFrames leaves room for a full receive batch on top of what the
 // kernel holds in its rings.

@@ -1,7 +1,8 @@
 // Package capture runs live capture: it attaches stenod's XDP program to
 // each configured interface, reads every RX queue through its own AF_XDP
-// socket and stores the packets in the spool, where they are queryable
-// within a second of arriving.
+// socket (or, on interfaces without AF_XDP zero-copy, reads AF_PACKET
+// rings: see Methods) and stores the packets in the spool, where they are
+// queryable within a second of arriving.
 //
 // # Data path
 //
@@ -38,19 +39,44 @@
 //
 // # Methods
 //
-// Config.Method "auto" is XDP for now. The receive and writer loops only
-// know the internal source (one stream) and attachment (one interface)
-// interfaces, which an AF_PACKET reader implements next to xdpIface.
+// Config.Method chooses the reader per interface: MethodXDP (the above),
+// MethodAFPacket, or MethodAuto, which takes AF_XDP only where a trial bind
+// of an AF_XDP socket in zero-copy mode succeeds and AF_PACKET elsewhere
+// (veth, virtio, generic XDP: AF_XDP's copy mode is slower there), and logs
+// the choice and the reason (also InterfaceStats.Method, MethodReason).
+//
+// AF_PACKET (afpacketsource.go): per interface Config.AFPacketRings
+// TPACKET_V3 rings in one PACKET_FANOUT_HASH group (a flow stays on one
+// ring), stream "<iface>-q<ring>". Each ring has one goroutine, pinned to
+// a CPU (the last CPUs first), which walks one block at a time, keys each
+// packet with flow.Parse and appends it to the stream's spool.Writer
+// straight from the block; there is no batch and no writer goroutine. The
+// kernel fills the other blocks meanwhile, so the blocks
+// (AFPacketBlocks of AFPacketBlockSize) are what rides out a slow disk,
+// as the UMEM does for AF_XDP; when all are full the kernel drops and
+// counts (PACKET_STATISTICS, QueueStats.Ring). The reader flushes when no
+// block follows within one poll interval (10 ms) and at least every
+// FlushInterval; blocks retire after at most min(50 ms, FlushInterval/2),
+// so packets are queryable within about 100 ms. VLAN tags the kernel
+// strips are put back from the ring's headers (package afpacket).
+// Timestamps are the kernel's receive times. With Config.XDPObserve or
+// drop rules, the XDP program also runs in observe mode on the interface;
+// its counters join InterfaceStats, its new-flow records are read and
+// counted, and its drop rules act before the rings.
 //
 // # Life cycle and ownership
 //
 // Start sets everything up before any goroutine runs, and undoes it all on
-// error. The Capture owns the programs, sockets, ring buffer readers and
-// spool writers it created; the spool belongs to the caller. Close detaches
+// error. The Capture owns the programs, sockets, AF_PACKET rings, ring
+// buffer readers and spool writers it created; the spool belongs to the
+// caller. Close detaches
 // the programs first (so nothing new arrives), lets the receive loops drain
 // their rings and the writers store everything and Close their spool
 // writers, which seals the indexes, then closes the sockets and removes the
-// pins: after Close nothing of the capture is left in the kernel. Pins left
+// pins: after Close nothing of the capture is left in the kernel. An
+// AF_PACKET ring cannot be detached: its reader stores what the ring holds
+// at Close (the filled blocks and the one being filled), then the ring is
+// closed. Pins left
 // by a crashed run are taken over by the next Start (xdp.LoadProgram).
 //
 // # Counters
@@ -59,6 +85,7 @@
 // program's counters (redirect failures, ring buffer records lost, frames
 // over the snap length, drop rules) and, per queue, packets and bytes
 // received, stored, spool write failures (the packet is lost and counted),
-// flow id fallbacks, writer stalls and the socket's XDP_STATISTICS.
+// flow id fallbacks, writer stalls and the socket's XDP_STATISTICS or the
+// AF_PACKET ring's PACKET_STATISTICS (stenod_afpacket_* metrics).
 // Collectors exports the same figures to Prometheus.
 package capture

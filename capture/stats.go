@@ -7,12 +7,16 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/stenod/stenod/afpacket"
 	"github.com/stenod/stenod/xdp"
 )
 
 // Stats is every capture counter, per interface and per RX queue, ready to
 // be served as JSON. Counters count since Start.
 type Stats struct {
+	// Method is the capture method of every interface (MethodXDP or
+	// MethodAFPacket), or MethodAuto when auto chose differently for
+	// different interfaces.
 	Method     string
 	Interfaces []InterfaceStats
 }
@@ -20,8 +24,16 @@ type Stats struct {
 // InterfaceStats are the counters of one interface.
 type InterfaceStats struct {
 	Name string
-	// Attach is how the XDP program is attached: "native" or "generic".
-	Attach  string
+	// Method is how this interface is captured, MethodXDP or
+	// MethodAFPacket; MethodReason says why (auto's probe, or the
+	// configuration).
+	Method       string
+	MethodReason string
+	// Attach is how the XDP program is attached: "native" or "generic";
+	// empty when AF_PACKET captures without it.
+	Attach string
+	// Observe: the XDP program runs in observe mode (Config.Observe, or
+	// beside AF_PACKET capture).
 	Observe bool
 	// Program holds the XDP program's counters, nil when they could not
 	// be read (ProgramError says why). Program.RingBufFull counts the
@@ -37,7 +49,8 @@ type InterfaceStats struct {
 	Queues         []QueueStats
 }
 
-// QueueStats are the counters of one RX queue and its spool stream.
+// QueueStats are the counters of one RX queue (AF_XDP) or ring (AF_PACKET)
+// and its spool stream.
 type QueueStats struct {
 	Queue  int
 	Stream string
@@ -61,7 +74,8 @@ type QueueStats struct {
 	// WriterStalls counts times the receive loop found every batch buffer
 	// in the writer's hands: the writer was behind and packets waited in
 	// the UMEM. Drops only follow when the UMEM is full as well, and the
-	// kernel counts them in Socket.
+	// kernel counts them in Socket. AF_PACKET has no batches: its reader
+	// stores each block itself while the kernel fills the others.
 	WriterStalls uint64
 	// FlowIDHits counts packets keyed through their flow id;
 	// FlowIDFallbacks those keyed by the Go parser (unknown or no id).
@@ -71,7 +85,14 @@ type QueueStats struct {
 	// for a full RX ring, an empty fill ring, and others.
 	Socket      *xdp.SocketStats `json:",omitempty"`
 	SocketError string           `json:",omitempty"`
-	// ReceiveError is why the receive loop stopped early, if it did.
+	// Ring holds the AF_PACKET ring's counters: PACKET_STATISTICS
+	// (Packets offered, Drops for a full ring, QueueFreezes) and the
+	// reader's Delivered and Malformed.
+	Ring      *afpacket.Stats `json:",omitempty"`
+	RingError string          `json:",omitempty"`
+	// ReceiveError is why the receive loop stopped early, if it did; for
+	// AF_PACKET the latest error of a reader that retries (an interface
+	// that went down).
 	ReceiveError string `json:",omitempty"`
 }
 
@@ -83,7 +104,7 @@ func (c *Capture) Stats() Stats {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, ifc := range c.ifaces {
-		is := InterfaceStats{Name: ifc.name, Observe: c.cfg.Observe}
+		is := InterfaceStats{Name: ifc.name, Method: ifc.method, MethodReason: ifc.reason, Observe: c.cfg.Observe}
 		if !c.closed {
 			ifc.att.stats(&is)
 		}
@@ -169,6 +190,19 @@ func sockcounter(name, help string, f func(*xdp.SocketStats) uint64) queueMetric
 	}
 }
 
+func ringcounter(name, help string, f func(*afpacket.Stats) uint64) queueMetric {
+	return queueMetric{
+		desc: prometheus.NewDesc("stenod_afpacket_"+name+"_total", help, []string{"iface", "queue"}, nil),
+		kind: prometheus.CounterValue,
+		get: func(q *QueueStats) (float64, bool) {
+			if q.Ring == nil {
+				return 0, false
+			}
+			return float64(f(q.Ring)), true
+		},
+	}
+}
+
 func progcounter(name, help string, f func(*xdp.ProgramStats) uint64) ifaceMetric {
 	return ifaceMetric{
 		desc: prometheus.NewDesc("stenod_xdp_"+name+"_total", help, []string{"iface"}, nil),
@@ -199,6 +233,10 @@ func queueMetrics() []queueMetric {
 		sockcounter("rx_invalid_descs", "AF_XDP invalid RX descriptors.", func(s *xdp.SocketStats) uint64 { return s.RxInvalidDescs }),
 		sockcounter("rx_ring_full", "AF_XDP packets dropped because the RX ring was full.", func(s *xdp.SocketStats) uint64 { return s.RxRingFull }),
 		sockcounter("rx_fill_ring_empty", "Times the kernel found the AF_XDP fill ring empty.", func(s *xdp.SocketStats) uint64 { return s.RxFillRingEmptyDescs }),
+		ringcounter("packets", "Packets the kernel offered the AF_PACKET ring, dropped ones included (PACKET_STATISTICS tp_packets).", func(s *afpacket.Stats) uint64 { return s.Packets }),
+		ringcounter("drops", "Packets dropped because every AF_PACKET ring block was full (PACKET_STATISTICS tp_drops).", func(s *afpacket.Stats) uint64 { return s.Drops }),
+		ringcounter("queue_freezes", "Times the kernel found the AF_PACKET ring full (PACKET_STATISTICS tp_freeze_q_cnt).", func(s *afpacket.Stats) uint64 { return s.QueueFreezes }),
+		ringcounter("malformed", "AF_PACKET ring packets skipped for headers outside their block.", func(s *afpacket.Stats) uint64 { return s.Malformed }),
 	}
 }
 

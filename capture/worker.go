@@ -13,10 +13,22 @@ import (
 )
 
 // source is where one stream's packets come from: one RX queue of one
-// interface. xskSource reads an AF_XDP socket; an AF_PACKET ring is the
-// other implementation to come. The receive loop owns a source: no method
-// is called concurrently with another, except stats.
+// interface, or one AF_PACKET ring. It is either a batchSource (AF_XDP:
+// xskSource), whose packets a receive loop copies into batches for a writer
+// loop, or a storingSource (AF_PACKET: afpSource), whose loop stores its
+// packets itself. The queue's loops own a source: no method is called
+// concurrently with another, except stats.
 type source interface {
+	// stats fills in the kernel's counters for this queue.
+	stats(q *QueueStats)
+	// close releases the source; its loops have stopped.
+	close() error
+}
+
+// batchSource is a source read by a receive loop into batches, which a
+// writer loop stores.
+type batchSource interface {
+	source
 	// read copies ready packets into b with b.add, as many as are ready
 	// and fit above b's reserve, and gives their frames back to the
 	// kernel before it returns: nothing the kernel owns is held across
@@ -26,10 +38,15 @@ type source interface {
 	// reserve is the most bytes and packets one read may add: a batch
 	// with less room left is sent to the writer before the next read.
 	reserve() (bytes, packets int)
-	// stats fills in the kernel's counters for this queue.
-	stats(q *QueueStats)
-	// close releases the source; the receive loop has stopped.
-	close() error
+}
+
+// storingSource is a source whose own loop appends its packets to the
+// queue's spool writer, flushes it, counts in the queue's counters, and
+// closes the writer when stop is closed and what the kernel holds is
+// stored. It returns the writer's Close error.
+type storingSource interface {
+	source
+	run(q *queue, stop <-chan struct{}) error
 }
 
 // packet is one packet in a batch: data[off : off+capLen] of the batch.
@@ -106,7 +123,8 @@ type queue struct {
 	stream string
 	cpu    int // -1: not pinned
 	src    source
-	ids    *flowIDs // nil when the source has no flow ids
+	bsrc   batchSource // src, when it is one; nil for a storingSource
+	ids    *flowIDs    // nil when the source has no flow ids
 	w      *spool.Writer
 	log    *slog.Logger
 
@@ -131,13 +149,18 @@ type queue struct {
 }
 
 func newQueue(q *queue) *queue {
-	reserveBytes, reservePkts := q.src.reserve()
+	q.writeLog = errLog{log: q.log, msg: "spool write failed", every: 10 * time.Second}
+	bs, ok := q.src.(batchSource)
+	if !ok {
+		return q
+	}
+	q.bsrc = bs
+	reserveBytes, reservePkts := bs.reserve()
 	q.free = make(chan *batch, batchesPerQueue)
 	q.full = make(chan *batch, batchesPerQueue)
 	for range batchesPerQueue {
 		q.free <- newBatch(batchBytes, batchPackets, reserveBytes, reservePkts)
 	}
-	q.writeLog = errLog{log: q.log, msg: "spool write failed", every: 10 * time.Second}
 	return q
 }
 
@@ -191,7 +214,7 @@ func (q *queue) receive(stop <-chan struct{}) {
 				wait = min(maxGatherWait, q.flushInterval/2-time.Since(b.start))
 			}
 		}
-		n, err := q.src.read(b, wait)
+		n, err := q.bsrc.read(b, wait)
 		if err != nil {
 			msg := err.Error()
 			q.receiveErr.Store(&msg)

@@ -1,0 +1,484 @@
+//go:build linux
+
+package capture
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/cilium/ebpf/ringbuf"
+
+	"github.com/stenod/stenod/afpacket"
+	"github.com/stenod/stenod/flow"
+	"github.com/stenod/stenod/spool"
+	"github.com/stenod/stenod/xdp"
+)
+
+// chooseMethod decides how iface is captured and says why. Auto takes
+// AF_XDP only where the driver binds AF_XDP sockets in zero-copy mode with
+// multi-buffer, as the XDP path will bind them: everywhere else (veth,
+// virtio before zero-copy support, generic XDP) AF_XDP copies every packet
+// in the kernel's copy path, and AF_PACKET with TPACKET_V3 is faster.
+func chooseMethod(iface string, cfg *Config) (method, reason string) {
+	switch {
+	case cfg.Observe:
+		return MethodXDP, "observe mode: the XDP program only, nothing stored"
+	case cfg.Method == MethodXDP:
+		return MethodXDP, "set in the configuration"
+	case cfg.Method == MethodAFPacket:
+		return MethodAFPacket, "set in the configuration"
+	case cfg.XDPMode == XDPModeGeneric:
+		return MethodAFPacket, "xdp mode is generic: AF_XDP would copy every packet, AF_PACKET is faster"
+	}
+	if err := probeZeroCopy(iface); err != nil {
+		why := strings.ReplaceAll(err.Error(), "\n", "; ")
+		return MethodAFPacket, "no AF_XDP zero-copy, AF_PACKET is faster than copy mode: " + why
+	}
+	return MethodXDP, "the driver binds AF_XDP sockets in zero-copy mode"
+}
+
+// probeZeroCopy binds a small AF_XDP socket to RX queue 0 in zero-copy mode
+// with multi-buffer, the first thing the XDP path's sockets try, and closes
+// it again. nil means zero-copy works. It is the kernel's own answer, not a
+// list of drivers; on a NIC that supports it the bind briefly reconfigures
+// queue 0, as the capture's own bind does right after.
+func probeZeroCopy(iface string) error {
+	ifc, err := net.InterfaceByName(iface)
+	if err != nil {
+		return err
+	}
+	opts := xdp.DefaultSocketOptions()
+	opts.NumFrames = 64
+	opts.FillRingSize = 64
+	opts.RxRingSize = 64
+	opts.Mode = xdp.SocketModeZeroCopy
+	opts.MultiBuffer = true
+	s, err := xdp.NewSocket(ifc.Index, 0, opts)
+	if err != nil {
+		return err
+	}
+	zc, mb := s.ZeroCopy(), s.MultiBuffer()
+	if err := s.Close(); err != nil {
+		return fmt.Errorf("close probe socket: %w", err)
+	}
+	switch {
+	case !zc:
+		return errors.New("the kernel bound the probe socket in copy mode")
+	case !mb:
+		return errors.New("zero-copy without multi-buffer: jumbo frames would need copy mode")
+	}
+	return nil
+}
+
+// driverName names the interface's driver for the log, or "none" for a
+// virtual interface without a device.
+func driverName(iface string) string {
+	p, err := os.Readlink(filepath.Join("/sys/class/net", iface, "device", "driver"))
+	if err != nil {
+		return "none"
+	}
+	return filepath.Base(p)
+}
+
+// AF_PACKET reader timing.
+const (
+	// afpPollInterval is how long Next sleeps in poll(2) before it looks
+	// at its context: the granularity of idle detection and of stopping.
+	afpPollInterval = 10 * time.Millisecond
+	// afpIdleWait: with packets appended but not flushed, the reader
+	// waits this long (rounded up to one poll interval) for the next
+	// block; if none is ready the ring is idle and it flushes.
+	afpIdleWait = time.Millisecond
+	// afpMaxBlockTimeout bounds the block timeout: a quiet link's packets
+	// reach the reader within one to two block timeouts.
+	afpMaxBlockTimeout = 50 * time.Millisecond
+)
+
+// testHookRingBlock, when set (by tests, before Start), is called by every
+// AF_PACKET reader before it waits for a block.
+var testHookRingBlock func(stream string)
+
+// afpIface is the AF_PACKET machinery of one interface: a fanout group of
+// TPACKET_V3 rings and, optionally, the XDP program in observe mode with a
+// reader that empties its new_flows ring buffer.
+type afpIface struct {
+	name         string
+	rings        []*afpacket.Ring
+	blocks       int
+	blockTimeout time.Duration
+	prog         *xdp.Program
+	rb           *ringbuf.Reader
+	rbDone       chan struct{}
+	records      atomic.Uint64
+	detached     bool
+}
+
+// openAFPacket opens the rings of iface in one PACKET_FANOUT_HASH group
+// (no group with one ring) and, with Config.XDPObserve or drop rules, loads
+// the XDP program in observe mode first, so that drop rules act before the
+// rings see a packet. On error everything it created is undone, pins
+// included.
+func openAFPacket(iface string, cfg *Config, snapLen int, log *slog.Logger) (_ *afpIface, err error) {
+	ifc, err := net.InterfaceByName(iface)
+	if err != nil {
+		return nil, fmt.Errorf("capture: %w", err)
+	}
+	a := &afpIface{name: iface, blocks: cfg.AFPacketBlocks}
+	defer func() {
+		if err != nil {
+			err = errors.Join(err, a.detach(), a.close(), a.remove())
+		}
+	}()
+	if cfg.XDPObserve || len(cfg.DropRules) > 0 {
+		if err := a.loadObserver(cfg, snapLen, log); err != nil {
+			return nil, err
+		}
+	}
+
+	n := ringCount(iface, cfg)
+	opts := afpacket.DefaultOptions()
+	opts.BlockSize = cfg.AFPacketBlockSize
+	opts.BlockCount = cfg.AFPacketBlocks
+	opts.BlockTimeout = max(time.Millisecond, min(afpMaxBlockTimeout, cfg.FlushInterval/2))
+	opts.SnapLen = snapLen
+	opts.PollInterval = afpPollInterval
+	a.blockTimeout = opts.BlockTimeout
+	if n > 1 {
+		opts.Fanout = afpacket.FanoutHash
+	}
+	// A group id another socket of this network namespace already uses
+	// on another interface or with another mode fails with EINVAL: try
+	// the next one.
+	for attempt := 0; ; attempt++ {
+		opts.FanoutGroup = fanoutGroup(ifc.Index)
+		err = a.openRings(iface, n, opts)
+		if err == nil || opts.Fanout == afpacket.FanoutNone || attempt == 3 || !errors.Is(err, syscall.EINVAL) {
+			break
+		}
+		err = errors.Join(err, a.close())
+	}
+	if err != nil {
+		return nil, err
+	}
+	log.Info("af_packet rings open", "iface", iface, "rings", n, "fanout", n > 1, "fanout_group", opts.FanoutGroup,
+		"block_size", opts.BlockSize, "blocks", opts.BlockCount, "block_timeout", opts.BlockTimeout, "snaplen", snapLen)
+	return a, nil
+}
+
+func (a *afpIface) openRings(iface string, n int, opts afpacket.Options) error {
+	for i := range n {
+		r, err := afpacket.Open(iface, opts)
+		if err != nil {
+			return fmt.Errorf("capture on %s ring %d: %w", iface, i, err)
+		}
+		a.rings = append(a.rings, r)
+	}
+	return nil
+}
+
+// loadObserver attaches the XDP program in observe mode and starts the
+// reader that empties its new_flows ring buffer: AF_PACKET packets carry
+// no flow ids, so the records are only counted, and reading them keeps the
+// ring from filling up and counting them as lost.
+func (a *afpIface) loadObserver(cfg *Config, snapLen int, log *slog.Logger) error {
+	mode, err := attachMode(cfg.XDPMode)
+	if err != nil {
+		return err
+	}
+	prog, err := xdp.LoadProgram(xdp.ProgramOptions{
+		Interface: a.name,
+		PinRoot:   cfg.PinRoot,
+		Mode:      mode,
+		Config:    xdp.ProgramConfig{SnapLen: uint32(snapLen), Observe: true, DropRules: cfg.DropRules},
+		Logger:    log,
+	})
+	if err != nil {
+		return fmt.Errorf("capture on %s: %w", a.name, err)
+	}
+	a.prog = prog
+	log.Info("xdp program attached in observe mode beside af_packet", "iface", a.name, "mode", prog.AttachMode(),
+		"pins", prog.PinDir(), "drop_rules", len(cfg.DropRules))
+	rb, err := ringbuf.NewReader(prog.NewFlows())
+	if err != nil {
+		return fmt.Errorf("capture on %s: new flows reader: %w", a.name, err)
+	}
+	a.rb, a.rbDone = rb, make(chan struct{})
+	go func() {
+		defer close(a.rbDone)
+		var rec ringbuf.Record
+		for {
+			err := rb.ReadInto(&rec)
+			if errors.Is(err, ringbuf.ErrClosed) {
+				return
+			}
+			if err != nil {
+				log.Error("new flows ring buffer reader stopped", "iface", a.name, "err", err)
+				return
+			}
+			a.records.Add(1)
+		}
+	}()
+	return nil
+}
+
+// ringCount is Config.AFPacketRings or, when 0, one ring per RX queue, at
+// most half the CPUs (or the configured CPUs), at least one. The kernel's
+// share of each packet (receive path, copy into the ring) costs more than
+// the reader's (parse, append), so readers get at most half the CPUs.
+func ringCount(iface string, cfg *Config) int {
+	if cfg.AFPacketRings > 0 {
+		return cfg.AFPacketRings
+	}
+	n, err := xdp.RxQueueCount(iface)
+	if err != nil || n < 1 {
+		n = 1
+	}
+	n = min(n, max(1, runtime.NumCPU()/2))
+	if len(cfg.CPUs) > 0 {
+		n = min(n, len(cfg.CPUs))
+	}
+	return n
+}
+
+var fanoutSeq atomic.Uint32
+
+// fanoutGroup returns a fanout group id for one interface's rings. Ids are
+// shared by every socket of a network namespace, so they are drawn from a
+// per-process sequence starting at a value derived from the process id and
+// the interface: two captures of one interface must not land in one group,
+// where they would split its packets between them.
+func fanoutGroup(ifindex int) uint16 {
+	return uint16(os.Getpid()*131 + ifindex*17 + int(fanoutSeq.Add(1)))
+}
+
+func (a *afpIface) sources(_ int, _ *xdp.Clock) []source {
+	out := make([]source, len(a.rings))
+	for i, r := range a.rings {
+		out[i] = newAFPSource(r, a.blocks, a.blockTimeout)
+	}
+	return out
+}
+
+func (a *afpIface) flowIDs() *flowIDs { return nil }
+
+func (a *afpIface) stats(s *InterfaceStats) {
+	if a.prog == nil {
+		return
+	}
+	s.Observe = true
+	s.Attach = a.prog.AttachMode().String()
+	ps, err := a.prog.Stats()
+	if err != nil {
+		s.ProgramError = err.Error()
+	} else {
+		s.Program = &ps
+	}
+	s.RingBufRecords = a.records.Load()
+}
+
+// detach detaches the XDP program, if there is one. The rings go on
+// receiving until they are closed: an AF_PACKET socket in a fanout group
+// cannot be unbound.
+func (a *afpIface) detach() error {
+	var errs []error
+	if a.rb != nil {
+		errs = append(errs, a.rb.Close())
+		<-a.rbDone
+		a.rb = nil
+	}
+	if a.prog != nil && !a.detached {
+		errs = append(errs, a.prog.Close())
+		a.detached = true
+	}
+	return errors.Join(errs...)
+}
+
+// close closes the rings; their readers have stopped.
+func (a *afpIface) close() error {
+	var errs []error
+	for _, r := range a.rings {
+		errs = append(errs, r.Close())
+	}
+	a.rings = nil
+	return errors.Join(errs...)
+}
+
+// remove deletes the XDP program's pins; call after detach.
+func (a *afpIface) remove() error {
+	if a.prog == nil {
+		return nil
+	}
+	return a.prog.Remove()
+}
+
+// afpSource is one AF_PACKET ring and its reader. The reader stores every
+// packet straight from the ring block into the spool writer's buffer (one
+// copy, as for AF_XDP) while the kernel fills the ring's other blocks: the
+// blocks are the buffer that rides out a slow disk, so there is no batch
+// hand-over and no writer goroutine.
+type afpSource struct {
+	ring         *afpacket.Ring
+	blocks       int
+	blockTimeout time.Duration
+	fn           func(*afpacket.Packet) error // s.packet, bound once: no allocation per block
+
+	// Set by run, used by packet.
+	w      *spool.Writer
+	wlog   *errLog
+	stream string
+	key    flow.Key
+
+	// Tallies of the current Next call, added to the queue's counters
+	// after it.
+	n, bytes, truncated, stored, errs uint64
+}
+
+func newAFPSource(r *afpacket.Ring, blocks int, blockTimeout time.Duration) *afpSource {
+	s := &afpSource{ring: r, blocks: blocks, blockTimeout: blockTimeout}
+	s.fn = s.packet
+	return s
+}
+
+// packet keys one packet with the Go parser and appends it. It allocates
+// nothing.
+func (s *afpSource) packet(p *afpacket.Packet) error {
+	s.n++
+	s.bytes += uint64(p.OrigLen)
+	if len(p.Data) < p.OrigLen {
+		s.truncated++
+	}
+	flow.Parse(p.Data, &s.key)
+	if err := s.w.Append(p.Timestamp, p.OrigLen, p.Data, &s.key); err != nil {
+		s.errs++
+		s.wlog.report(s.stream, err)
+		return nil
+	}
+	s.stored++
+	return nil
+}
+
+// publish adds the tallies to the queue's counters and reports whether
+// there were packets.
+func (s *afpSource) publish(q *queue) bool {
+	if s.n == 0 && s.errs == 0 {
+		return false
+	}
+	q.packets.Add(s.n)
+	q.bytes.Add(s.bytes)
+	q.stored.Add(s.stored)
+	q.fallbacks.Add(s.n)
+	if s.truncated > 0 {
+		q.truncated.Add(s.truncated)
+	}
+	if s.errs > 0 {
+		q.writeErrors.Add(s.errs)
+	}
+	had := s.n > 0
+	s.n, s.bytes, s.truncated, s.stored, s.errs = 0, 0, 0, 0, 0
+	return had
+}
+
+// run is the reader: one block at a time, every packet appended to the
+// spool writer; flush when the ring is idle and at least every
+// FlushInterval; on stop, store what the ring holds and close the writer.
+func (s *afpSource) run(q *queue, stop <-chan struct{}) error {
+	if q.cpu >= 0 {
+		if err := xdp.PinToCPU(q.cpu); err != nil {
+			q.log.Warn("af_packet reader runs unpinned", "stream", q.stream, "err", err)
+		}
+	}
+	s.w, s.wlog, s.stream = q.w, &q.writeLog, q.stream
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-stop:
+		case <-ctx.Done():
+		}
+		cancel()
+	}()
+	errs := errLog{log: q.log, msg: "af_packet reader error, retrying", every: 10 * time.Second}
+	lastFlush := time.Now()
+	dirty := false
+	for {
+		if h := testHookRingBlock; h != nil {
+			h(q.stream)
+		}
+		wctx, wcancel := ctx, context.CancelFunc(nil)
+		if dirty {
+			wctx, wcancel = context.WithTimeout(ctx, afpIdleWait)
+		}
+		err := s.ring.Next(wctx, s.fn)
+		if wcancel != nil {
+			wcancel()
+		}
+		if s.publish(q) {
+			dirty = true
+		}
+		switch {
+		case err == nil:
+		case ctx.Err() != nil || errors.Is(err, afpacket.ErrClosed):
+			s.drain(q)
+			q.flush()
+			return q.w.Close()
+		case errors.Is(err, context.DeadlineExceeded):
+			// No block within the idle wait: the ring is idle.
+			q.flush()
+			lastFlush, dirty = time.Now(), false
+			continue
+		default:
+			// The interface went down (ENETDOWN) or another socket
+			// error: store what we have, wait, and try again.
+			msg := err.Error()
+			q.receiveErr.Store(&msg)
+			errs.report(q.stream, err)
+			q.flush()
+			lastFlush, dirty = time.Now(), false
+			select {
+			case <-stop:
+			case <-time.After(q.pollTimeout):
+			}
+			continue
+		}
+		if dirty && time.Since(lastFlush) >= q.flushInterval {
+			q.flush()
+			lastFlush, dirty = time.Now(), false
+		}
+	}
+}
+
+// drain stores what the ring holds at stop: the blocks ready now, and the
+// one being filled, which the kernel hands over within two block timeouts.
+// It reads at most one ring's worth of blocks, so that it ends under
+// endless traffic too.
+func (s *afpSource) drain(q *queue) {
+	for range s.blocks {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*s.blockTimeout+afpPollInterval)
+		err := s.ring.Next(ctx, s.fn)
+		cancel()
+		s.publish(q)
+		if err != nil {
+			return
+		}
+	}
+}
+
+func (s *afpSource) stats(q *QueueStats) {
+	st, err := s.ring.Stats()
+	if err != nil {
+		q.RingError = err.Error()
+	}
+	q.Ring = &st
+}
+
+func (s *afpSource) close() error { return nil } // the afpIface closes its rings
