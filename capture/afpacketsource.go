@@ -333,14 +333,13 @@ type afpSource struct {
 	fn           func(*afpacket.Packet) error // s.packet, bound once: no allocation per block
 
 	// Set by run, used by packet.
-	w      *spool.Writer
-	wlog   *errLog
-	stream string
-	key    flow.Key
+	w   *spool.Writer
+	q   *queue
+	key flow.Key
 
 	// Tallies of the current Next call, added to the queue's counters
 	// after it.
-	n, bytes, truncated, stored, errs uint64
+	n, bytes, truncated, stored uint64
 }
 
 func newAFPSource(r *afpacket.Ring, blocks int, blockTimeout time.Duration) *afpSource {
@@ -359,8 +358,7 @@ func (s *afpSource) packet(p *afpacket.Packet) error {
 	}
 	flow.Parse(p.Data, &s.key)
 	if err := s.w.Append(p.Timestamp, p.OrigLen, p.Data, &s.key); err != nil {
-		s.errs++
-		s.wlog.report(s.stream, err)
+		s.q.writeFailed(err)
 		return nil
 	}
 	s.stored++
@@ -370,7 +368,7 @@ func (s *afpSource) packet(p *afpacket.Packet) error {
 // publish adds the tallies to the queue's counters and reports whether
 // there were packets.
 func (s *afpSource) publish(q *queue) bool {
-	if s.n == 0 && s.errs == 0 {
+	if s.n == 0 {
 		return false
 	}
 	q.packets.Add(s.n)
@@ -380,11 +378,8 @@ func (s *afpSource) publish(q *queue) bool {
 	if s.truncated > 0 {
 		q.truncated.Add(s.truncated)
 	}
-	if s.errs > 0 {
-		q.writeErrors.Add(s.errs)
-	}
 	had := s.n > 0
-	s.n, s.bytes, s.truncated, s.stored, s.errs = 0, 0, 0, 0, 0
+	s.n, s.bytes, s.truncated, s.stored = 0, 0, 0, 0
 	return had
 }
 
@@ -397,7 +392,7 @@ func (s *afpSource) run(q *queue, stop <-chan struct{}) error {
 			q.log.Warn("af_packet reader runs unpinned", "stream", q.stream, "err", err)
 		}
 	}
-	s.w, s.wlog, s.stream = q.w, &q.writeLog, q.stream
+	s.w, s.q = q.w, q
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() {

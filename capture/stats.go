@@ -62,10 +62,12 @@ type QueueStats struct {
 	Packets uint64
 	Bytes   uint64
 	// Stored counts packets appended to the spool; SpoolWriteErrors the
-	// failed appends and flushes (their packets are lost, and counted
-	// here).
+	// failed appends and flushes, and SpoolWriteLost the packets they lost
+	// (appended packets not yet flushed included, so Stored-SpoolWriteLost
+	// is what the spool holds).
 	Stored           uint64
 	SpoolWriteErrors uint64
+	SpoolWriteLost   uint64
 	// Truncated counts packets longer than the snap length, stored cut.
 	Truncated uint64
 	// MetaMissing counts packets without XDP metadata (stamped on
@@ -117,6 +119,7 @@ func (c *Capture) Stats() Stats {
 				Bytes:            q.bytes.Load(),
 				Stored:           q.stored.Load(),
 				SpoolWriteErrors: q.writeErrors.Load(),
+				SpoolWriteLost:   q.writeLost.Load(),
 				Truncated:        q.truncated.Load(),
 				WriterStalls:     q.writerStalls.Load(),
 				FlowIDHits:       q.idHits.Load(),
@@ -141,7 +144,7 @@ func (s *Stats) Totals() (packets, bytes, stored uint64) {
 		for _, q := range i.Queues {
 			packets += q.Packets
 			bytes += q.Bytes
-			stored += q.Stored
+			stored += q.Stored - min(q.Stored, q.SpoolWriteLost)
 		}
 	}
 	return packets, bytes, stored
@@ -224,6 +227,7 @@ func queueMetrics() []queueMetric {
 		qcounter("bytes", "Bytes (wire lengths) received from the kernel.", func(q *QueueStats) uint64 { return q.Bytes }),
 		qcounter("stored_packets", "Packets appended to the spool.", func(q *QueueStats) uint64 { return q.Stored }),
 		qcounter("spool_write_errors", "Failed spool appends and flushes.", func(q *QueueStats) uint64 { return q.SpoolWriteErrors }),
+		qcounter("spool_write_lost_packets", "Packets lost to failed spool writes (disk full, I/O errors).", func(q *QueueStats) uint64 { return q.SpoolWriteLost }),
 		qcounter("truncated_packets", "Packets longer than the snap length, stored cut.", func(q *QueueStats) uint64 { return q.Truncated }),
 		qcounter("meta_missing_packets", "Packets without XDP metadata.", func(q *QueueStats) uint64 { return q.MetaMissing }),
 		qcounter("writer_stalls", "Times the receive loop waited for the spool writer.", func(q *QueueStats) uint64 { return q.WriterStalls }),

@@ -3,6 +3,7 @@
 package capture
 
 import (
+	"errors"
 	"log/slog"
 	"sync/atomic"
 	"time"
@@ -141,6 +142,7 @@ type queue struct {
 	stored            atomic.Uint64 // appended to the spool
 	idHits, fallbacks atomic.Uint64 // keys from flow ids / from flow.Parse
 	writeErrors       atomic.Uint64 // spool Append or Flush failures
+	writeLost         atomic.Uint64 // packets lost to them, appended ones included
 	receiveErr        atomic.Pointer[string]
 
 	closeErr error // the spool writer's Close, set when write returns
@@ -292,9 +294,22 @@ func (q *queue) write() error {
 
 func (q *queue) flush() {
 	if err := q.w.Flush(); err != nil {
-		q.writeErrors.Add(1)
-		q.writeLog.report(q.stream, err)
+		q.writeFailed(err)
 	}
+}
+
+// writeFailed counts a failed Append or Flush and the packets it lost: a
+// failed write drops the packets appended since the last flush too, which
+// were counted as stored then.
+func (q *queue) writeFailed(err error) {
+	q.writeErrors.Add(1)
+	var we *spool.WriteError
+	if errors.As(err, &we) {
+		q.writeLost.Add(uint64(we.Lost))
+	} else {
+		q.writeLost.Add(1)
+	}
+	q.writeLog.report(q.stream, err)
 }
 
 // store appends every packet of b to the spool, with its flow key from the
@@ -304,7 +319,7 @@ func (q *queue) store(b *batch) {
 	if q.ids != nil {
 		hits = q.ids.resolve(b)
 	}
-	var stored, errs uint64
+	var stored uint64
 	for i := range b.pkts {
 		p := &b.pkts[i]
 		data := b.packet(i)
@@ -313,8 +328,7 @@ func (q *queue) store(b *batch) {
 			flow.Parse(data, k)
 		}
 		if err := q.w.Append(p.ts, int(p.origLen), data, k); err != nil {
-			errs++
-			q.writeLog.report(q.stream, err)
+			q.writeFailed(err)
 			continue
 		}
 		stored++
@@ -322,9 +336,6 @@ func (q *queue) store(b *batch) {
 	q.idHits.Add(hits)
 	q.fallbacks.Add(uint64(len(b.pkts)) - hits)
 	q.stored.Add(stored)
-	if errs > 0 {
-		q.writeErrors.Add(errs)
-	}
 }
 
 // errLog logs the first error and then at most one line per period, with
