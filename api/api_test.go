@@ -367,7 +367,8 @@ func TestStatsMetricsHealthPprof(t *testing.T) {
 		sum.Retention == "" || !strings.Contains(sum.Retention, "d") {
 		t.Errorf("span %q..%q = %v s (%s), want %s..%s", sum.Oldest, sum.Newest, sum.RetentionSeconds, sum.Retention, formatNS(lo), formatNS(hi))
 	}
-	if d := sum.Dirs[0]; d.Dir != sp.Config().Dirs[0] || d.DiskBytes == 0 || d.Packets != wantPackets {
+	if d := sum.Dirs[0]; d.Dir != sp.Config().Dirs[0] || d.DiskBytes == 0 || d.Packets != wantPackets ||
+		d.FileBytes == 0 || d.BudgetBytes == 0 || d.ExpectedRetention == "" {
 		t.Errorf("dir stats %+v", d)
 	}
 	if st.Capture["rx_packets"] != 42 {
@@ -378,7 +379,8 @@ func TestStatsMetricsHealthPprof(t *testing.T) {
 	resp, body, err = get(t, c, ts.URL+"/metrics")
 	body = mustOK(t, resp, body, err)
 	for _, line := range []string{"stenod_capture_test_total 7", `stenod_api_queries_total{outcome="complete"} 1`,
-		`stenod_api_requests_total{code="200",route="/query"} 1`, "stenod_api_answer_packets_total "} {
+		`stenod_api_requests_total{code="200",route="/query"} 1`, "stenod_api_answer_packets_total ",
+		"stenod_spool_packets{dir=", "stenod_spool_expected_retention_seconds{dir=", "stenod_spool_deleted_files_total 0"} {
 		if !bytes.Contains(body, []byte(line)) {
 			t.Errorf("/metrics lacks %q", line)
 		}

@@ -17,6 +17,7 @@ import (
 	"github.com/stenod/stenod/flow"
 	"github.com/stenod/stenod/pcapio"
 	"github.com/stenod/stenod/query"
+	"github.com/stenod/stenod/spool"
 )
 
 // Request headers of stenographer's /query.
@@ -437,10 +438,12 @@ type Stats struct {
 }
 
 // SpoolStats answers "how far back can I query": the span from the oldest
-// to the newest stored packet, over all directories and per directory.
+// to the newest stored packet, over all directories and per directory, and
+// what the disk budget has deleted and writes have lost.
 type SpoolStats struct {
 	SpanStats
-	Dirs []DirStats `json:"dirs"`
+	Dirs     []DirStats     `json:"dirs"`
+	Counters spool.Counters `json:"counters"`
 }
 
 // SpanStats are the packets in a set of spool files.
@@ -459,19 +462,26 @@ type SpanStats struct {
 type DirStats struct {
 	Dir string `json:"dir"`
 	SpanStats
-	DiskBytes     uint64 `json:"disk_bytes,omitempty"`
-	DiskAvailable uint64 `json:"disk_available_bytes,omitempty"`
+	// FileBytes is what the spool files take on disk (pcap and index);
+	// BudgetBytes the most the directory may hold under the disk budget.
+	FileBytes     int64 `json:"file_bytes"`
+	BudgetBytes   int64 `json:"budget_bytes,omitempty"`
+	DiskBytes     int64 `json:"disk_bytes,omitempty"`
+	DiskAvailable int64 `json:"disk_available_bytes,omitempty"`
+	// ExpectedRetention: the packet time the directory will hold once its
+	// budget is full, at the rate the data it holds came in.
+	ExpectedRetentionSeconds float64 `json:"expected_retention_seconds,omitempty"`
+	ExpectedRetention        string  `json:"expected_retention,omitempty"`
 }
 
 func (s *Server) handleStats(w http.ResponseWriter, _ *http.Request) {
 	out := Stats{Now: formatNS(time.Now().UnixNano())}
 	var lo, hi int64
 	for _, u := range s.sp.Usage() {
-		d := DirStats{Dir: u.Dir, SpanStats: span(u.Files, u.Bytes, u.Packets, u.Oldest, u.Newest)}
-		if total, avail, err := diskSpace(u.Dir); err == nil {
-			d.DiskBytes, d.DiskAvailable = total, avail
-		} else {
-			s.log.Debug("disk space", "dir", u.Dir, "err", err)
+		d := DirStats{Dir: u.Dir, SpanStats: span(u.Files, u.Bytes, u.Packets, u.Oldest, u.Newest),
+			FileBytes: u.FileBytes, BudgetBytes: u.BudgetBytes, DiskBytes: u.TotalBytes, DiskAvailable: u.FreeBytes}
+		if r := u.Retention(); r > 0 {
+			d.ExpectedRetentionSeconds, d.ExpectedRetention = r.Seconds(), formatDays(r)
 		}
 		out.Spool.Dirs = append(out.Spool.Dirs, d)
 		out.Spool.Files += u.Files
@@ -485,6 +495,7 @@ func (s *Server) handleStats(w http.ResponseWriter, _ *http.Request) {
 		}
 	}
 	out.Spool.SpanStats = span(out.Spool.Files, out.Spool.Bytes, out.Spool.Packets, lo, hi)
+	out.Spool.Counters = s.sp.Counters()
 	if s.stats != nil {
 		out.Capture = s.stats()
 	}

@@ -158,6 +158,9 @@ func New(cfg Config, opts Options) (*Server, error) {
 	if s.metrics, err = newMetrics(s.reg); err != nil {
 		return nil, err
 	}
+	if err := s.reg.Register(newSpoolCollector(s.sp)); err != nil {
+		return nil, fmt.Errorf("api: register spool metrics: %w", err)
+	}
 	s.handler = s.routes()
 	return s, nil
 }

@@ -286,7 +286,12 @@ func (u *Usage) Retention() time.Duration {
 	if u.FileBytes <= 0 || u.BudgetBytes <= 0 || u.Newest <= u.Oldest {
 		return 0
 	}
-	return time.Duration(float64(u.Newest-u.Oldest) * float64(u.BudgetBytes) / float64(u.FileBytes))
+	r := float64(u.Newest-u.Oldest) * float64(u.BudgetBytes) / float64(u.FileBytes)
+	if r >= math.MaxInt64 {
+		// Old imported captures on a big disk: centuries, not a wrap.
+		return math.MaxInt64
+	}
+	return time.Duration(r)
 }
 
 // Usage sums the files of each directory and reads its file system's
