@@ -87,7 +87,7 @@ func run(n int, dir, testdata string, runs int) error {
 		return err
 	}
 	add("import rate (1 core, wall)", fmt.Sprintf("%.2f M packets/s", float64(n)/wall.Seconds()/1e6), "target >= 1 M/s")
-	add("import CPU per packet", fmt.Sprintf("%.0f ns", float64(cpu.Nanoseconds())/float64(n)), "spool on "+spoolDir)
+	add("import CPU per packet", cpu.perPacket(n), "spool on "+spoolDir)
 	// The same into memory (tmpfs), which shows the CPU cost without the
 	// disk's write bandwidth.
 	if shm, err := os.MkdirTemp("/dev/shm", "stenod-bench-"); err == nil {
@@ -98,7 +98,7 @@ func run(n int, dir, testdata string, runs int) error {
 		if err != nil {
 			return err
 		}
-		add("import rate, spool on tmpfs (1 core, wall)", fmt.Sprintf("%.2f M packets/s", float64(n)/wall.Seconds()/1e6), fmt.Sprintf("%.0f ns CPU per packet", float64(cpu.Nanoseconds())/float64(n)))
+		add("import rate, spool on tmpfs (1 core, wall)", fmt.Sprintf("%.2f M packets/s", float64(n)/wall.Seconds()/1e6), "CPU per packet "+cpu.perPacket(n))
 	}
 
 	idx, pcap := dirSizes(spoolDir)
@@ -157,8 +157,19 @@ func generate(path string, n int) error {
 	return errors.Join(w.Flush(), f.Close())
 }
 
+// cpuTime is process CPU time split into user and kernel time.
+type cpuTime struct{ user, sys time.Duration }
+
+func (c cpuTime) Nanoseconds() int64 { return (c.user + c.sys).Nanoseconds() }
+
+// perPacket formats the split per packet, e.g. "812 ns (user 402, kernel 410)".
+func (c cpuTime) perPacket(n int) string {
+	f := func(d time.Duration) float64 { return float64(d.Nanoseconds()) / float64(n) }
+	return fmt.Sprintf("%.0f ns (user %.0f, kernel %.0f)", f(c.user+c.sys), f(c.user), f(c.sys))
+}
+
 // timed returns the wall and process CPU time of fn.
-func timed(fn func() error) (wall, cpu time.Duration, err error) {
+func timed(fn func() error) (wall time.Duration, cpu cpuTime, err error) {
 	var before, after syscall.Rusage
 	syscall.Getrusage(syscall.RUSAGE_SELF, &before)
 	start := time.Now()
@@ -166,7 +177,7 @@ func timed(fn func() error) (wall, cpu time.Duration, err error) {
 	wall = time.Since(start)
 	syscall.Getrusage(syscall.RUSAGE_SELF, &after)
 	tv := func(t syscall.Timeval) time.Duration { return time.Duration(t.Nano()) }
-	cpu = tv(after.Utime) - tv(before.Utime) + tv(after.Stime) - tv(before.Stime)
+	cpu = cpuTime{user: tv(after.Utime) - tv(before.Utime), sys: tv(after.Stime) - tv(before.Stime)}
 	return wall, cpu, err
 }
 
