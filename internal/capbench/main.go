@@ -1,0 +1,396 @@
+//go:build linux
+
+// Command capbench measures live capture on a veth pair and prints a
+// Markdown table: for 64-byte and IMIX traffic from trafgen, pinned to one
+// CPU in a network namespace, the sender's rate, packets sent, captured and
+// lost, the drop counters and the CPU time per captured packet of the
+// capturing process, for baselines and stenod side by side in the same run:
+//
+//   - xdp-drop: an XDP program that drops every frame (no capturer): how
+//     fast the sender and the kernel can go at all;
+//   - xsk-count: a minimal program redirecting into one copy-mode AF_XDP
+//     socket per queue and a consumer that only counts (capbench xskcount);
+//   - tcpdump: tcpdump -i IF -w FILE (TPACKET_V3, to disk), no XDP;
+//   - stenod-xdp, stenod-afpacket: stenod run --capture xdp|afpacket,
+//     indexing and writing to the spool.
+//
+// Then, with stenod capturing under load: the freshness of the index (send
+// a packet with a unique port, poll the query until it answers) and loss
+// with and without a broad query streaming.
+//
+// Every capturer runs as its own process pinned to -cap-cpu; its CPU time
+// is utime+stime from /proc/PID/stat over the traffic. Everything created
+// (namespace, veth, pins, spools, processes) is removed at the end, on
+// errors and on SIGINT/SIGTERM. Needs root, trafgen, ip and taskset.
+package main
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log"
+	"math"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+type options struct {
+	duration    time.Duration
+	rates       []uint64
+	configs     []string
+	traffic     []string
+	genCPU      int
+	capCPU      int
+	qdisc       bool
+	dir         string
+	stenod      string
+	probes      int
+	freshLoad   uint64
+	queryLoad   uint64
+	liveMethod  string
+	oneFlow     bool
+	repeat      int
+	tcpdumpArgs []string
+}
+
+var allConfigs = []string{"xdp-drop", "xsk-count", "tcpdump", "stenod-xdp", "stenod-afpacket"}
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == "xskcount" {
+		if err := xskCount(os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "xskcount:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	var o options
+	var rates, configs, traffics, tcpdumpArgs string
+	flag.DurationVar(&o.duration, "duration", 10*time.Second, "traffic `time` per run (the issue's soak: 60s)")
+	flag.StringVar(&rates, "rates", "", "comma-separated `pps` rates to run besides the generator's maximum, for the zero-loss rate (e.g. 300000,600000,900000)")
+	flag.StringVar(&configs, "configs", strings.Join(allConfigs, ",")+",freshness,query", "`configurations` to run, comma separated, plus freshness and query (the live stenod benchmarks)")
+	flag.StringVar(&traffics, "traffic", "64B,IMIX", "`traffic` mixes: 64B, IMIX")
+	flag.IntVar(&o.genCPU, "gen-cpu", 1, "`CPU` trafgen sends from (and where veth's receive path runs)")
+	flag.IntVar(&o.capCPU, "cap-cpu", 0, "`CPU` every capturer is pinned to (-1: not pinned)")
+	flag.BoolVar(&o.qdisc, "qdisc-path", true, "trafgen sends through the qdisc (--qdisc-path): a full veth ring then slows the sender instead of dropping")
+	flag.StringVar(&o.dir, "dir", "/var/tmp", "`directory` on the disk under test, for spools and tcpdump's file (a temporary directory is made in it)")
+	flag.StringVar(&o.stenod, "stenod", "", "stenod `binary` (default: go build ./cmd/stenod into the work directory)")
+	flag.IntVar(&o.probes, "probes", 100, "freshness probes")
+	flag.Uint64Var(&o.freshLoad, "fresh-load", 0, "background `pps` during the freshness probes (0: half of stenod-xdp's 64B sender rate, else 100000)")
+	flag.Uint64Var(&o.queryLoad, "query-load", 0, "`pps` during the broad-query benchmark (0: stenod-xdp's 64B zero-loss rate, else 100000)")
+	flag.StringVar(&o.liveMethod, "live-method", "xdp", "capture `method` for the freshness and query benchmarks")
+	flag.IntVar(&o.repeat, "repeat", 1, "run each measurement `N` times and report the run with the median sender rate")
+	flag.BoolVar(&o.oneFlow, "one-flow", false, "send one static flow instead of up to 65536 random ones (trafgen then need not rewrite each packet)")
+	flag.StringVar(&tcpdumpArgs, "tcpdump-args", "", "extra tcpdump `arguments`, space separated (e.g. \"-B 65536\")")
+	flag.Parse()
+	log.SetFlags(0)
+	for _, s := range splitList(rates) {
+		r, err := strconv.ParseUint(s, 10, 64)
+		if err != nil || r == 0 {
+			log.Fatalf("capbench: -rates: %q is not a positive rate", s)
+		}
+		o.rates = append(o.rates, r)
+	}
+	o.configs = splitList(configs)
+	o.traffic = splitList(traffics)
+	o.tcpdumpArgs = strings.Fields(tcpdumpArgs)
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	var c cleanups
+	err := run(ctx, &o, &c)
+	c.run()
+	if err != nil {
+		log.Printf("capbench: %v", err)
+		os.Exit(1)
+	}
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// result is one measured run.
+type result struct {
+	config, traffic string
+	rate            uint64 // offered; 0: the generator's maximum
+	gen             genRun
+	cnt             counters
+	cpu             time.Duration
+	hasCapture      bool   // false for xdp-drop
+	runs            string // with -repeat: the sender rates of every run
+	err             error
+}
+
+func (r *result) lost() int64 { return int64(r.gen.sent) - int64(r.cnt.captured) }
+
+// zeroLoss: nothing missing and no drop counter moved.
+func (r *result) zeroLoss() bool {
+	return r.err == nil && r.hasCapture && r.lost() <= 0 && r.cnt.dropNote() == "none" && r.gen.vethDropped == 0
+}
+
+func progress(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "%s  %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
+}
+
+func run(ctx context.Context, o *options, c *cleanups) error {
+	if os.Geteuid() != 0 {
+		return errors.New("needs root")
+	}
+	for _, cmd := range []string{"ip", "trafgen", "taskset"} {
+		if _, err := exec.LookPath(cmd); err != nil {
+			return fmt.Errorf("needs %s on PATH", cmd)
+		}
+	}
+	if o.genCPU == o.capCPU {
+		return errors.New("-gen-cpu and -cap-cpu must differ")
+	}
+	if n := runtime.NumCPU(); o.genCPU < 0 || o.genCPU >= n || o.capCPU >= n {
+		return fmt.Errorf("-gen-cpu %d, -cap-cpu %d: this machine has CPUs 0 to %d", o.genCPU, o.capCPU, n-1)
+	}
+	for _, c := range o.configs {
+		if !slices.Contains(allConfigs, c) && c != "freshness" && c != "query" {
+			return fmt.Errorf("-configs: unknown %q (want %s, freshness, query)", c, strings.Join(allConfigs, ", "))
+		}
+	}
+	for _, t := range o.traffic {
+		if t != "64B" && t != "IMIX" {
+			return fmt.Errorf("-traffic: unknown %q (want 64B, IMIX)", t)
+		}
+	}
+	dir, err := os.MkdirTemp(o.dir, "capbench-")
+	if err != nil {
+		return err
+	}
+	c.push("work directory", func() error { return os.RemoveAll(dir) })
+	pinRoot, err := os.MkdirTemp("/sys/fs/bpf", "capbench-")
+	if err != nil {
+		return fmt.Errorf("pin root on bpffs: %w", err)
+	}
+	c.push("pin root", func() error { return os.RemoveAll(pinRoot) })
+
+	e := &env{dir: dir, capCPU: o.capCPU, pinRoot: pinRoot, cleanups: c}
+	e.tcpdump, _ = exec.LookPath("tcpdump")
+	stenodErr := error(nil)
+	if e.stenod = o.stenod; e.stenod == "" {
+		e.stenod = filepath.Join(dir, "stenod")
+		progress("building stenod")
+		if out, err := exec.Command("go", "build", "-o", e.stenod, "./cmd/stenod").CombinedOutput(); err != nil {
+			stenodErr = fmt.Errorf("go build ./cmd/stenod: %v: %s", err, lastLines(string(out), 2))
+			e.stenod = ""
+			progress("%v", stenodErr)
+		}
+	}
+
+	if e.stenod != "" {
+		out, _ := exec.Command(e.stenod, "run", "-h").CombinedOutput()
+		e.stenodHasUser = strings.Contains(string(out), "-user")
+	}
+
+	id := strconv.Itoa(os.Getpid() % 100000)
+	e.v, err = newVeth(id, c)
+	if err != nil {
+		return err
+	}
+	progress("veth %s <-> %s in netns %s; trafgen on CPU %d, capture on CPU %d", e.v.host, e.v.peer, e.v.ns, o.genCPU, o.capCPU)
+	mixes, err := writeTraffic(dir, o.genCPU, o.oneFlow)
+	if err != nil {
+		return err
+	}
+	mixes = slices.DeleteFunc(mixes, func(t traffic) bool { return !slices.Contains(o.traffic, t.name) })
+
+	// Each starter runs the capturer on the capture CPU of the run's rate.
+	at := func(rate uint64) *env {
+		e2 := *e
+		_, e2.capCPU = o.cpus(rate)
+		return &e2
+	}
+	starters := map[string]func(uint64) (*capturer, error){
+		"xdp-drop":        func(r uint64) (*capturer, error) { return startDropBaseline(at(r)) },
+		"xsk-count":       func(r uint64) (*capturer, error) { return startXSKCount(at(r)) },
+		"tcpdump":         func(r uint64) (*capturer, error) { return startTcpdump(at(r), o.tcpdumpArgs) },
+		"stenod-xdp":      func(r uint64) (*capturer, error) { return startStenod(at(r), "xdp") },
+		"stenod-afpacket": func(r uint64) (*capturer, error) { return startStenod(at(r), "afpacket") },
+	}
+	var results []*result
+	for _, t := range mixes {
+		for _, cfg := range allConfigs {
+			if !slices.Contains(o.configs, cfg) {
+				continue
+			}
+			for _, rate := range append([]uint64{0}, o.rates...) {
+				if ctx.Err() != nil {
+					break
+				}
+				if cfg == "xdp-drop" && rate != 0 {
+					continue // the sweep is about loss; a drop program has none to find
+				}
+				var runs []*result
+				for range max(o.repeat, 1) {
+					r := &result{config: cfg, traffic: t.name, rate: rate, hasCapture: cfg != "xdp-drop"}
+					if strings.HasPrefix(cfg, "stenod") && stenodErr != nil {
+						r.err = stenodErr
+					} else {
+						measure(ctx, e, starters[cfg], t, o, r)
+					}
+					runs = append(runs, r)
+					if r.err != nil || ctx.Err() != nil {
+						break
+					}
+				}
+				r := median(runs)
+				results = append(results, r)
+				if r.err != nil {
+					progress("%-16s %-5s %-9s n/a: %v", cfg, t.name, offered(rate), r.err)
+				} else {
+					progress("%-16s %-5s %-9s sender %.3f Mpps, sent %d, captured %d, lost %d, drops %s, CPU %s/packet",
+						cfg, t.name, offered(rate), r.gen.rate/1e6, r.gen.sent, r.cnt.captured, r.lost(), r.cnt.dropNote(), perPacket(r))
+				}
+			}
+		}
+	}
+
+	var live []row
+	if slices.Contains(o.configs, "freshness") || slices.Contains(o.configs, "query") {
+		switch {
+		case stenodErr != nil:
+			live = append(live, row{"freshness / broad query", "n/a", stenodErr.Error()})
+		default:
+			e2 := *e
+			_, e2.capCPU = o.cpus(1) // the live benchmarks run at limited rates
+			live = liveBenchmarks(ctx, &e2, o, mixes, results)
+		}
+	}
+	printTable(o, mixes, results, live)
+	return ctx.Err()
+}
+
+func offered(rate uint64) string {
+	if rate == 0 {
+		return "max"
+	}
+	return fmt.Sprintf("%.3g Mpps", float64(rate)/1e6)
+}
+
+func perPacket(r *result) string {
+	if !r.hasCapture || r.cnt.captured == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.3f µs", r.cpu.Seconds()*1e6/float64(r.cnt.captured))
+}
+
+// median returns the run with the median sender rate, noting the others'
+// rates; the first failed run if any failed.
+func median(runs []*result) *result {
+	for _, r := range runs {
+		if r.err != nil {
+			return r
+		}
+	}
+	if len(runs) == 1 {
+		return runs[0]
+	}
+	slices.SortFunc(runs, func(a, b *result) int { return cmp.Compare(a.gen.rate, b.gen.rate) })
+	m := runs[len(runs)/2]
+	var rates []string
+	for _, r := range runs {
+		rates = append(rates, fmt.Sprintf("%.3f", r.gen.rate/1e6))
+	}
+	m.runs = fmt.Sprintf("median of %d: %s Mpps", len(runs), strings.Join(rates, ", "))
+	return m
+}
+
+// measure starts the capturer, runs the traffic, lets the capturer drain
+// and stops it, filling r. A failure anywhere lands in r.err.
+func measure(ctx context.Context, e *env, start func(rate uint64) (*capturer, error), t traffic, o *options, r *result) {
+	cp, err := start(r.rate)
+	if err != nil {
+		r.err = err
+		return
+	}
+	time.Sleep(300 * time.Millisecond) // let the capturer settle
+	phase(ctx, e, cp, t, o, r, nil)
+	final, err := cp.stop()
+	if r.err != nil {
+		return
+	}
+	if err != nil && r.hasCapture {
+		r.err = err
+		return
+	}
+	if cp.counts == nil {
+		r.cnt = final
+	}
+}
+
+// phase runs the traffic of r against the running capturer cp and fills
+// r with the figures of this phase alone; during runs while traffic flows.
+// When cp has no counts, r.cnt stays empty for the caller to fill.
+func phase(ctx context.Context, e *env, cp *capturer, t traffic, o *options, r *result, during func()) {
+	var before, after counters
+	var err error
+	if cp.counts != nil {
+		if before, err = cp.counts(); err != nil {
+			r.err = err
+			return
+		}
+	}
+	var cpu0 time.Duration
+	if cp.pid != 0 {
+		if cpu0, err = procCPU(cp.pid); err != nil {
+			r.err = err
+			return
+		}
+	}
+	genCPU, _ := o.cpus(r.rate)
+	r.gen, err = generate(ctx, e.v, t, genCPU, r.rate, o.duration, o.qdisc, e.cleanups, during)
+	if err != nil {
+		r.err = err
+		return
+	}
+	if ctx.Err() != nil {
+		r.err = ctx.Err()
+		return
+	}
+	if cp.counts != nil {
+		// Drain: wait until the count stops moving (at most 10 s).
+		last := uint64(math.MaxUint64)
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
+			if after, err = cp.counts(); err != nil {
+				r.err = err
+				return
+			}
+			if after.captured == last {
+				break
+			}
+			last = after.captured
+			time.Sleep(300 * time.Millisecond)
+		}
+		r.cnt = after.sub(before)
+	} else {
+		time.Sleep(time.Second)
+	}
+	if cp.pid != 0 {
+		cpu1, err := procCPU(cp.pid)
+		if err != nil {
+			r.err = err
+			return
+		}
+		r.cpu = cpu1 - cpu0
+	}
+}
