@@ -1,37 +1,79 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"flag"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
 	"strconv"
-	"strings"
+	"syscall"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/stenod/stenod/api"
 	"github.com/stenod/stenod/capture"
+	"github.com/stenod/stenod/config"
+	"github.com/stenod/stenod/internal/demotap"
 	"github.com/stenod/stenod/spool"
+	"github.com/stenod/stenod/xdp"
 )
 
+// runFlags are stenod run's flags that set a configuration key. A flag
+// given on the command line overrides the file; one not given leaves the
+// file's value (or the default) alone.
+var runFlags = []struct{ flag, key, usage string }{
+	{"iface", "capture.interfaces", "`interfaces` to capture from, comma separated (required, here or in the file)"},
+	{"spool", "spool.dirs", "spool `directories`, comma separated (one per disk)"},
+	{"capture", "capture.method", "capture `method`: auto, xdp or afpacket"},
+	{"xdp-mode", "capture.xdp_mode", "XDP attach `mode`: auto (native, else generic), native or generic"},
+	{"snaplen", "spool.snap_length", "`bytes` kept of each packet"},
+	{"cpus", "capture.cpus", "`CPUs` for the receive loops, comma separated (default: round robin over all)"},
+	{"flush-interval", "capture.flush_interval", "longest `time` a received packet waits before it is queryable, under load"},
+	{"umem-frames", "capture.umem_frames", "4 KiB packet buffers `per RX queue`: how long a disk stall is ridden out"},
+	{"pin-root", "capture.pin_root", "bpffs `directory` for the pinned XDP objects"},
+	{"drop", "capture.drop_rules", "pre-capture drop `rules`, ';' separated, such as 'udp port 53; net 10.9.0.0/16'"},
+	{"rotate-size", "spool.rotate_size", "start a new spool file past this `size`"},
+	{"rotate-age", "spool.rotate_age", "start a new spool file after this much packet `time`"},
+	{"max-bytes", "spool.max_bytes", "disk budget per spool directory, such as 2TiB (0: none); the oldest files go first"},
+	{"min-free-percent", "spool.min_free_percent", "`percent` of each spool file system kept free (0: off)"},
+	{"max-files", "spool.max_files", "most files per spool directory (0: no limit)"},
+	{"listen", "api.listen", "HTTP API `address`; any but loopback needs --certs"},
+	{"certs", "api.certs_dir", "`directory` from 'stenod certs init': serve HTTPS and require client certificates"},
+	{"query-timeout", "api.query_timeout", "longest `time` a query may run (0: no limit)"},
+	{"user", "user", "`user` to run as after start-up, when started as root (\"\": stay root)"},
+}
+
 func cmdRun(ctx context.Context, e *env, args []string) error {
-	fs := newFlagSet(e, "run", "", "Captures every packet arriving on the interfaces into the spool, indexed and\nqueryable within a second. SIGINT or SIGTERM stops it cleanly: the indexes are\nsealed and the XDP programs detached and unpinned.")
-	def := capture.DefaultConfig()
-	sdef := spool.DefaultConfig()
-	ifaces := fs.String("iface", "", "`interfaces` to capture from, comma separated (required)")
-	dirs := fs.String("spool", "/var/lib/stenod/spool", "spool `directories`, comma separated (one per disk)")
-	method := fs.String("capture", def.Method, "capture `method`: auto, xdp or afpacket")
-	xdpMode := fs.String("xdp-mode", def.XDPMode, "XDP attach `mode`: auto (native, else generic), native or generic")
-	snapLen := fs.Int("snaplen", sdef.SnapLen, "`bytes` kept of each packet")
-	cpus := fs.String("cpus", "", "`CPUs` for the receive loops, comma separated (default: round robin over all)")
-	flushInterval := fs.Duration("flush-interval", def.FlushInterval, "longest `time` a received packet waits before it is queryable, under load")
-	umemFrames := fs.Int("umem-frames", def.UMEMFrames, "4 KiB packet buffers `per RX queue`: how long a disk stall is ridden out")
-	pinRoot := fs.String("pin-root", def.PinRoot, "bpffs `directory` for the pinned XDP objects")
-	adef := api.DefaultConfig()
-	listen := fs.String("listen", adef.Listen, "HTTP API `address`; any but loopback needs --certs")
-	certsDir := fs.String("certs", "", "`directory` from 'stenod certs init': serve HTTPS and require client certificates")
-	queryTimeout := fs.Duration("query-timeout", 0, "longest `time` a query may run (0: no limit)")
+	fs := newFlagSet(e, "run", "", "Captures every packet arriving on the interfaces into the spool, indexed and\n"+
+		"queryable within a second, and serves the API. Settings come from the\n"+
+		"configuration file (docs/configuration.md), then from the flags given.\n"+
+		"Started as root, it drops to --user once capture and the API are set up.\n"+
+		"SIGINT or SIGTERM stops it cleanly: the indexes are sealed and the XDP\n"+
+		"programs detached and unpinned.\n\n"+
+		"With --demo it creates a demo tap (the veth stenod-demo0, fed from the\n"+
+		"network namespace stenod-demo with the sample captures) and captures it.")
+	def := config.Default()
+	configPath := fs.String("config", "", "configuration `file` (default "+config.DefaultPath+" when it exists)")
+	demo := fs.Bool("demo", false, "capture a demo tap fed with sample traffic (needs root)")
+	printConfig := fs.Bool("print-config", false, "print the effective configuration as a configuration file and exit")
+	keyOfFlag := map[string]string{}
+	for _, f := range runFlags {
+		v, err := def.Get(f.key)
+		if err != nil {
+			panic(err)
+		}
+		fs.String(f.flag, v, f.usage)
+		keyOfFlag[f.flag] = f.key
+	}
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -39,90 +81,273 @@ func cmdRun(ctx context.Context, e *env, args []string) error {
 		fs.Usage()
 		return usagef("unexpected arguments %q", fs.Args())
 	}
-	if *ifaces == "" {
-		fs.Usage()
-		return usagef("--iface is required")
-	}
 
-	cfg := def
-	cfg.Interfaces = splitList(*ifaces)
-	cfg.Method = *method
-	cfg.XDPMode = *xdpMode
-	cfg.SnapLen = *snapLen
-	cfg.FlushInterval = *flushInterval
-	cfg.UMEMFrames = *umemFrames
-	cfg.PinRoot = *pinRoot
-	for _, s := range splitList(*cpus) {
-		n, err := strconv.Atoi(s)
-		if err != nil {
-			return usagef("--cpus: %q is not a CPU number", s)
-		}
-		cfg.CPUs = append(cfg.CPUs, n)
-	}
-	if err := cfg.Validate(); err != nil {
-		return usageError{err}
-	}
-	scfg := sdef
-	scfg.Dirs = splitList(*dirs)
-	scfg.SnapLen = *snapLen
-	if err := scfg.Validate(); err != nil {
-		return usageError{err}
-	}
-
-	acfg := adef
-	acfg.Listen, acfg.CertsDir, acfg.QueryTimeout = *listen, *certsDir, *queryTimeout
-	if err := acfg.Validate(); err != nil {
-		return usageError{err}
-	}
-
-	sp, err := spool.Open(scfg, e.log)
+	cfg, err := loadConfig(*configPath)
 	if err != nil {
 		return err
 	}
-	c, err := capture.Start(ctx, cfg, sp, e.log)
+	given := map[string]string{} // key -> flag, for the flags given
+	var setErr error
+	fs.Visit(func(f *flag.Flag) {
+		key, ok := keyOfFlag[f.Name]
+		if !ok || setErr != nil {
+			return
+		}
+		given[key] = f.Name
+		if err := cfg.Set(key, f.Value.String()); err != nil {
+			setErr = usagef("--%s: %v", f.Name, errors.Unwrap(err))
+		}
+	})
+	if setErr != nil {
+		return setErr
+	}
+	if *demo {
+		if _, ok := given["capture.interfaces"]; ok {
+			return usagef("--demo captures its own tap: leave --iface out")
+		}
+		return runDemo(ctx, e, cfg, given, *printConfig)
+	}
+	if err := cfg.Validate(); err != nil {
+		return configError(err, given)
+	}
+	if *printConfig {
+		_, err := e.stdout.Write(cfg.Format())
+		return err
+	}
+	return runDaemon(ctx, e, cfg)
+}
+
+// loadConfig reads the file at path, or DefaultPath when path is empty and
+// the file exists, or returns the defaults.
+func loadConfig(path string) (config.Config, error) {
+	if path == "" {
+		if _, err := os.Stat(config.DefaultPath); err != nil {
+			return config.Default(), nil
+		}
+		path = config.DefaultPath
+	}
+	cfg, err := config.Load(path)
+	var ke *config.KeyError
+	if errors.As(err, &ke) {
+		return cfg, usageError{err}
+	}
+	return cfg, err
+}
+
+// configError names the flag along with the key when a flag set it.
+func configError(err error, given map[string]string) error {
+	var ke *config.KeyError
+	if errors.As(err, &ke) {
+		if f, ok := given[ke.Key]; ok {
+			return usagef("--%s: %v", f, ke.Err)
+		}
+	}
+	return usageError{err}
+}
+
+// runDaemon captures and serves until ctx is done. cfg is valid.
+func runDaemon(ctx context.Context, e *env, cfg config.Config) error {
+	// A daemon whose log reader went away (a closed terminal, a killed
+	// supervisor) must still stop cleanly: unpin, detach, seal. Without
+	// this, its next log line would kill it with SIGPIPE.
+	signal.Ignore(syscall.SIGPIPE)
+	ctx = watchSupervisor(ctx, e)
+	priv, err := preparePrivileges(cfg, e.log)
+	if err != nil {
+		return err
+	}
+	sp, err := spool.Open(cfg.Spool, e.log)
+	if err != nil {
+		return err
+	}
+	c, err := capture.Start(ctx, cfg.Capture, sp, e.log)
 	if err != nil {
 		return errors.Join(err, sp.Close())
+	}
+	stopCapture := func() error {
+		// Capture first: its Close seals the indexes through the spool
+		// writers, and the spool's Close waits for those seals.
+		cerr := c.Close()
+		st := c.Stats()
+		packets, bytes, stored := st.Totals()
+		e.log.Info("capture stopped", "packets", packets, "bytes", bytes, "stored", stored)
+		return errors.Join(cerr, sp.Close())
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	reg.MustRegister(c.Collectors()...)
-	srv, err := api.New(acfg, api.Options{Spool: sp, Registry: reg, Stats: func() any { return c.Stats() }, Logger: e.log})
+	srv, err := api.New(cfg.API, api.Options{Spool: sp, Registry: reg, Stats: func() any { return c.Stats() }, Logger: e.log})
 	if err != nil {
-		return errors.Join(err, c.Close(), sp.Close())
+		return errors.Join(err, stopCapture())
+	}
+	// The listener is bound before privileges are dropped, so a port below
+	// 1024 needs no capability afterwards.
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", cfg.API.Listen)
+	if err != nil {
+		return errors.Join(fmt.Errorf("api: %w", err), stopCapture())
+	}
+	if err := priv.drop(); err != nil {
+		return errors.Join(err, ln.Close(), stopCapture())
 	}
 	apiDone := make(chan error, 1)
-	go func() { apiDone <- srv.ListenAndServe(ctx) }()
-	e.log.Info("stenod running", "interfaces", cfg.Interfaces, "spool", scfg.Dirs, "listen", acfg.Listen, "tls", acfg.CertsDir != "")
+	go func() { apiDone <- srv.Serve(ctx, ln) }()
+	e.log.Info("stenod running", "interfaces", cfg.Capture.Interfaces, "spool", cfg.Spool.Dirs,
+		"listen", ln.Addr().String(), "tls", cfg.API.CertsDir != "", "uid", os.Getuid())
 	var apiErr error
 	select {
 	case <-ctx.Done():
 		apiErr = <-apiDone
 	case apiErr = <-apiDone:
-		// The API could not listen or failed: stop capturing too, as a
-		// sensor nobody can query is not doing its job.
+		// The API failed: stop capturing too, as a sensor nobody can
+		// query is not doing its job.
 		e.log.Error("API server stopped", "err", apiErr)
 	}
 	e.log.Info("stopping", "cause", context.Cause(ctx))
-
-	// Capture first: its Close seals the indexes through the spool
-	// writers, and the spool's Close waits for those seals.
-	cerr := c.Close()
-	st := c.Stats()
-	packets, bytes, stored := st.Totals()
-	e.log.Info("capture stopped", "packets", packets, "bytes", bytes, "stored", stored)
-	if err := errors.Join(apiErr, cerr, sp.Close()); err != nil {
+	if err := errors.Join(apiErr, stopCapture()); err != nil {
 		return fmt.Errorf("shut down: %w", err)
 	}
 	return nil
 }
 
-// splitList splits a comma-separated flag value, dropping empty items.
-func splitList(s string) []string {
-	var out []string
-	for _, f := range strings.Split(s, ",") {
-		if f = strings.TrimSpace(f); f != "" {
-			out = append(out, f)
+// runDemo runs the demo: it creates the demo tap and supervises a daemon
+// that captures it, started from this binary with the effective
+// configuration, so the daemon is the real one, privilege drop included,
+// while this process keeps the privileges to remove the tap afterwards.
+func runDemo(ctx context.Context, e *env, cfg config.Config, given map[string]string, printConfig bool) error {
+	cfg.Capture.Interfaces = []string{demotap.HostIface}
+	if _, ok := given["spool.dirs"]; !ok {
+		cfg.Spool.Dirs = []string{cfg.Demo.Spool}
+	}
+	if _, ok := given["spool.max_bytes"]; !ok {
+		cfg.Spool.MaxBytes = cfg.Demo.MaxBytes
+	}
+	if err := cfg.Validate(); err != nil {
+		return configError(err, given)
+	}
+	if printConfig {
+		_, err := e.stdout.Write(cfg.Format())
+		return err
+	}
+	if os.Geteuid() != 0 {
+		return usagef("--demo needs root: it creates a network namespace and a veth pair (sudo make run)")
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	tap, err := demotap.Start(ctx, demotap.Options{Captures: cfg.Demo.Captures, Rate: cfg.Demo.Rate, Logger: e.log})
+	if err != nil {
+		return err
+	}
+	// Whatever happens to the daemon, the tap and its pins go.
+	cleanup := func() error {
+		return errors.Join(tap.Close(), xdp.RemovePins(cfg.Capture.PinRoot, demotap.HostIface))
+	}
+
+	// The lifeline: the daemon stops when its end reads EOF, which is when
+	// this process exits, however it exits (kill -9 included).
+	lifeR, lifeW, err := os.Pipe()
+	if err != nil {
+		return errors.Join(err, cleanup())
+	}
+	defer lifeW.Close()
+	daemon := exec.Command(exe, "run", "--config", "/dev/stdin")
+	daemon.Stdin = bytes.NewReader(cfg.Format())
+	daemon.Stdout, daemon.Stderr = e.stdout, e.stderr
+	daemon.ExtraFiles = []*os.File{lifeR}
+	daemon.Env = append(os.Environ(), supervisorFDEnv+"=3")
+	err = daemon.Start()
+	lifeR.Close()
+	if err != nil {
+		return errors.Join(fmt.Errorf("start the demo daemon: %w", err), cleanup())
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- daemon.Wait() }()
+	go announceDemo(ctx, e, cfg)
+
+	var derr error
+	select {
+	case derr = <-exited:
+		// The daemon stopped by itself: an error it has logged.
+	case <-ctx.Done():
+		_ = daemon.Process.Signal(syscall.SIGTERM)
+		select {
+		case derr = <-exited:
+		case <-time.After(demoStopTimeout):
+			e.log.Error("the demo daemon did not stop in time: killing it", "pid", daemon.Process.Pid)
+			_ = daemon.Process.Kill()
+			derr = <-exited
 		}
 	}
-	return out
+	if derr != nil {
+		derr = fmt.Errorf("demo daemon: %w", derr)
+	}
+	return errors.Join(derr, cleanup())
+}
+
+// supervisorFDEnv names the descriptor of the demo's lifeline in the
+// daemon it starts.
+const supervisorFDEnv = "STENOD_SUPERVISOR_FD"
+
+// watchSupervisor returns ctx, cancelled when the demo supervisor that
+// started this daemon exits (its lifeline reads EOF), so a demo killed with
+// kill -9 leaves no daemon behind.
+func watchSupervisor(ctx context.Context, e *env) context.Context {
+	v := os.Getenv(supervisorFDEnv)
+	if v == "" {
+		return ctx
+	}
+	os.Unsetenv(supervisorFDEnv)
+	fd, err := strconv.Atoi(v)
+	if err != nil || fd < 3 {
+		return ctx
+	}
+	f := os.NewFile(uintptr(fd), "supervisor")
+	ctx, cancel := context.WithCancelCause(ctx)
+	go func() {
+		_, _ = io.Copy(io.Discard, f)
+		f.Close()
+		e.log.Warn("the demo supervisor exited: stopping")
+		cancel(errors.New("the demo supervisor exited"))
+	}()
+	return ctx
+}
+
+// demoStopTimeout bounds how long the demo waits for its daemon to seal
+// its indexes and stop.
+const demoStopTimeout = time.Minute
+
+// announceDemo says how to query the demo once its API answers.
+func announceDemo(ctx context.Context, e *env, cfg config.Config) {
+	scheme := "http"
+	if cfg.API.CertsDir != "" {
+		scheme = "https"
+	}
+	base := scheme + "://" + cfg.API.Listen
+	if scheme == "http" {
+		client := &http.Client{Timeout: time.Second}
+		for ctx.Err() == nil {
+			resp, err := client.Get(base + "/healthz")
+			if err == nil {
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusOK {
+					break
+				}
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+	}
+	e.log.Info("demo running", "api", base)
+	fmt.Fprintf(e.stderr, "\nThe demo is running: packets flow into %s and are queryable at once. Try:\n\n"+
+		"  curl -s --data-binary 'tcp' %s/query | tcpdump -nr -\n"+
+		"  curl -s '%s/v1/flows?q=udp+and+port+53'\n"+
+		"  %s read --server %s 'udp and port 53 and after 1m ago' -n\n"+
+		"  curl -s %s/v1/stats\n\n"+
+		"Ctrl-C stops the demo and removes the tap.\n\n",
+		demotap.HostIface, base, base, os.Args[0], base, base)
 }

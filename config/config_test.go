@@ -1,0 +1,423 @@
+//go:build linux
+
+package config
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stenod/stenod/xdp"
+)
+
+var update = flag.Bool("update", false, "rewrite etc/stenod.json from Default")
+
+// TestExampleFileIsDefault: etc/stenod.json is Default written out, with
+// every key, so the documented example never drifts from the code
+// (go test ./config -run TestExampleFileIsDefault -update rewrites it).
+func TestExampleFileIsDefault(t *testing.T) {
+	path := filepath.Join("..", "etc", "stenod.json")
+	d := Default()
+	if *update {
+		if err := os.WriteFile(path, d.Format(), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := d.Format(); !bytes.Equal(data, want) {
+		t.Errorf("%s differs from Default().Format(); regenerate it:\n%s", path, want)
+	}
+	c, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(c, d) {
+		t.Errorf("Load(%s) = %+v, want Default() %+v", path, c, d)
+	}
+	for _, k := range keys {
+		leaf := k.name[strings.LastIndex(k.name, ".")+1:]
+		if !bytes.Contains(data, []byte(`"`+leaf+`":`)) {
+			t.Errorf("%s lacks key %s", path, k.name)
+		}
+	}
+}
+
+// TestDocumentedKeys: docs/configuration.md names every key with its
+// default.
+func TestDocumentedKeys(t *testing.T) {
+	doc, err := os.ReadFile(filepath.Join("..", "docs", "configuration.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range Keys() {
+		if !bytes.Contains(doc, []byte("`"+k.Name+"`")) {
+			t.Errorf("docs/configuration.md does not document %s", k.Name)
+		}
+		if !bytes.Contains(doc, []byte("`"+k.Default+"`")) {
+			t.Errorf("docs/configuration.md does not give %s's default %s", k.Name, k.Default)
+		}
+	}
+}
+
+// TestEveryKeyParsed sets every key to a value other than its default and
+// checks that the field changed to exactly that value.
+func TestEveryKeyParsed(t *testing.T) {
+	file := `{
+  "user": "sensor",
+  "capture": {
+    "interfaces": ["eth1", "eth2"],
+    "method": "xdp",
+    "xdp_mode": "native",
+    "cpus": [2, 3],
+    "umem_frames": 131072,
+    "flush_interval": "250ms",
+    "observe": true,
+    "afpacket_rings": 4,
+    "afpacket_block_size": "8MiB",
+    "afpacket_blocks": 32,
+    "xdp_observe": true,
+    "pin_root": "/sys/fs/bpf/sensor",
+    "drop_rules": ["proto 17 port 53", {"proto": "tcp", "port": 22, "src": "192.0.2.0/24", "dst": "198.51.100.7"}, "net 10.0.0.0/8"]
+  },
+  "spool": {
+    "dirs": ["/data1/spool", "/data2/spool"],
+    "snap_length": 9000,
+    "rotate_size": "512MiB",
+    "rotate_age": "2m",
+    "write_buffer": "2MiB",
+    "max_cached_indexes": 100,
+    "max_bytes": "4TB",
+    "min_free_percent": 5.5,
+    "max_files": 10000
+  },
+  "api": {
+    "listen": "0.0.0.0:1234",
+    "certs_dir": "/etc/stenod/certs",
+    "query_timeout": "10m",
+    "max_query_bytes": 1048576
+  },
+  "demo": {
+    "spool": "/tmp/demo",
+    "captures": "/srv/pcaps",
+    "rate": 50,
+    "max_bytes": "3GiB"
+  }
+}`
+	c, err := Parse([]byte(file), "test.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	want := Default()
+	want.User = "sensor"
+	want.Capture.Interfaces = []string{"eth1", "eth2"}
+	want.Capture.Method = "xdp"
+	want.Capture.XDPMode = "native"
+	want.Capture.CPUs = []int{2, 3}
+	want.Capture.UMEMFrames = 131072
+	want.Capture.FlushInterval = 250 * time.Millisecond
+	want.Capture.Observe = true
+	want.Capture.AFPacketRings = 4
+	want.Capture.AFPacketBlockSize = 8 << 20
+	want.Capture.AFPacketBlocks = 32
+	want.Capture.XDPObserve = true
+	want.Capture.PinRoot = "/sys/fs/bpf/sensor"
+	want.Capture.DropRules = []xdp.DropRule{
+		{Proto: 17, Port: 53},
+		{Proto: 6, Port: 22, Src: netip.MustParsePrefix("192.0.2.0/24"), Dst: netip.MustParsePrefix("198.51.100.7/32")},
+		{Src: netip.MustParsePrefix("10.0.0.0/8")},
+		{Dst: netip.MustParsePrefix("10.0.0.0/8")},
+	}
+	want.Spool.Dirs = []string{"/data1/spool", "/data2/spool"}
+	want.Spool.SnapLen = 9000
+	want.Spool.RotateSize = 512 << 20
+	want.Spool.RotateAge = 2 * time.Minute
+	want.Spool.WriteBuffer = 2 << 20
+	want.Spool.MaxCachedIndexes = 100
+	want.Spool.MaxBytes = 4e12
+	want.Spool.MinFreePercent = 5.5
+	want.Spool.MaxFiles = 10000
+	want.API.Listen = "0.0.0.0:1234"
+	want.API.CertsDir = "/etc/stenod/certs"
+	want.API.QueryTimeout = 10 * time.Minute
+	want.API.MaxQueryBytes = 1 << 20
+	want.Demo = Demo{Spool: "/tmp/demo", Captures: "/srv/pcaps", Rate: 50, MaxBytes: 3 << 30}
+
+	// Every key must differ from its default in the test file, or the test
+	// would not show that it is parsed.
+	def := Default()
+	for _, k := range keys {
+		got := reflect.ValueOf(k.field(&c)).Elem().Interface()
+		if reflect.DeepEqual(got, reflect.ValueOf(k.field(&def)).Elem().Interface()) {
+			t.Errorf("key %s: the test file leaves it at its default", k.name)
+		}
+		if w := reflect.ValueOf(k.field(&want)).Elem().Interface(); !reflect.DeepEqual(got, w) {
+			t.Errorf("key %s = %#v, want %#v", k.name, got, w)
+		}
+	}
+	if !reflect.DeepEqual(c, want) {
+		t.Errorf("config:\n got %+v\nwant %+v", c, want)
+	}
+
+	// Format and Parse round-trip.
+	back, err := Parse(c.Format(), "formatted")
+	if err != nil {
+		t.Fatalf("parse formatted: %v\n%s", err, c.Format())
+	}
+	if !reflect.DeepEqual(back, c) {
+		t.Errorf("round trip:\n got %+v\nwant %+v", back, c)
+	}
+}
+
+// TestBadFiles: every bad file is refused with the offending key named.
+func TestBadFiles(t *testing.T) {
+	for _, tc := range []struct {
+		name, file string
+		key        string // named in the error as `key "…"` or `unknown key "…"`
+		unknown    bool
+	}{
+		{"unknown top key", `{"usr": "x"}`, "usr", true},
+		{"unknown section key", `{"spool": {"budgt": "1GiB"}}`, "spool.budgt", true},
+		{"unknown section", `{"capture": {}, "storage": {}}`, "storage", true},
+		{"unknown rule field", `{"capture": {"drop_rules": [{"proto": 6, "prot": 7}]}}`, "capture.drop_rules[0].prot", true},
+		{"duplicate key", `{"spool": {"max_files": 2, "max_files": 3}}`, "spool.max_files", false},
+		{"null", `{"api": {"listen": null}}`, "api.listen", false},
+		{"string for int", `{"capture": {"umem_frames": "many"}}`, "capture.umem_frames", false},
+		{"float for int", `{"spool": {"max_files": 2.5}}`, "spool.max_files", false},
+		{"int for string list", `{"capture": {"interfaces": "eth1"}}`, "capture.interfaces", false},
+		{"bad size unit", `{"spool": {"max_bytes": "10 GiBs"}}`, "spool.max_bytes", false},
+		{"negative size", `{"spool": {"max_bytes": -1}}`, "spool.max_bytes", false},
+		{"fractional bytes", `{"spool": {"rotate_size": "1.5B"}}`, "spool.rotate_size", false},
+		{"number for duration", `{"spool": {"rotate_age": 300}}`, "spool.rotate_age", false},
+		{"bad duration", `{"capture": {"flush_interval": "soon"}}`, "capture.flush_interval", false},
+		{"negative duration", `{"api": {"query_timeout": "-1s"}}`, "api.query_timeout", false},
+		{"bool as string", `{"capture": {"observe": "yes"}}`, "capture.observe", false},
+		{"bad rule word", `{"capture": {"drop_rules": ["proto 17", "portt 53"]}}`, "capture.drop_rules[1]", false},
+		{"empty rule", `{"capture": {"drop_rules": [{}]}}`, "capture.drop_rules[0]", false},
+		{"rule host bits", `{"capture": {"drop_rules": ["net 10.0.0.1/8"]}}`, "capture.drop_rules[0]", false},
+		{"rule mixed families", `{"capture": {"drop_rules": ["src net 10.0.0.0/8 dst host ::1"]}}`, "capture.drop_rules[0]", false},
+		{"rule bad port", `{"capture": {"drop_rules": [{"port": 0}]}}`, "capture.drop_rules[0].port", false},
+		{"rule bad proto", `{"capture": {"drop_rules": [{"proto": "gre"}]}}`, "capture.drop_rules[0].proto", false},
+		{"too many rules", `{"capture": {"drop_rules": [` + strings.Repeat(`"port 1",`, 16) + `"port 2"]}}`, "capture.drop_rules", false},
+		// Ranges the packages' Validate methods own, named by key.
+		{"method", `{"capture": {"method": "pcap"}}`, "capture.method", false},
+		{"xdp mode", `{"capture": {"xdp_mode": "offload"}}`, "capture.xdp_mode", false},
+		{"negative cpu", `{"capture": {"cpus": [0, -1]}}`, "capture.cpus", false},
+		{"umem frames", `{"capture": {"umem_frames": 10}}`, "capture.umem_frames", false},
+		{"afpacket rings", `{"capture": {"afpacket_rings": -1}}`, "capture.afpacket_rings", false},
+		{"afpacket block size", `{"capture": {"afpacket_block_size": "100KB"}}`, "capture.afpacket_block_size", false},
+		{"afpacket blocks", `{"capture": {"afpacket_blocks": 1}}`, "capture.afpacket_blocks", false},
+		{"flush interval", `{"capture": {"flush_interval": "2s"}}`, "capture.flush_interval", false},
+		{"long interface name", `{"capture": {"interfaces": ["a-very-long-interface"]}}`, "capture.interfaces", false},
+		{"no spool dir", `{"spool": {"dirs": []}}`, "spool.dirs", false},
+		{"spool dir twice", `{"spool": {"dirs": ["/a", "/a/"]}}`, "spool.dirs", false},
+		{"snap length", `{"spool": {"snap_length": 10}}`, "spool.snap_length", false},
+		{"rotate size", `{"spool": {"rotate_size": "1KiB"}}`, "spool.rotate_size", false},
+		{"rotate age", `{"spool": {"rotate_age": "10ms"}}`, "spool.rotate_age", false},
+		{"write buffer", `{"spool": {"write_buffer": 100}}`, "spool.write_buffer", false},
+		{"cached indexes", `{"spool": {"max_cached_indexes": 0}}`, "spool.max_cached_indexes", false},
+		{"max bytes", `{"spool": {"max_bytes": "1GiB"}}`, "spool.max_bytes", false},
+		{"min free", `{"spool": {"min_free_percent": 100}}`, "spool.min_free_percent", false},
+		{"max files", `{"spool": {"max_files": 1}}`, "spool.max_files", false},
+		{"listen without TLS", `{"api": {"listen": "0.0.0.0:1234"}}`, "api.listen", false},
+		{"listen no port", `{"api": {"listen": "127.0.0.1"}}`, "api.listen", false},
+		{"max query bytes", `{"api": {"max_query_bytes": "1GiB"}}`, "api.max_query_bytes", false},
+		{"user", `{"user": "a:b"}`, "user", false},
+		{"demo rate", `{"demo": {"rate": 0}}`, "demo.rate", false},
+		{"demo budget", `{"demo": {"max_bytes": "1MiB"}}`, "demo.max_bytes", false},
+		{"section not object", `{"spool": ["x"]}`, "spool", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse([]byte(tc.file), "/etc/stenod/config.json")
+			if err == nil {
+				t.Fatalf("accepted %s", tc.file)
+			}
+			want := `key "` + tc.key + `"`
+			if tc.unknown {
+				want = `unknown key "` + tc.key + `"`
+			}
+			if !strings.HasPrefix(err.Error(), "config /etc/stenod/config.json: ") || !strings.Contains(err.Error(), want) {
+				t.Errorf("error %q does not name the file and %s", err, want)
+			}
+			var ke *KeyError
+			if tc.key != "spool" && !errors.As(err, &ke) {
+				t.Errorf("error %v is not a *KeyError", err)
+			}
+			if tc.unknown != errors.Is(err, ErrUnknownKey) {
+				t.Errorf("errors.Is(%v, ErrUnknownKey) = %v", err, !tc.unknown)
+			}
+			if ke != nil && !tc.unknown && !errors.Is(err, ErrInvalidValue) {
+				t.Errorf("errors.Is(%v, ErrInvalidValue) = false", err)
+			}
+		})
+	}
+}
+
+func TestSyntaxErrors(t *testing.T) {
+	for _, file := range []string{``, `{`, "{\n\"user\": \"x\",\n}", `[]`, `{"user": "x"} {}`, `"x"`} {
+		_, err := Parse([]byte(file), "f.json")
+		if err == nil || !strings.HasPrefix(err.Error(), "config f.json: ") {
+			t.Errorf("%q: error %v does not name the file", file, err)
+		}
+	}
+	_, err := Parse([]byte("{\n\"user\": \"x\",\n}"), "f.json")
+	if err == nil || !strings.Contains(err.Error(), "line 3") {
+		t.Errorf("error %v does not name line 3", err)
+	}
+	if _, err := Load(filepath.Join(t.TempDir(), "missing.json")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("missing file: %v", err)
+	}
+}
+
+// TestValidateNeedsInterface: a file may leave the interfaces out, the
+// running daemon may not.
+func TestValidateNeedsInterface(t *testing.T) {
+	c, err := Parse([]byte(`{}`), "f")
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = c.Validate()
+	var ke *KeyError
+	if !errors.As(err, &ke) || ke.Key != "capture.interfaces" {
+		t.Errorf("Validate without interfaces: %v", err)
+	}
+	if err := c.Set("capture.interfaces", "eth1, eth2"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(); err != nil {
+		t.Errorf("Validate: %v", err)
+	}
+}
+
+func TestSetGet(t *testing.T) {
+	c := Default()
+	for _, tc := range []struct{ key, value, get string }{
+		{"capture.interfaces", "eth1,eth2", "eth1,eth2"},
+		{"capture.cpus", "1, 3", "1,3"},
+		{"capture.observe", "true", "true"},
+		{"capture.flush_interval", "200ms", "200ms"},
+		{"capture.drop_rules", "udp port 53; src net 10.0.0.0/8", "udp and port 53; src net 10.0.0.0/8"},
+		{"spool.max_bytes", "500000000000", "500GB"},
+		{"spool.rotate_size", "256MiB", "256MiB"},
+		{"spool.write_buffer", "64KiB", "64KiB"},
+		{"spool.min_free_percent", "2.5", "2.5"},
+		{"spool.rotate_age", "1h", "1h"},
+		{"api.listen", "[::1]:9000", "[::1]:9000"},
+		{"demo.rate", "10", "10"},
+	} {
+		if err := c.Set(tc.key, tc.value); err != nil {
+			t.Errorf("Set(%s, %q): %v", tc.key, tc.value, err)
+			continue
+		}
+		if got, err := c.Get(tc.key); err != nil || got != tc.get {
+			t.Errorf("Get(%s) = %q, %v, want %q", tc.key, got, err, tc.get)
+		}
+	}
+	if err := c.Validate(); err != nil {
+		t.Errorf("Validate: %v", err)
+	}
+	for _, tc := range []struct{ key, value string }{
+		{"spool.budget", "1"}, {"capture.umem_frames", "x"}, {"spool.max_bytes", "-5"},
+		{"capture.cpus", "a"}, {"capture.observe", "maybe"}, {"api.query_timeout", "1 hour"},
+		{"capture.drop_rules", "port"},
+	} {
+		if err := c.Set(tc.key, tc.value); err == nil || !strings.Contains(err.Error(), tc.key) {
+			t.Errorf("Set(%s, %q) = %v, want an error naming the key", tc.key, tc.value, err)
+		}
+	}
+	// Validate names the key a flag set out of range.
+	c = Default()
+	_ = c.Set("capture.interfaces", "eth1")
+	_ = c.Set("capture.umem_frames", "1")
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), `key "capture.umem_frames"`) {
+		t.Errorf("Validate: %v", err)
+	}
+}
+
+func TestParseSize(t *testing.T) {
+	for s, want := range map[string]int64{
+		"0": 0, "1048576": 1 << 20, "1GiB": 1 << 30, "1 GiB": 1 << 30, "500MB": 500e6, "1.5TiB": 3 << 39,
+		"64kib": 64 << 10, "2kB": 2000, "7B": 7, "1PB": 1e15,
+	} {
+		if got, err := ParseSize(s); err != nil || got != want {
+			t.Errorf("ParseSize(%q) = %d, %v, want %d", s, got, err, want)
+		}
+	}
+	for _, s := range []string{"", "GiB", "1 G", "-1", "1.2.3MB", "0.5B", "9999999PiB", "1e3"} {
+		if n, err := ParseSize(s); err == nil {
+			t.Errorf("ParseSize(%q) = %d, want an error", s, n)
+		}
+	}
+	for n, want := range map[int64]string{0: "0", 1 << 30: "1GiB", 1536: "1536", 3 << 20: "3MiB", 1000: "1kB", 1001: "1001", 500e9: "500GB"} {
+		if got := FormatSize(n); got != want {
+			t.Errorf("FormatSize(%d) = %q, want %q", n, got, want)
+		}
+	}
+}
+
+func TestParseDuration(t *testing.T) {
+	for s, want := range map[string]time.Duration{
+		"0": 0, "0s": 0, "5m": 5 * time.Minute, "100ms": 100 * time.Millisecond, "7d": 7 * 24 * time.Hour, "1h30m": 90 * time.Minute,
+	} {
+		if got, err := ParseDuration(s); err != nil || got != want {
+			t.Errorf("ParseDuration(%q) = %v, %v, want %v", s, got, err, want)
+		}
+	}
+	for _, s := range []string{"", "5", "-1m", "1 day", "xd"} {
+		if _, err := ParseDuration(s); err == nil {
+			t.Errorf("ParseDuration(%q): no error", s)
+		}
+	}
+	for d, want := range map[time.Duration]string{5 * time.Minute: "5m", time.Hour: "1h", 90 * time.Second: "1m30s", 0: "0s", 100 * time.Millisecond: "100ms"} {
+		if got := FormatDuration(d); got != want {
+			t.Errorf("FormatDuration(%v) = %q, want %q", d, got, want)
+		}
+	}
+}
+
+func TestParseDropRule(t *testing.T) {
+	p := netip.MustParsePrefix
+	for s, want := range map[string][]xdp.DropRule{
+		"proto 17 port 53":                 {{Proto: 17, Port: 53}},
+		"udp and port 53":                  {{Proto: 17, Port: 53}},
+		"ip proto 50":                      {{Proto: 50}},
+		"proto sctp":                       {{Proto: 132}},
+		"net 10.0.0.0/8":                   {{Src: p("10.0.0.0/8")}, {Dst: p("10.0.0.0/8")}},
+		"tcp port 443 host 2001:db8::1":    {{Proto: 6, Port: 443, Src: p("2001:db8::1/128")}, {Proto: 6, Port: 443, Dst: p("2001:db8::1/128")}},
+		"src net 192.0.2.0/24 dst 1.2.3.4": {{Src: p("192.0.2.0/24"), Dst: p("1.2.3.4/32")}},
+		"dst host ::ffff:1.2.3.4":          {{Dst: p("1.2.3.4/32")}},
+	} {
+		got, err := ParseDropRule(s)
+		if err != nil || !reflect.DeepEqual(got, want) {
+			t.Errorf("ParseDropRule(%q) = %v, %v, want %v", s, got, err, want)
+			continue
+		}
+		// FormatDropRule writes what ParseDropRule reads.
+		for _, r := range got {
+			back, err := ParseDropRule(FormatDropRule(r))
+			if err != nil || len(back) != 1 || back[0] != r {
+				t.Errorf("round trip of %v via %q: %v, %v", r, FormatDropRule(r), back, err)
+			}
+		}
+	}
+	for _, s := range []string{
+		"", "and", "port", "port 0", "port 70000", "proto 0", "proto 256", "tcp udp", "port 1 port 2",
+		"net 10.0.0.0/8 src 1.2.3.4", "host 10.0.0.0/8", "src", "src net", "ip", "vlan 10", "net fe80::1%eth0",
+	} {
+		if r, err := ParseDropRule(s); err == nil {
+			t.Errorf("ParseDropRule(%q) = %v, want an error", s, r)
+		}
+	}
+}
