@@ -10,13 +10,26 @@ STATICCHECK ?= $(shell command -v staticcheck || echo $$($(GO) env GOPATH)/bin/s
 # (-p 1): they create interfaces and pin maps and must not interfere.
 TEST_FLAGS ?= -count=1 -timeout 40m
 
-.PHONY: help build provision run test test-short lint generate ci bench bench-storage bench-capture soak fuzz clean
+.PHONY: help build install provision run test test-short lint generate ci bench bench-storage bench-capture soak fuzz clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
 
-build: ## build bin/stenod
-	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/stenod ./cmd/stenod
+build: ## build bin/stenod (static, no cgo: the privilege drop must reach every thread)
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/stenod ./cmd/stenod
+
+PREFIX ?= /usr/local
+install: build ## install binary, systemd unit, user and /etc/stenod/config.json (root)
+	install -D -m 0755 bin/stenod $(DESTDIR)$(PREFIX)/bin/stenod
+	install -D -m 0644 etc/systemd/stenod.service $(DESTDIR)/etc/systemd/system/stenod.service
+	install -D -m 0644 etc/sysusers.d/stenod.conf $(DESTDIR)/usr/lib/sysusers.d/stenod.conf
+	install -d -m 0755 $(DESTDIR)/etc/stenod
+	[ -e $(DESTDIR)/etc/stenod/config.json ] || install -m 0644 etc/stenod.json $(DESTDIR)/etc/stenod/config.json
+	install -d $(DESTDIR)$(PREFIX)/share/doc/stenod && install -m 0644 docs/*.md $(DESTDIR)$(PREFIX)/share/doc/stenod/
+	if [ -z "$(DESTDIR)" ]; then \
+	  systemd-sysusers /usr/lib/sysusers.d/stenod.conf 2>/dev/null || id stenod >/dev/null 2>&1 || \
+	  useradd --system --user-group --home-dir /var/lib/stenod --shell /usr/sbin/nologin stenod; \
+	  systemctl daemon-reload 2>/dev/null || true; fi
 
 provision: ## install build and test dependencies (Debian 12; needs root, skipped otherwise)
 	@if [ "$$(id -u)" = 0 ]; then bash scripts/provision.sh; \

@@ -203,4 +203,15 @@ case ":$PATH:" in
 *) log "note: $gobin is not on PATH; add it, or call $staticcheck_bin" ;;
 esac
 
+# --- 5. the service user ------------------------------------------------------
+
+# stenod run, started as root, drops to this user once capture is set up
+# (docs/operations.md); the demo of `make run` shows it.
+if id stenod >/dev/null 2>&1; then
+	log "user: stenod exists"
+else
+	useradd --system --user-group --home-dir /var/lib/stenod --shell /usr/sbin/nologin stenod
+	log "user: created the system user stenod"
+fi
+
 log "done in $((SECONDS - start))s: go$have at $go_bin, staticcheck at $staticcheck_bin"

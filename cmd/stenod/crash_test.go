@@ -111,7 +111,9 @@ func startCrashDaemon(t *testing.T, bin, iface, spoolDir, pinRoot string) *crash
 	t.Helper()
 	d := &crashDaemon{addr: freeAddr(t), log: &bytes.Buffer{}}
 	d.cmd = exec.Command(bin, "run", "--iface", iface, "--spool", spoolDir, "--pin-root", pinRoot,
-		"--listen", d.addr, "--capture", "xdp", "--umem-frames", "4096")
+		"--listen", d.addr, "--capture", "xdp", "--umem-frames", "4096",
+		// Stay root: the spool is a test's private temporary directory.
+		"--user", "")
 	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
 	if err := d.cmd.Start(); err != nil {
 		t.Fatal(err)
