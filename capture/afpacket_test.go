@@ -74,7 +74,7 @@ func (s *syncBuffer) String() string {
 func TestAFPacketAuto(t *testing.T) {
 	testutil.RequireRoot(t)
 	v := newVeth(t)
-	root := bpffs(t)
+	root := testutil.BPFFS(t)
 	dir := t.TempDir()
 	sp := openSpool(t, dir)
 	cfg := testConfig(root, v.Host)
@@ -114,10 +114,10 @@ func TestAFPacketAuto(t *testing.T) {
 	} else {
 		t.Logf("log:\n%s", out)
 	}
-	s := newSender(t, v)
+	s := testutil.NewSender(t, v)
 	const n = 20
 	for i := range n {
-		s.send(t, udpFrame(netip.AddrFrom4([4]byte{10, 6, 0, 1}), uint16(6000+i), []byte("auto")))
+		s.Send(t, udpFrame(netip.AddrFrom4([4]byte{10, 6, 0, 1}), uint16(6000+i), []byte("auto")))
 	}
 	waitPackets(t, c, n, 10*time.Second)
 	waitQuery(t, sp, "host 10.6.0.1", n)
@@ -133,7 +133,7 @@ func TestAFPacketAuto(t *testing.T) {
 func TestAFPacketDrops(t *testing.T) {
 	testutil.RequireRoot(t)
 	v := newVeth(t)
-	root := bpffs(t)
+	root := testutil.BPFFS(t)
 	dir := t.TempDir()
 	sp := openSpool(t, dir)
 	cfg := testConfig(root, v.Host)
@@ -163,12 +163,12 @@ func TestAFPacketDrops(t *testing.T) {
 			sp.Close()
 		}
 	})
-	s := newSender(t, v)
+	s := testutil.NewSender(t, v)
 	hold.Store(true)
 	const n = 500
 	payload := bytes.Repeat([]byte{0x5a}, 1000)
 	for i := range n {
-		s.send(t, udpFrame(netip.AddrFrom4([4]byte{10, 7, 0, 1}), uint16(i), payload))
+		s.Send(t, udpFrame(netip.AddrFrom4([4]byte{10, 7, 0, 1}), uint16(i), payload))
 	}
 	hold.Store(false)
 	close(release)
@@ -249,7 +249,7 @@ func gatherCounter(tb testing.TB, c *Capture, name string) float64 {
 func TestAFPacketDropRules(t *testing.T) {
 	testutil.RequireRoot(t)
 	v := newVeth(t)
-	root := bpffs(t)
+	root := testutil.BPFFS(t)
 	dir := t.TempDir()
 	sp := openSpool(t, dir)
 	cfg := testConfig(root, v.Host)
@@ -259,11 +259,11 @@ func TestAFPacketDropRules(t *testing.T) {
 	if err != nil {
 		t.Fatalf("start: %+v", err)
 	}
-	s := newSender(t, v)
+	s := testutil.NewSender(t, v)
 	const n = 10
 	for i := range n {
-		s.send(t, udpFrame(netip.AddrFrom4([4]byte{10, 8, 0, 1}), 7777, []byte{byte(i)}))
-		s.send(t, udpFrame(netip.AddrFrom4([4]byte{10, 8, 0, 1}), 7778, []byte{byte(i)}))
+		s.Send(t, udpFrame(netip.AddrFrom4([4]byte{10, 8, 0, 1}), 7777, []byte{byte(i)}))
+		s.Send(t, udpFrame(netip.AddrFrom4([4]byte{10, 8, 0, 1}), 7778, []byte{byte(i)}))
 	}
 	waitPackets(t, c, n, 10*time.Second)
 	var is InterfaceStats
@@ -352,7 +352,7 @@ func drainRate(t *testing.T) {
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	sp := openSpool(t, dir)
-	cfg := testConfig(bpffs(t), v.Host)
+	cfg := testConfig(testutil.BPFFS(t), v.Host)
 	cfg.Method = MethodAFPacket
 	cfg.AFPacketBlockSize = 4 << 20
 	cfg.AFPacketBlocks = 64
@@ -437,7 +437,7 @@ func captureRate(t *testing.T, count int, mod func(*Config)) {
 		}
 		t.Cleanup(func() { os.RemoveAll(dir) })
 		sp = openSpool(t, dir)
-		cfg := testConfig(bpffs(t), v.Host)
+		cfg := testConfig(testutil.BPFFS(t), v.Host)
 		cfg.Method = MethodAFPacket
 		cfg.AFPacketBlockSize = 4 << 20
 		cfg.AFPacketBlocks = 64

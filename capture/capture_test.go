@@ -16,7 +16,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"syscall"
@@ -24,7 +23,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"golang.org/x/sys/unix"
 
 	"github.com/stenod/stenod/engine"
 	"github.com/stenod/stenod/flow"
@@ -38,22 +36,6 @@ import (
 
 const testMTU = 9000
 
-// bpffs mounts a bpf filesystem on a temporary directory, the pin root of
-// the test.
-func bpffs(tb testing.TB) string {
-	tb.Helper()
-	dir := tb.TempDir()
-	if err := unix.Mount("bpf", dir, "bpf", 0, ""); err != nil {
-		testutil.SkipOrFail(tb, "mount bpffs: %v", err)
-	}
-	tb.Cleanup(func() {
-		if err := unix.Unmount(dir, unix.MNT_DETACH); err != nil {
-			tb.Errorf("unmount bpffs: %v", err)
-		}
-	})
-	return dir
-}
-
 // newVeth is a veth pair with jumbo frames on both ends.
 func newVeth(tb testing.TB) *testutil.Veth {
 	tb.Helper()
@@ -61,88 +43,6 @@ func newVeth(tb testing.TB) *testutil.Veth {
 	testutil.Run(tb, "ip", "link", "set", v.Host, "mtu", fmt.Sprint(testMTU))
 	v.InNS(tb, "ip", "link", "set", v.Peer, "mtu", fmt.Sprint(testMTU))
 	return v
-}
-
-// sender writes raw Ethernet frames out of the veth peer through a packet
-// socket created inside the peer's namespace.
-type sender struct {
-	fd      int
-	ifindex int
-	frames  int
-	bytes   int
-}
-
-func newSender(tb testing.TB, v *testutil.Veth) *sender {
-	tb.Helper()
-	type result struct {
-		s   *sender
-		err error
-	}
-	ch := make(chan result)
-	go func() {
-		runtime.LockOSThread()
-		// The thread is unlocked only once it is back in our namespace;
-		// otherwise it dies with the goroutine.
-		s, restored, err := func() (*sender, bool, error) {
-			orig, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
-			if err != nil {
-				return nil, true, err
-			}
-			defer unix.Close(orig)
-			target, err := unix.Open("/run/netns/"+v.NS, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-			if err != nil {
-				return nil, true, err
-			}
-			defer unix.Close(target)
-			if err := unix.Setns(target, unix.CLONE_NEWNET); err != nil {
-				return nil, true, fmt.Errorf("setns: %w", err)
-			}
-			fd, serr := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
-			var idx uint32
-			if serr == nil {
-				var ifr *unix.Ifreq
-				if ifr, serr = unix.NewIfreq(v.Peer); serr == nil {
-					if serr = unix.IoctlIfreq(fd, unix.SIOCGIFINDEX, ifr); serr == nil {
-						idx = ifr.Uint32()
-					}
-				}
-			}
-			if err := unix.Setns(orig, unix.CLONE_NEWNET); err != nil {
-				return nil, false, fmt.Errorf("setns back: %w", err)
-			}
-			if serr != nil {
-				return nil, true, serr
-			}
-			return &sender{fd: fd, ifindex: int(idx)}, true, nil
-		}()
-		if restored {
-			runtime.UnlockOSThread()
-		}
-		ch <- result{s, err}
-	}()
-	r := <-ch
-	if r.err != nil {
-		tb.Fatalf("packet socket in %s: %v", v.NS, r.err)
-	}
-	tb.Cleanup(func() { unix.Close(r.s.fd) })
-	return r.s
-}
-
-func (s *sender) send(tb testing.TB, frame []byte) {
-	tb.Helper()
-	for {
-		err := unix.Sendto(s.fd, frame, 0, &unix.SockaddrLinklayer{Ifindex: s.ifindex})
-		if errors.Is(err, unix.ENOBUFS) || errors.Is(err, unix.EAGAIN) {
-			time.Sleep(time.Millisecond)
-			continue
-		}
-		if err != nil {
-			tb.Fatalf("send %d-byte frame: %v", len(frame), err)
-		}
-		s.frames++
-		s.bytes += len(frame)
-		return
-	}
 }
 
 // testFrames returns every frame of the Ethernet test captures that a veth
@@ -298,7 +198,7 @@ func TestCaptureReplay(t *testing.T) { testReplay(t, MethodXDP, nil) }
 func testReplay(t *testing.T, method string, mod func(*Config)) Stats {
 	testutil.RequireRoot(t)
 	v := newVeth(t)
-	root := bpffs(t)
+	root := testutil.BPFFS(t)
 	dir := t.TempDir()
 	frames := append(testFrames(t), vlanFrames()...)
 	tagged := 0
@@ -328,10 +228,10 @@ func testReplay(t *testing.T, method string, mod func(*Config)) Stats {
 
 	// Pace the sender on what the capture has received, so that the
 	// veth's own queue never overflows: the test is about the capture.
-	s := newSender(t, v)
+	s := testutil.NewSender(t, v)
 	var sentBytes uint64
 	for i, f := range frames {
-		s.send(t, f)
+		s.Send(t, f)
 		sentBytes += uint64(len(f))
 		if i%256 == 255 {
 			waitPackets(t, c, uint64(i+1-128), 10*time.Second)
@@ -436,7 +336,7 @@ func testReplay(t *testing.T, method string, mod func(*Config)) Stats {
 		for i := range 5 {
 			src := netip.AddrFrom4([4]byte{10, 250, 0, byte(1 + i)})
 			sent := time.Now()
-			s.send(t, udpFrame(src, 4000, []byte("fresh")))
+			s.Send(t, udpFrame(src, 4000, []byte("fresh")))
 			for {
 				if got := answer(t, sp, "host "+src.String()); len(got) == 1 {
 					worst = max(worst, time.Since(sent))
@@ -563,18 +463,18 @@ func checkMetrics(tb testing.TB, c *Capture, method string, packets uint64) {
 func TestCaptureTwoInterfaces(t *testing.T) {
 	testutil.RequireRoot(t)
 	v1, v2 := newVeth(t), newVeth(t)
-	root := bpffs(t)
+	root := testutil.BPFFS(t)
 	dir := t.TempDir()
 	sp := openSpool(t, dir)
 	c, err := Start(context.Background(), testConfig(root, v1.Host, v2.Host), sp, testLogger(t))
 	if err != nil {
 		t.Fatalf("start: %+v", err)
 	}
-	s1, s2 := newSender(t, v1), newSender(t, v2)
+	s1, s2 := testutil.NewSender(t, v1), testutil.NewSender(t, v2)
 	const n = 50
 	for i := range n {
-		s1.send(t, udpFrame(netip.AddrFrom4([4]byte{10, 1, 0, 1}), uint16(1000+i), []byte("one")))
-		s2.send(t, udpFrame(netip.AddrFrom4([4]byte{10, 2, 0, 1}), uint16(1000+i), []byte("two")))
+		s1.Send(t, udpFrame(netip.AddrFrom4([4]byte{10, 1, 0, 1}), uint16(1000+i), []byte("one")))
+		s2.Send(t, udpFrame(netip.AddrFrom4([4]byte{10, 2, 0, 1}), uint16(1000+i), []byte("two")))
 	}
 	waitPackets(t, c, 2*n, 10*time.Second)
 
@@ -644,7 +544,7 @@ func TestCrashChild(t *testing.T) {
 func TestCaptureTakeover(t *testing.T) {
 	testutil.RequireRoot(t)
 	v := newVeth(t)
-	root := bpffs(t)
+	root := testutil.BPFFS(t)
 	dir := t.TempDir()
 
 	child := exec.Command(os.Args[0], "-test.run=^TestCrashChild$", "-test.v")
@@ -679,10 +579,10 @@ func TestCaptureTakeover(t *testing.T) {
 		t.Fatal("child not ready after 30s")
 	}
 
-	s := newSender(t, v)
+	s := testutil.NewSender(t, v)
 	const n = 20
 	for i := range n {
-		s.send(t, udpFrame(netip.AddrFrom4([4]byte{10, 3, 0, 1}), uint16(2000+i), []byte("before the crash")))
+		s.Send(t, udpFrame(netip.AddrFrom4([4]byte{10, 3, 0, 1}), uint16(2000+i), []byte("before the crash")))
 	}
 	// An idle writer flushes at once; give it time to see the packets.
 	time.Sleep(500 * time.Millisecond)
@@ -703,7 +603,7 @@ func TestCaptureTakeover(t *testing.T) {
 		t.Fatalf("start over the crashed run's pins: %+v", err)
 	}
 	for i := range n {
-		s.send(t, udpFrame(netip.AddrFrom4([4]byte{10, 4, 0, 1}), uint16(2000+i), []byte("after the crash")))
+		s.Send(t, udpFrame(netip.AddrFrom4([4]byte{10, 4, 0, 1}), uint16(2000+i), []byte("after the crash")))
 	}
 	waitPackets(t, c, n, 10*time.Second)
 	if got := len(answer(t, sp, "host 10.3.0.1")); got != n {
@@ -813,7 +713,7 @@ func benchmarkStore(b *testing.B, dir string) {
 func TestCaptureObserve(t *testing.T) {
 	testutil.RequireRoot(t)
 	v := newVeth(t)
-	root := bpffs(t)
+	root := testutil.BPFFS(t)
 	dir := t.TempDir()
 	sp := openSpool(t, dir)
 	cfg := testConfig(root, v.Host)
@@ -822,9 +722,9 @@ func TestCaptureObserve(t *testing.T) {
 	if err != nil {
 		t.Fatalf("start: %+v", err)
 	}
-	s := newSender(t, v)
+	s := testutil.NewSender(t, v)
 	for i := range 10 {
-		s.send(t, udpFrame(netip.AddrFrom4([4]byte{10, 5, 0, 1}), uint16(3000+i), []byte("observed")))
+		s.Send(t, udpFrame(netip.AddrFrom4([4]byte{10, 5, 0, 1}), uint16(3000+i), []byte("observed")))
 	}
 	deadline := time.Now().Add(5 * time.Second)
 	for {

@@ -627,19 +627,7 @@ func TestClock(t *testing.T) {
 }
 
 // bpffs mounts a bpf filesystem on a temporary directory for the test.
-func bpffs(tb testing.TB) string {
-	tb.Helper()
-	dir := tb.TempDir()
-	if err := unix.Mount("bpf", dir, "bpf", 0, ""); err != nil {
-		testutil.SkipOrFail(tb, "mount bpffs: %v", err)
-	}
-	tb.Cleanup(func() {
-		if err := unix.Unmount(dir, unix.MNT_DETACH); err != nil {
-			tb.Errorf("unmount bpffs: %v", err)
-		}
-	})
-	return dir
-}
+func bpffs(tb testing.TB) string { return testutil.BPFFS(tb) }
 
 // xdpOn returns the "xdp..." attachment of iface as ip link shows it, or "".
 func xdpOn(tb testing.TB, iface string) string {

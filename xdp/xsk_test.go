@@ -93,7 +93,7 @@ type xskRig struct {
 	ifi    *net.Interface
 	s      *Socket
 	xsks   *ebpf.Map
-	sender *xskSender
+	sender *testutil.Sender
 }
 
 func xskNewRig(tb testing.TB, attach link.XDPAttachFlags, mtu int, opts SocketOptions) *xskRig {
@@ -125,77 +125,7 @@ func xskNewRig(tb testing.TB, attach link.XDPAttachFlags, mtu int, opts SocketOp
 	if err := xsks.Put(uint32(0), uint32(s.FD())); err != nil {
 		tb.Fatalf("insert socket into xskmap: %v", err)
 	}
-	return &xskRig{v: v, ifi: ifi, s: s, xsks: xsks, sender: xskNewSender(tb, v)}
-}
-
-// xskSender writes raw Ethernet frames out of the veth peer, from a packet
-// socket created inside the peer's namespace.
-type xskSender struct {
-	fd      int
-	ifindex int
-}
-
-func xskNewSender(tb testing.TB, v *testutil.Veth) *xskSender {
-	tb.Helper()
-	type result struct {
-		s   *xskSender
-		err error
-	}
-	ch := make(chan result)
-	go func() {
-		runtime.LockOSThread()
-		// The thread is unlocked only once it is back in our namespace;
-		// otherwise it dies with the goroutine.
-		s, restored, err := func() (*xskSender, bool, error) {
-			orig, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
-			if err != nil {
-				return nil, true, err
-			}
-			defer unix.Close(orig)
-			target, err := unix.Open("/run/netns/"+v.NS, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-			if err != nil {
-				return nil, true, err
-			}
-			defer unix.Close(target)
-			if err := unix.Setns(target, unix.CLONE_NEWNET); err != nil {
-				return nil, true, fmt.Errorf("setns: %w", err)
-			}
-			fd, serr := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
-			var idx uint32
-			if serr == nil {
-				var ifr *unix.Ifreq
-				if ifr, serr = unix.NewIfreq(v.Peer); serr == nil {
-					if serr = unix.IoctlIfreq(fd, unix.SIOCGIFINDEX, ifr); serr == nil {
-						idx = ifr.Uint32()
-					}
-				}
-			}
-			if err := unix.Setns(orig, unix.CLONE_NEWNET); err != nil {
-				return nil, false, fmt.Errorf("setns back: %w", err)
-			}
-			if serr != nil {
-				return nil, true, serr
-			}
-			return &xskSender{fd: fd, ifindex: int(idx)}, true, nil
-		}()
-		if restored {
-			runtime.UnlockOSThread()
-		}
-		ch <- result{s, err}
-	}()
-	r := <-ch
-	if r.err != nil {
-		tb.Fatalf("packet socket in %s: %v", v.NS, r.err)
-	}
-	tb.Cleanup(func() { unix.Close(r.s.fd) })
-	return r.s
-}
-
-func (x *xskSender) send(tb testing.TB, frame []byte) {
-	tb.Helper()
-	if err := unix.Sendto(x.fd, frame, 0, &unix.SockaddrLinklayer{Ifindex: x.ifindex}); err != nil {
-		tb.Fatalf("send %d-byte frame: %v", len(frame), err)
-	}
+	return &xskRig{v: v, ifi: ifi, s: s, xsks: xsks, sender: testutil.NewSender(tb, v)}
 }
 
 // xskFrame is a frame of size bytes with ethertype 0x88b5 (local
@@ -325,7 +255,7 @@ func TestSocketReceive(t *testing.T) {
 			}
 			t0 := xskMonotonic()
 			for _, f := range sent {
-				r.sender.send(t, f)
+				r.sender.Send(t, f)
 			}
 			got := xskCollect(t, r.s, len(sent))
 			xskCheckPackets(t, sent, got, t0, xskMonotonic())
@@ -356,7 +286,7 @@ func TestSocketJumbo(t *testing.T) {
 			}
 			t0 := xskMonotonic()
 			for _, f := range sent {
-				r.sender.send(t, f)
+				r.sender.Send(t, f)
 			}
 			got := xskCollect(t, r.s, len(sent))
 			xskCheckPackets(t, sent, got, t0, xskMonotonic())
@@ -381,10 +311,10 @@ func TestSocketJumboWithoutMultiBuffer(t *testing.T) {
 	if r.s.MultiBuffer() {
 		t.Fatal("multi-buffer on although not asked for")
 	}
-	r.sender.send(t, xskFrame(0, 9014))
-	r.sender.send(t, xskFrame(1, 3840))
-	r.sender.send(t, xskFrame(2, 3841))
-	r.sender.send(t, xskFrame(3, 100))
+	r.sender.Send(t, xskFrame(0, 9014))
+	r.sender.Send(t, xskFrame(1, 3840))
+	r.sender.Send(t, xskFrame(2, 3841))
+	r.sender.Send(t, xskFrame(3, 100))
 	got := xskCollect(t, r.s, 2)
 	if len(got[0].data) != 3840 || len(got[1].data) != 100 {
 		t.Errorf("got frames of %d and %d bytes, want 3840 and 100", len(got[0].data), len(got[1].data))
@@ -428,7 +358,7 @@ func TestSocketRun(t *testing.T) {
 		for int64(i)-received.Load() >= 100 {
 			time.Sleep(50 * time.Microsecond)
 		}
-		r.sender.send(t, xskFrame(uint64(i), 64+i%1400))
+		r.sender.Send(t, xskFrame(uint64(i), 64+i%1400))
 	}
 	deadline := time.Now().Add(5 * time.Second)
 	for received.Load() < total && time.Now().Before(deadline) {
@@ -451,7 +381,7 @@ func TestSocketRun(t *testing.T) {
 // the frames back.
 func TestSocketRunHandlerError(t *testing.T) {
 	r := xskNewRig(t, link.XDPDriverMode, 0, xskSmallOptions())
-	r.sender.send(t, xskFrame(0, 100))
+	r.sender.Send(t, xskFrame(0, 100))
 	boom := errors.New("boom")
 	err := r.s.Run(context.Background(), make([]Desc, 8), func([]Desc) error { return boom })
 	if !errors.Is(err, boom) {
@@ -463,7 +393,7 @@ func TestSocketRunHandlerError(t *testing.T) {
 func TestSocketReceiveAllocs(t *testing.T) {
 	r := xskNewRig(t, link.XDPDriverMode, 0, xskSmallOptions())
 	for i := range 600 {
-		r.sender.send(t, xskFrame(uint64(i), 100))
+		r.sender.Send(t, xskFrame(uint64(i), 100))
 	}
 	batch := make([]Desc, 8)
 	var total int
@@ -834,7 +764,7 @@ func BenchmarkSocketDrain(b *testing.B) {
 		b.StopTimer()
 		want := min(fill, b.N-done)
 		for range want {
-			r.sender.send(b, frame)
+			r.sender.Send(b, frame)
 		}
 		b.StartTimer()
 		for got := 0; got < want; {
