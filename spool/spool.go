@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"math"
 	"os"
+	"runtime"
 	"slices"
 	"sync"
 	"time"
@@ -131,11 +132,24 @@ func (s *Spool) Snapshot(lo, hi int64) ([]*Handle, error) {
 		if err != nil {
 			return nil, errors.Join(fmt.Errorf("spool %s: %w", f.Path, err), CloseAll(out))
 		}
-		view, iface, err := s.view(f, pcap)
-		if err != nil {
-			return nil, errors.Join(err, pcap.Close(), CloseAll(out))
-		}
-		out = append(out, &Handle{File: f, View: view, Interface: iface, PCAP: pcap})
+		out = append(out, &Handle{File: f, PCAP: pcap})
+	}
+	// Indexes not in memory are read and verified in parallel: a cold query
+	// over many files spends most of its time there.
+	errs := make([]error, len(out))
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, max(1, runtime.GOMAXPROCS(0)))
+	for i, h := range out {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			h.View, h.Interface, errs[i] = s.view(h.File, h.PCAP)
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, errors.Join(err, CloseAll(out))
 	}
 	return out, nil
 }
