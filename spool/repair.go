@@ -170,6 +170,12 @@ func indexRecords(r io.Reader) (b *index.Builder, end int64, tail error, err err
 			}
 			return b, fe.Offset, err, nil
 		}
+		if p.OrigLen == 0 {
+			// An all-zero record: a crash can leave zero-filled blocks past
+			// the data (delayed allocation); no packet has length 0, so this
+			// is where the data ends.
+			return b, p.Offset, fmt.Errorf("offset %d: zero-length record (zero-filled tail)", p.Offset), nil
+		}
 		flow.Parse(p.Data, &k)
 		b.Add(&k, p.Offset, p.Timestamp, p.OrigLen)
 		end = p.Offset + pcapio.RecordHeaderSize + int64(p.CapLen)
