@@ -2,6 +2,7 @@ package index
 
 import (
 	"math"
+	"slices"
 	"sync"
 
 	"github.com/stenod/stenod/flow"
@@ -13,12 +14,15 @@ type Builder struct {
 	mu    sync.RWMutex
 	ids   flowTable
 	flows []liveFlow
-	// Packets form one singly linked list per flow: off[i] is packet i's
-	// file offset, next[i] the next packet of the same flow (-1 at the end).
-	// Two flat slices instead of per-flow slices keep Add free of
-	// allocations except for the amortized growth of these slices.
+	// Packets form one singly linked list per flow, newest first: off[i]
+	// is packet i's file offset, prev[i] the previous packet of the same
+	// flow (-1 for its first). Linking backwards makes Add write both
+	// slices only at their ends, never at an older packet's slot: with many
+	// interleaved flows that write was a cache miss per packet. Two flat
+	// slices instead of per-flow slices keep Add free of allocations except
+	// for the amortized growth of these slices.
 	off    []int64
-	next   []int32
+	prev   []int32
 	blocks []Block
 	sum    Summary
 	last   int64 // timestamp of the previous packet, for Monotone
@@ -26,7 +30,7 @@ type Builder struct {
 
 type liveFlow struct {
 	Flow
-	head, tail int32
+	tail int32 // newest packet
 }
 
 // NewBuilder returns an empty live index sized for about hint packets.
@@ -36,7 +40,7 @@ func NewBuilder(hint int) *Builder {
 		ids:   newFlowTable(hint / 64),
 		flows: make([]liveFlow, 0, hint/64),
 		off:   make([]int64, 0, hint),
-		next:  make([]int32, 0, hint),
+		prev:  make([]int32, 0, hint),
 		sum:   Summary{First: math.MaxInt64, Last: math.MinInt64, Monotone: true},
 		last:  math.MinInt64,
 	}
@@ -71,20 +75,17 @@ func (b *Builder) add(k *flow.Key, off, ts int64, wireLen int) {
 	id, slot := b.ids.find(k, b.flows)
 	if id < 0 {
 		id = int32(len(b.flows))
-		b.flows = append(b.flows, liveFlow{Flow: Flow{Key: *k, First: ts, Last: ts}, head: p, tail: -1})
+		b.flows = append(b.flows, liveFlow{Flow: Flow{Key: *k, First: ts, Last: ts}, tail: -1})
 		b.ids.insert(slot, id, b.flows)
 	}
 	f := &b.flows[id]
-	if f.tail >= 0 {
-		b.next[f.tail] = p
-	}
+	b.prev = append(b.prev, f.tail)
 	f.tail = p
 	f.Packets++
 	f.Bytes += uint64(wireLen)
 	f.First = min(f.First, ts)
 	f.Last = max(f.Last, ts)
 	b.off = append(b.off, off)
-	b.next = append(b.next, -1)
 
 	if int(p)%BlockPackets == 0 {
 		b.blocks = append(b.blocks, Block{Offset: off, Min: ts, Max: ts})
@@ -140,16 +141,20 @@ func (b *Builder) AppendPositions(dst []int64, id int) ([]int64, error) {
 	if id < 0 || id >= len(b.flows) {
 		return dst, nil
 	}
-	end := b.sum.DataEnd
-	// A flow's list always ends at its newest packet, so the walk needs no
-	// bound beyond the list itself.
-	for p := b.flows[id].head; p >= 0; p = b.next[p] {
-		if b.off[p] >= end {
-			break
+	return b.appendOffsets(dst, id, b.sum.DataEnd), nil
+}
+
+// appendOffsets appends flow id's offsets below end in ascending order. The
+// list runs newest first, so it is walked and then the new part reversed.
+func (b *Builder) appendOffsets(dst []int64, id int, end int64) []int64 {
+	n := len(dst)
+	for p := b.flows[id].tail; p >= 0; p = b.prev[p] {
+		if b.off[p] < end {
+			dst = append(dst, b.off[p])
 		}
-		dst = append(dst, b.off[p])
 	}
-	return dst, nil
+	slices.Reverse(dst[n:])
+	return dst
 }
 
 // Blocks implements View. It returns a copy, since the live slice grows.

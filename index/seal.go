@@ -3,6 +3,7 @@ package index
 import (
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 )
@@ -22,10 +23,7 @@ func (b *Builder) Encode(iface string) []byte {
 		sum.First, sum.Last = 0, 0
 	}
 	return encode(sum, iface, b.blocks, flows, func(dst []int64, i int) []int64 {
-		for p := b.flows[i].head; p >= 0; p = b.next[p] {
-			dst = append(dst, b.off[p])
-		}
-		return dst
+		return b.appendOffsets(dst, i, math.MaxInt64)
 	})
 }
 
