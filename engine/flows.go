@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"errors"
@@ -98,10 +99,19 @@ func Flows(ctx context.Context, sp *spool.Spool, q *query.Query, limit int) (out
 		out = append(out, *r)
 	}
 	slices.SortFunc(out, func(a, b FlowRecord) int {
-		return cmp.Or(cmp.Compare(b.Bytes, a.Bytes), cmp.Compare(a.First, b.First), cmp.Compare(a.Key.String(), b.Key.String()))
+		return cmp.Or(cmp.Compare(b.Bytes, a.Bytes), cmp.Compare(a.First, b.First), compareKeys(&a.Key, &b.Key))
 	})
 	if limit > 0 && len(out) > limit {
 		out = out[:limit]
 	}
 	return out, nil
+}
+
+// compareKeys orders keys by their bytes, a stable tie-break that, unlike
+// formatting them, allocates nothing.
+func compareKeys(a, b *flow.Key) int {
+	var x, y [flow.KeySize]byte
+	a.Put(x[:])
+	b.Put(y[:])
+	return bytes.Compare(x[:], y[:])
 }
