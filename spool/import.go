@@ -55,6 +55,6 @@ func Import(ctx context.Context, w *Writer, name string, r io.Reader) (ImportRes
 			return res, fmt.Errorf("import %s: offset %d: %w (%d packets before it stored)", name, p.Offset, err, res.Packets)
 		}
 		res.Packets++
-		res.Bytes += int64(len(p.Data))
+		res.Bytes += int64(min(len(p.Data), w.sp.cfg.SnapLen))
 	}
 }
