@@ -75,13 +75,7 @@ func TestCaptureRate(t *testing.T) {
 		t.Skip("capture benchmark: set STENOD_BENCH=1")
 	}
 	testutil.RequireCommand(t, "trafgen")
-	count := 10_000_000
-	if s := os.Getenv("STENOD_BENCH_PACKETS"); s != "" {
-		var err error
-		if count, err = strconv.Atoi(s); err != nil {
-			t.Fatal(err)
-		}
-	}
+	count := testutil.EnvInt(t, "STENOD_BENCH_PACKETS", 10_000_000)
 	for _, c := range []struct {
 		name    string
 		tcpdump bool

@@ -51,22 +51,31 @@ func TestAFPacketReplayXDPObserve(t *testing.T) {
 	testReplay(t, MethodAFPacket, func(c *Config) { c.XDPObserve = true })
 }
 
-// syncBuffer collects log output written from several goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
+// ringHold stops every AF_PACKET reader at its next block while held, so
+// that a test can fill the ring behind it.
+type ringHold struct {
+	held    atomic.Bool
+	release chan struct{}
+	once    sync.Once
 }
 
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
+func holdRings(t *testing.T) *ringHold {
+	h := &ringHold{release: make(chan struct{})}
+	testHookRingBlock = func(string) {
+		if h.held.Load() {
+			<-h.release
+		}
+	}
+	t.Cleanup(func() { testHookRingBlock = nil })
+	return h
 }
 
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+func (h *ringHold) hold() { h.held.Store(true) }
+
+// let releases the readers for good; calling it again does nothing.
+func (h *ringHold) let() {
+	h.held.Store(false)
+	h.once.Do(func() { close(h.release) })
 }
 
 // Auto chooses AF_PACKET on veth, which has no AF_XDP zero-copy, and says
@@ -98,7 +107,7 @@ func TestAFPacketAuto(t *testing.T) {
 		}
 	}
 
-	var logs syncBuffer
+	var logs testutil.SyncBuffer
 	log := slog.New(slog.NewTextHandler(&logs, nil))
 	c, err := Start(context.Background(), cfg, sp, log)
 	if err != nil {
@@ -142,14 +151,7 @@ func TestAFPacketDrops(t *testing.T) {
 	cfg.AFPacketBlockSize = 64 << 10
 	cfg.AFPacketBlocks = 2
 
-	var hold atomic.Bool
-	release := make(chan struct{})
-	testHookRingBlock = func(string) {
-		if hold.Load() {
-			<-release
-		}
-	}
-	t.Cleanup(func() { testHookRingBlock = nil })
+	h := holdRings(t)
 
 	c, err := Start(context.Background(), cfg, sp, testLogger(t))
 	if err != nil {
@@ -158,20 +160,19 @@ func TestAFPacketDrops(t *testing.T) {
 	closed := false
 	t.Cleanup(func() {
 		if !closed {
-			close(release)
+			h.let()
 			c.Close()
 			sp.Close()
 		}
 	})
 	s := testutil.NewSender(t, v)
-	hold.Store(true)
+	h.hold()
 	const n = 500
 	payload := bytes.Repeat([]byte{0x5a}, 1000)
 	for i := range n {
 		s.Send(t, udpFrame(netip.AddrFrom4([4]byte{10, 7, 0, 1}), uint16(i), payload))
 	}
-	hold.Store(false)
-	close(release)
+	h.let()
 
 	var st Stats
 	deadline := time.Now().Add(10 * time.Second)
@@ -316,13 +317,7 @@ func TestAFPacketRate(t *testing.T) {
 		t.Skip("capture benchmark: set STENOD_BENCH=1")
 	}
 	testutil.RequireCommand(t, "trafgen")
-	count := 3_000_000
-	if s := os.Getenv("STENOD_BENCH_PACKETS"); s != "" {
-		var err error
-		if count, err = strconv.Atoi(s); err != nil {
-			t.Fatal(err)
-		}
-	}
+	count := testutil.EnvInt(t, "STENOD_BENCH_PACKETS", 3_000_000)
 	for _, c := range []struct {
 		name string
 		mod  func(*Config)
@@ -356,15 +351,8 @@ func drainRate(t *testing.T) {
 	cfg.Method = MethodAFPacket
 	cfg.AFPacketBlockSize = 4 << 20
 	cfg.AFPacketBlocks = 64
-	var hold atomic.Bool
-	hold.Store(true)
-	release := make(chan struct{})
-	testHookRingBlock = func(string) {
-		if hold.Load() {
-			<-release
-		}
-	}
-	t.Cleanup(func() { testHookRingBlock = nil })
+	h := holdRings(t)
+	h.hold()
 	c, err := Start(context.Background(), cfg, sp, testLogger(t))
 	if err != nil {
 		t.Fatal(err)
@@ -379,8 +367,7 @@ func drainRate(t *testing.T) {
 	var ms0 runtime.MemStats
 	runtime.ReadMemStats(&ms0)
 	start := time.Now()
-	hold.Store(false)
-	close(release)
+	h.let()
 	var stored, drops uint64
 	for {
 		st := c.Stats()
@@ -422,7 +409,7 @@ func captureRate(t *testing.T, count int, mod func(*Config)) {
 	var c *Capture
 	var sp *spool.Spool
 	var td *exec.Cmd
-	var tdOut syncBuffer
+	var tdOut testutil.SyncBuffer
 	if mod == nil {
 		td = exec.Command("tcpdump", "-i", v.Host, "-n", "-w", "/dev/null")
 		td.Stderr = &tdOut

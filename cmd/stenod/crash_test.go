@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -104,12 +103,12 @@ func crashAnswer(t *testing.T, addr string, sent map[uint32]bool) map[uint32]int
 type crashDaemon struct {
 	cmd  *exec.Cmd
 	addr string
-	log  *bytes.Buffer
+	log  *testutil.SyncBuffer
 }
 
 func startCrashDaemon(t *testing.T, bin, iface, spoolDir, pinRoot string) *crashDaemon {
 	t.Helper()
-	d := &crashDaemon{addr: freeAddr(t), log: &bytes.Buffer{}}
+	d := &crashDaemon{addr: freeAddr(t), log: &testutil.SyncBuffer{}}
 	d.cmd = exec.Command(bin, "run", "--iface", iface, "--spool", spoolDir, "--pin-root", pinRoot,
 		"--listen", d.addr, "--capture", "xdp", "--umem-frames", "4096",
 		// Stay root: the spool is a test's private temporary directory.
@@ -140,10 +139,7 @@ func TestKill9Recovery(t *testing.T) {
 	if testing.Short() {
 		t.Skip("restarts a daemon 20 times")
 	}
-	cycles := 20
-	if s := os.Getenv("STENOD_SOAK_CYCLES"); s != "" {
-		cycles, _ = strconv.Atoi(s)
-	}
+	cycles := testutil.EnvInt(t, "STENOD_SOAK_CYCLES", 20)
 	bin := crashBinary(t)
 	v := testutil.NewVeth(t)
 	pinRoot := testutil.BPFFS(t)

@@ -7,10 +7,13 @@
 package testutil
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 )
@@ -95,4 +98,38 @@ func NewVeth(tb testing.TB) *Veth {
 func (v *Veth) InNS(tb testing.TB, name string, args ...string) string {
 	tb.Helper()
 	return Run(tb, "ip", append([]string{"netns", "exec", v.NS, name}, args...)...)
+}
+
+// SyncBuffer is a bytes.Buffer that a process or logger may write to from
+// its own goroutine while the test reads it.
+type SyncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *SyncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *SyncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// EnvInt returns the integer in environment variable name, or def when it
+// is unset; a value that is not a number fails the test.
+func EnvInt(tb testing.TB, name string, def int) int {
+	tb.Helper()
+	s := os.Getenv(name)
+	if s == "" {
+		return def
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		tb.Fatalf("%s=%q: %v", name, s, err)
+	}
+	return n
 }
