@@ -45,11 +45,11 @@ func newFlowTable(hint int) flowTable {
 	return flowTable{slots: make([]int32, n)}
 }
 
-// find returns the number of the flow with key k, or -1, and the slot where
-// k belongs.
-func (t *flowTable) find(k *flow.Key, flows []liveFlow) (int32, int) {
+// find returns the number of the flow with key k, whose hashKey is h, or
+// -1, and the slot where k belongs.
+func (t *flowTable) find(k *flow.Key, h uint64, flows []liveFlow) (int32, int) {
 	mask := len(t.slots) - 1
-	for i := int(hashKey(k)) & mask; ; i = (i + 1) & mask {
+	for i := int(h) & mask; ; i = (i + 1) & mask {
 		s := t.slots[i]
 		if s == 0 {
 			return -1, i

@@ -2,6 +2,7 @@ package index
 
 import (
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -241,6 +242,48 @@ func BenchmarkBuilderAdd(b *testing.B) {
 		bl.Add(&keys[i&4095], off, int64(i), 100)
 		off += 116
 		i++
+	}
+}
+
+// BenchmarkBuilderAddBatch adds packets of many flows in random order, as
+// trafgen's random ports or a busy tap produce them, one by one and in the
+// spool's flush batches: the batches overlap the cache misses.
+func BenchmarkBuilderAddBatch(b *testing.B) {
+	const packets = 1 << 20
+	for _, flows := range []int{64, 65536, 262144} {
+		keys := synthKeys(flows)
+		rng := rand.New(rand.NewPCG(1, 2))
+		order := make([]int32, packets)
+		for i := range order {
+			order[i] = int32(rng.IntN(flows))
+		}
+		es := make([]Entry, 4096)
+		for _, batched := range []bool{false, true} {
+			name := fmt.Sprintf("flows=%d/batched=%v", flows, batched)
+			b.Run(name, func(b *testing.B) {
+				bl := NewBuilder(packets)
+				b.ReportAllocs()
+				i := 0
+				for b.Loop() {
+					if i == packets { // a rotation, as the spool does
+						bl = NewBuilder(packets)
+						i = 0
+					}
+					if !batched {
+						bl.Add(&keys[order[i]], int64(24+116*i), int64(i), 100)
+						i++
+						continue
+					}
+					// One loop iteration per packet, a batch every len(es).
+					e := &es[i%len(es)]
+					e.Key, e.Off, e.TS, e.WireLen = keys[order[i]], int64(24+116*i), int64(i), 100
+					i++
+					if i%len(es) == 0 {
+						bl.AddBatch(es)
+					}
+				}
+			})
+		}
 	}
 }
 
