@@ -14,45 +14,67 @@ import (
 	"github.com/stenod/stenod/xdp"
 )
 
-// maxFlowIDs bounds the flow id table of one interface. Ids never repeat
-// within a run (docs/bpf.md), so entries of flows that ended are dead weight;
-// the table is cleared when it reaches the bound and the Go parser covers the
-// misses until the ring buffer has refilled it. The default flows map holds
-// as many flows, and an entry costs about 100 bytes.
+// maxFlowIDs is the number of entries of an interface's flow id table, as
+// many as the default flows map holds. An entry costs 56 bytes.
 const maxFlowIDs = xdp.DefaultMaxFlows
 
 // flowIDs maps the flow ids of one loaded XDP program to their keys, filled
 // from the program's new_flows ring buffer. Ids are scoped to the program
 // (each load starts afresh), so the table lives and dies with the interface's
 // capture.
+//
+// It is direct-mapped: an id has one slot, and a newer flow whose id maps to
+// an occupied slot replaces the older one, whose packets then take their key
+// from flow.Parse (counted as fallbacks). A lookup is one cache miss, where a
+// Go map took two or three: with many flows the lookup was the largest cost
+// of the AF_XDP writer. The slot is the id's per-CPU sequence number plus an
+// offset per CPU, so the last len(slots) flows of one CPU never evict each
+// other.
 type flowIDs struct {
-	mu  sync.RWMutex
-	m   map[uint64]flow.Key
-	max int
+	mu    sync.RWMutex
+	slots []flowIDSlot
 
-	records atomic.Uint64 // ring buffer records read
-	resets  atomic.Uint64 // times the table was cleared at its bound
-	bad     atomic.Uint64 // records too short to decode
-	size    atomic.Int64
+	records   atomic.Uint64 // ring buffer records read
+	evictions atomic.Uint64 // entries replaced by a newer flow
+	bad       atomic.Uint64 // records too short to decode
+	size      atomic.Int64  // occupied slots
 }
 
-func newFlowIDs(max int) *flowIDs {
-	return &flowIDs{m: make(map[uint64]flow.Key), max: max}
+type flowIDSlot struct {
+	id  uint64 // 0: empty
+	key flow.Key
 }
 
-// add enters recs, clearing the table first when they would take it past
-// its bound.
+// newFlowIDs returns a table of at least n slots.
+func newFlowIDs(n int) *flowIDs {
+	return &flowIDs{slots: make([]flowIDSlot, pow2(n))}
+}
+
+// slot returns where id belongs. CPU c's flows start at c times the golden
+// ratio of the table, spreading the CPUs' sequences apart.
+func (t *flowIDs) slot(id uint64) *flowIDSlot {
+	seq, cpu := id>>xdp.FlowIDCPUBits, id&(1<<xdp.FlowIDCPUBits-1)
+	return &t.slots[(seq+cpu*0x9e3779b97f4a7c15>>32)&uint64(len(t.slots)-1)]
+}
+
+// add enters recs.
 func (t *flowIDs) add(recs []xdp.NewFlowRecord) {
+	var evicted, filled int64
 	t.mu.Lock()
-	if len(t.m)+len(recs) > t.max {
-		clear(t.m)
-		t.resets.Add(1)
-	}
 	for i := range recs {
-		t.m[recs[i].FlowID] = recs[i].Key
+		s := t.slot(recs[i].FlowID)
+		switch s.id {
+		case 0:
+			filled++
+		case recs[i].FlowID:
+		default:
+			evicted++
+		}
+		s.id, s.key = recs[i].FlowID, recs[i].Key
 	}
-	t.size.Store(int64(len(t.m)))
 	t.mu.Unlock()
+	t.size.Add(filled)
+	t.evictions.Add(uint64(evicted))
 	t.records.Add(uint64(len(recs)))
 }
 
@@ -67,8 +89,8 @@ func (t *flowIDs) resolve(b *batch) uint64 {
 		if p.flowID == 0 {
 			continue
 		}
-		if k, ok := t.m[p.flowID]; ok {
-			b.keys[i] = k
+		if s := t.slot(p.flowID); s.id == p.flowID {
+			b.keys[i] = s.key
 			p.keyed = true
 			hits++
 		}

@@ -40,13 +40,14 @@ type InterfaceStats struct {
 	// new-flow records lost to a full ring buffer.
 	Program      *xdp.ProgramStats `json:",omitempty"`
 	ProgramError string            `json:",omitempty"`
-	// RingBufRecords counts new-flow records read; FlowIDs is the size of
-	// the flow id table now, FlowIDResets how often it was cleared at its
-	// bound.
-	RingBufRecords uint64
-	FlowIDs        int64
-	FlowIDResets   uint64
-	Queues         []QueueStats
+	// RingBufRecords counts new-flow records read; FlowIDs is how many
+	// flow ids the flow id table holds now, FlowIDEvictions how many it
+	// forgot for a newer flow that maps to the same slot (their packets
+	// are keyed by the Go parser, as Fallbacks).
+	RingBufRecords  uint64
+	FlowIDs         int64
+	FlowIDEvictions uint64
+	Queues          []QueueStats
 }
 
 // QueueStats are the counters of one RX queue (AF_XDP) or ring (AF_PACKET)
@@ -269,9 +270,9 @@ func ifaceMetrics() []ifaceMetric {
 			get:  func(i *InterfaceStats) (float64, bool) { return float64(i.RingBufRecords), true },
 		},
 		{
-			desc: prometheus.NewDesc("stenod_capture_flow_id_resets_total", "Times the flow id table was cleared at its bound.", []string{"iface"}, nil),
+			desc: prometheus.NewDesc("stenod_capture_flow_id_evictions_total", "Flow ids the flow id table forgot for a newer flow in the same slot.", []string{"iface"}, nil),
 			kind: prometheus.CounterValue,
-			get:  func(i *InterfaceStats) (float64, bool) { return float64(i.FlowIDResets), true },
+			get:  func(i *InterfaceStats) (float64, bool) { return float64(i.FlowIDEvictions), true },
 		},
 		{
 			desc: prometheus.NewDesc("stenod_capture_flow_ids", "Flow ids known now.", []string{"iface"}, nil),

@@ -154,7 +154,7 @@ func (x *xdpIface) stats(s *InterfaceStats) {
 		s.Program = &ps
 	}
 	s.FlowIDs = x.ids.size.Load()
-	s.FlowIDResets = x.ids.resets.Load()
+	s.FlowIDEvictions = x.ids.evictions.Load()
 	s.RingBufRecords = x.ids.records.Load()
 }
 

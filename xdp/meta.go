@@ -31,6 +31,11 @@ type PacketMeta struct {
 	TAINS  uint64 // convert with Clock.Time
 }
 
+// FlowIDCPUBits is FLOW_ID_CPU_BITS of bpf/stenod.h: a flow id is the
+// creating CPU's sequence number shifted left by it, ORed with the CPU
+// number (docs/bpf.md).
+const FlowIDCPUBits = 12
+
 // ErrShortRecord: fewer bytes than the record needs.
 var ErrShortRecord = errors.New("record too short")
 

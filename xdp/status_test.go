@@ -1,8 +1,11 @@
 package xdp
 
 import (
+	"fmt"
 	"net"
+	"os"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/stenod/stenod/internal/testutil"
@@ -49,5 +52,17 @@ func TestReadPinned(t *testing.T) {
 	}
 	if _, err := ReadPinned(root, "nonexistent0"); err == nil {
 		t.Fatal("no error for an interface without pins")
+	}
+}
+
+// The Go side splits flow ids as the C side builds them.
+func TestFlowIDCPUBitsMatchesHeader(t *testing.T) {
+	h, err := os.ReadFile("../bpf/stenod.h")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("#define FLOW_ID_CPU_BITS %d\n", FlowIDCPUBits)
+	if !strings.Contains(string(h), want) {
+		t.Fatalf("bpf/stenod.h lacks %q", want)
 	}
 }
