@@ -15,8 +15,12 @@
 //   - the receive loop, locked to its OS thread and pinned to a CPU, copies
 //     each packet (up to the snap length) with its timestamp and flow id
 //     into a batch and gives the frames back to the fill ring at once. It
-//     never touches the disk. A batch goes to the writer when it is full,
-//     when the socket has nothing more, or after half the flush interval.
+//     never touches the disk. Once it has packets and the socket has no
+//     more, it sleeps for the rest of a millisecond (rxCoalesce) so that
+//     packets gather in the RX ring instead of each waking it, as a
+//     TPACKET_V3 block does for AF_PACKET. A batch goes to the writer when
+//     it is full, when the socket has nothing more after that, or after
+//     half the flush interval.
 //   - the writer keys each packet by its flow id (the table) or, when the id
 //     is unknown or 0, with flow.Parse, and appends it to the stream's
 //     spool.Writer ("<iface>-q<queue>", interface name <iface>). It flushes
@@ -34,8 +38,9 @@
 // an xdp.Clock refreshed every few seconds; a packet without metadata is
 // stamped when it is received. Flow ids are only meaningful for one loaded
 // program (docs/bpf.md), so the table belongs to one interface's capture
-// and dies with it; it is cleared when it reaches its bound, the Go parser
-// covering the misses.
+// and dies with it. It is direct-mapped (one cache miss per lookup): a
+// newer flow may take an older one's slot, and the older flow's packets are
+// then keyed by the Go parser (InterfaceStats.FlowIDEvictions).
 //
 // # Methods
 //

@@ -131,6 +131,7 @@ type queue struct {
 
 	flushInterval time.Duration
 	pollTimeout   time.Duration
+	coalesce      time.Duration // how long a receive loop lets packets gather
 
 	free chan *batch // empty batches, back from the writer
 	full chan *batch // batches for the writer; closed when the receive loop ends
@@ -235,6 +236,16 @@ func (q *queue) receive(stop <-chan struct{}) {
 				send()
 			}
 			continue
+		}
+		if len(b.pkts) > 0 && !stopping && q.coalesce > 0 {
+			// The source is dry. Let packets gather in the kernel's
+			// ring for the rest of the coalescing time instead of
+			// being woken for each one: a wakeup (and a hand-over to
+			// the writer) costs more than many packets.
+			if left := q.coalesce - time.Since(b.start); left > 0 {
+				time.Sleep(left)
+				continue
+			}
 		}
 		if len(b.pkts) > 0 && (wait <= 0 || len(q.full) == 0 || time.Since(b.start) >= q.flushInterval/2) {
 			send()
