@@ -1,12 +1,12 @@
 package pcapio
 
 import (
-	"bufio"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"math"
+	"math/bits"
 )
 
 // Link types stenod knows by name.
@@ -86,26 +86,36 @@ type Interface struct {
 
 // Reader reads pcap or pcapng from an io.Reader, detecting which by magic.
 type Reader struct {
-	r      *bufio.Reader
-	off    int64
-	ng     bool
-	order  binary.ByteOrder
-	nanos  bool // pcap: nanosecond timestamps
-	ifaces []Interface
-	buf    []byte
+	src io.Reader
+	// buf holds input read ahead: buf[pos:lim] is not consumed yet. Records
+	// are returned in place, without a copy.
+	buf      []byte
+	pos, lim int
+	srcErr   error    // the error that ended reading src (io.EOF at its end)
+	hdr      [16]byte // a record header read in two steps
+	off      int64
+	ng       bool
+	swap     bool // the file is big endian
+	nanos    bool // pcap: nanosecond timestamps
+	ifaces   []Interface
 	// badFraction: the last pcap record's fraction of a second was out of
 	// range (tests compare timestamps with pcapgo only when it is not).
 	badFraction bool
 }
 
+// readAhead is how much input a Reader reads at a time: large enough that
+// the read system calls cost little per packet, small enough to stay in
+// the CPU's cache for the copy that follows.
+const readAhead = 128 << 10
+
 // NewReader reads the file header and returns a reader positioned at the
 // first packet.
 func NewReader(r io.Reader) (*Reader, error) {
-	rd := &Reader{r: bufio.NewReaderSize(r, 1<<16), buf: make([]byte, 0, 1<<16)}
-	magic, err := rd.r.Peek(4)
-	if err != nil {
+	rd := &Reader{src: r, buf: make([]byte, readAhead)}
+	if rd.fill(4) < 4 {
 		return nil, &FormatError{Offset: 0, Err: ErrNotCapture, Detail: "shorter than 4 bytes"}
 	}
+	magic := rd.buf[:4]
 	switch binary.LittleEndian.Uint32(magic) {
 	case magicMicros, magicNanos, magicMicrosSwap, magicNanosSwap:
 		return rd, rd.readPcapHeader()
@@ -128,41 +138,92 @@ func (r *Reader) IsPcapng() bool { return r.ng }
 // Offset is the byte offset of the next record or block.
 func (r *Reader) Offset() int64 { return r.off }
 
+// read consumes the next n bytes of input and returns them in place: the
+// slice is valid until the next read, which Packet documents. At the end of
+// the input it returns io.EOF if nothing is left, io.ErrUnexpectedEOF
+// (consuming the rest) if fewer than n bytes are. Callers bound n before
+// they call it: the buffer grows to n.
 func (r *Reader) read(n int) ([]byte, error) {
-	// Most records fit the bufio buffer: return them in place, without a
-	// copy. The slice is valid until the next read, which Packet documents.
-	if n <= r.r.Size() {
-		b, err := r.r.Peek(n)
-		if err == nil {
-			_, _ = r.r.Discard(n)
-			r.off += int64(n)
-			return b, nil
-		}
-		if len(b) == 0 && errors.Is(err, io.EOF) {
-			return nil, io.EOF
-		}
-		if errors.Is(err, io.EOF) {
-			r.off += int64(len(b))
-			_, _ = r.r.Discard(len(b))
-			return nil, io.ErrUnexpectedEOF
-		}
-		if !errors.Is(err, bufio.ErrBufferFull) {
-			return nil, err
-		}
+	if r.lim-r.pos < n {
+		return r.readSlow(n)
 	}
-	if cap(r.buf) < n {
-		r.buf = make([]byte, n)
-	}
-	b := r.buf[:n]
-	m, err := io.ReadFull(r.r, b)
-	r.off += int64(m)
-	if err != nil {
-		if errors.Is(err, io.ErrUnexpectedEOF) || (errors.Is(err, io.EOF) && m > 0) {
-			return nil, io.ErrUnexpectedEOF
-		}
-		return nil, err
-	}
+	b := r.buf[r.pos : r.pos+n]
+	r.pos += n
+	r.off += int64(n)
 	return b, nil
+}
+
+// readSlow is read when fewer than n bytes are buffered.
+func (r *Reader) readSlow(n int) ([]byte, error) {
+	if r.fill(n) < n {
+		return nil, r.short()
+	}
+	return r.read(n)
+}
+
+// fill reads input until at least n bytes are buffered or the input ends,
+// and returns how many are.
+func (r *Reader) fill(n int) int {
+	if r.pos > 0 {
+		r.lim = copy(r.buf, r.buf[r.pos:r.lim])
+		r.pos = 0
+	}
+	if n > len(r.buf) {
+		b := make([]byte, max(n, 2*len(r.buf)))
+		copy(b, r.buf[:r.lim])
+		r.buf = b
+	}
+	for empty := 0; r.lim < n && r.srcErr == nil; {
+		m, err := r.src.Read(r.buf[r.lim:])
+		r.lim += m
+		switch {
+		case err != nil:
+			r.srcErr = err
+		case m == 0:
+			if empty++; empty == 100 {
+				r.srcErr = io.ErrNoProgress
+			}
+		}
+	}
+	return r.lim
+}
+
+// short is read's error when the input ended (or failed) before n bytes.
+func (r *Reader) short() error {
+	if !errors.Is(r.srcErr, io.EOF) {
+		return r.srcErr
+	}
+	if r.lim == r.pos {
+		return io.EOF
+	}
+	r.off += int64(r.lim - r.pos)
+	r.pos = r.lim
+	return io.ErrUnexpectedEOF
+}
+
+// u16, u32 and u64 decode integers in the file's byte order.
+func (r *Reader) u16(b []byte) uint16 {
+	v := binary.LittleEndian.Uint16(b)
+	if r.swap {
+		v = bits.ReverseBytes16(v)
+	}
+	return v
+}
+
+func (r *Reader) u32(b []byte) uint32 {
+	v := binary.LittleEndian.Uint32(b)
+	if r.swap {
+		v = bits.ReverseBytes32(v)
+	}
+	return v
+}
+
+func (r *Reader) u64(b []byte) uint64 {
+	v := binary.LittleEndian.Uint64(b)
+	if r.swap {
+		v = bits.ReverseBytes64(v)
+	}
+	return v
 }
 
 func (r *Reader) readPcapHeader() error {
@@ -170,19 +231,19 @@ func (r *Reader) readPcapHeader() error {
 	if err != nil {
 		return &FormatError{Offset: 0, Err: ErrTruncated, Detail: "pcap file header"}
 	}
-	r.order = binary.LittleEndian
+	r.swap = false
 	switch binary.LittleEndian.Uint32(h) {
 	case magicNanos:
 		r.nanos = true
 	case magicMicrosSwap:
-		r.order = binary.BigEndian
+		r.swap = true
 	case magicNanosSwap:
-		r.order = binary.BigEndian
+		r.swap = true
 		r.nanos = true
 	}
-	snap := int(r.order.Uint32(h[16:]))
+	snap := int(r.u32(h[16:]))
 	// The upper bits of the link-type field carry FCS information (pcap-linktype(7)).
-	lt := int(r.order.Uint32(h[20:]) & 0x0fffffff)
+	lt := int(r.u32(h[20:]) & 0x0fffffff)
 	unit := uint64(1_000_000)
 	if r.nanos {
 		unit = 1_000_000_000
@@ -202,39 +263,63 @@ func (r *Reader) Next(p *Packet) error {
 
 func (r *Reader) nextPcap(p *Packet) error {
 	start := r.off
-	h, err := r.read(16)
-	if err == io.EOF {
-		return io.EOF
+	var h, data []byte
+	// The record is most often buffered whole: take it in place.
+	if b := r.buf[r.pos:r.lim]; len(b) >= 16 {
+		if n := uint64(r.u32(b[8:])); n <= MaxPacket && n <= uint64(len(b)-16) {
+			h, data = b[:16], b[16:16+n]
+			r.pos += 16 + int(n)
+			r.off += 16 + int64(n)
+		}
 	}
-	if err != nil {
-		return &FormatError{Offset: start, Err: ErrTruncated, Detail: "record header"}
+	if h == nil {
+		var err error
+		if h, data, err = r.readPcapRecord(start); err != nil {
+			return err
+		}
 	}
-	sec := int64(r.order.Uint32(h[0:]))
-	frac := int64(r.order.Uint32(h[4:]))
-	capLen := r.order.Uint32(h[8:])
-	origLen := r.order.Uint32(h[12:])
-	if capLen > MaxPacket {
-		return &FormatError{Offset: start, Err: ErrCorrupt, Detail: fmt.Sprintf("captured length %d exceeds %d", capLen, MaxPacket)}
-	}
+	sec := int64(r.u32(h[0:]))
+	frac := int64(r.u32(h[4:]))
+	origLen := r.u32(h[12:])
 	// Fractions of a second out of range (tcpdump prints "invalid
 	// timestamp") carry into the seconds, as pcapgo and time.Unix do.
-	r.badFraction = frac >= int64(r.ifaces[0].unitsPerSec)
+	ifc := &r.ifaces[0]
+	r.badFraction = uint64(frac) >= ifc.unitsPerSec
 	if !r.nanos {
 		frac *= 1000
 	}
-	data, err := r.read(int(capLen))
-	if err != nil {
-		return &FormatError{Offset: start, Err: ErrTruncated, Detail: fmt.Sprintf("record of %d bytes", capLen)}
-	}
 	*p = Packet{
 		Timestamp: sec*1_000_000_000 + frac,
-		CapLen:    int(capLen),
-		OrigLen:   int(max(origLen, capLen)),
-		LinkType:  r.ifaces[0].LinkType,
+		CapLen:    len(data),
+		OrigLen:   max(int(origLen), len(data)),
+		LinkType:  ifc.LinkType,
 		Offset:    start,
 		Data:      data,
 	}
 	return nil
+}
+
+// readPcapRecord reads the pcap record at offset start (the current one)
+// when it is not buffered whole: its header and its captured bytes.
+func (r *Reader) readPcapRecord(start int64) (h, data []byte, err error) {
+	h, err = r.read(16)
+	if err == io.EOF {
+		return nil, nil, io.EOF
+	}
+	if err != nil {
+		return nil, nil, &FormatError{Offset: start, Err: ErrTruncated, Detail: "record header"}
+	}
+	capLen := r.u32(h[8:])
+	if capLen > MaxPacket {
+		return nil, nil, &FormatError{Offset: start, Err: ErrCorrupt, Detail: fmt.Sprintf("captured length %d exceeds %d", capLen, MaxPacket)}
+	}
+	// The next read may move the buffer: keep a copy of the header.
+	copy(r.hdr[:], h)
+	data, err = r.read(int(capLen))
+	if err != nil {
+		return nil, nil, &FormatError{Offset: start, Err: ErrTruncated, Detail: fmt.Sprintf("record of %d bytes", capLen)}
+	}
+	return r.hdr[:], data, nil
 }
 
 // readSHB reads the section header block at the current offset.
@@ -258,9 +343,9 @@ func (r *Reader) readSHBRest(start int64, lengthLE uint32) error {
 	total := lengthLE
 	switch binary.LittleEndian.Uint32(m) {
 	case ngByteOrderMagic:
-		r.order = binary.LittleEndian
+		r.swap = false
 	case 0x4d3c2b1a:
-		r.order = binary.BigEndian
+		r.swap = true
 		total = lengthLE>>24 | lengthLE>>8&0xff00 | lengthLE<<8&0xff0000 | lengthLE<<24
 	default:
 		return &FormatError{Offset: start, Err: ErrCorrupt, Detail: "section header byte-order magic"}
@@ -292,8 +377,8 @@ func (r *Reader) nextNg(p *Packet) error {
 			}
 			continue
 		}
-		typ := r.order.Uint32(h)
-		total := r.order.Uint32(h[4:])
+		typ := r.u32(h)
+		total := r.u32(h[4:])
 		if total < 12 || total%4 != 0 || total > MaxPacket+maxBlock {
 			return &FormatError{Offset: start, Err: ErrCorrupt, Detail: fmt.Sprintf("block type %d length %d", typ, total)}
 		}
@@ -301,7 +386,7 @@ func (r *Reader) nextNg(p *Packet) error {
 		if err != nil {
 			return &FormatError{Offset: start, Err: ErrTruncated, Detail: fmt.Sprintf("block type %d of %d bytes", typ, total)}
 		}
-		if r.order.Uint32(body[len(body)-4:]) != total {
+		if r.u32(body[len(body)-4:]) != total {
 			return &FormatError{Offset: start, Err: ErrCorrupt, Detail: fmt.Sprintf("block type %d: trailing length differs from %d", typ, total)}
 		}
 		body = body[:len(body)-4]
@@ -323,7 +408,7 @@ func (r *Reader) nextNg(p *Packet) error {
 			if len(body) < 4 {
 				return &FormatError{Offset: start, Err: ErrCorrupt, Detail: "simple packet block too short"}
 			}
-			orig := int(r.order.Uint32(body))
+			orig := int(r.u32(body))
 			capLen := min(orig, len(body)-4)
 			if snap := r.ifaces[0].SnapLen; snap > 0 && capLen > snap {
 				capLen = snap
@@ -346,14 +431,14 @@ func (r *Reader) addInterface(b []byte) error {
 		return errors.New("too many interfaces")
 	}
 	ifc := Interface{
-		LinkType:    int(r.order.Uint16(b)),
-		SnapLen:     int(r.order.Uint32(b[4:])),
+		LinkType:    int(r.u16(b)),
+		SnapLen:     int(r.u32(b[4:])),
 		unitsPerSec: 1_000_000,
 	}
 	opts := b[8:]
 	for len(opts) >= 4 {
-		code := r.order.Uint16(opts)
-		n := int(r.order.Uint16(opts[2:]))
+		code := r.u16(opts)
+		n := int(r.u16(opts[2:]))
 		if 4+n > len(opts) {
 			return fmt.Errorf("interface option %d overruns its block", code)
 		}
@@ -386,7 +471,7 @@ func (r *Reader) addInterface(b []byte) error {
 			}
 		case 14: // if_tsoffset, seconds
 			if n >= 8 {
-				ifc.tsOffsetSec = int64(r.order.Uint64(v))
+				ifc.tsOffsetSec = int64(r.u64(v))
 			}
 		}
 		opts = opts[4+(n+3)&^3:]
@@ -404,17 +489,17 @@ func (r *Reader) packetBlock(p *Packet, typ uint32, b []byte) error {
 	}
 	var ifIdx int
 	if typ == ngBlockPB {
-		ifIdx = int(r.order.Uint16(b))
+		ifIdx = int(r.u16(b))
 	} else {
-		ifIdx = int(r.order.Uint32(b))
+		ifIdx = int(r.u32(b))
 	}
 	if ifIdx >= len(r.ifaces) {
 		return fmt.Errorf("packet block names interface %d of %d", ifIdx, len(r.ifaces))
 	}
 	ifc := &r.ifaces[ifIdx]
-	ts := uint64(r.order.Uint32(b[4:]))<<32 | uint64(r.order.Uint32(b[8:]))
-	capLen := r.order.Uint32(b[12:])
-	origLen := r.order.Uint32(b[16:])
+	ts := uint64(r.u32(b[4:]))<<32 | uint64(r.u32(b[8:]))
+	capLen := r.u32(b[12:])
+	origLen := r.u32(b[16:])
 	if int64(capLen) > int64(len(b)-20) {
 		return fmt.Errorf("captured length %d exceeds block", capLen)
 	}
