@@ -141,6 +141,9 @@ func testConfig(dirs ...string) spool.Config {
 	cfg.Dirs = dirs
 	cfg.RotateSize = 256 << 10
 	cfg.WriteBuffer = 64 << 10
+	// The direct-I/O path is the intricate one; capture's tests (in
+	// capture and cmd/stenod) cover the buffered one.
+	cfg.DirectIO = true
 	// Test directories share a disk with everything else; only tests of
 	// the floor set it.
 	cfg.MinFreePercent = 0

@@ -3,7 +3,6 @@ package spool
 import (
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"os"
 	"path/filepath"
@@ -18,7 +17,7 @@ import (
 // or after 2106).
 var ErrTimestamp = errors.New("timestamp outside what pcap can store")
 
-// pendingEntries bounds how many packets wait for Flush to be indexed.
+// pendingEntries bounds how many packets of a buffer wait to be indexed.
 const pendingEntries = 4096
 
 // maxPcapTime is the last instant a pcap record header can hold.
@@ -26,25 +25,59 @@ const maxPcapTime = math.MaxUint32*1_000_000_000 + 999_999_999
 
 // Writer appends one stream's packets to its active file and live index.
 // It is used by one goroutine at a time.
+//
+// Records gather in one of two buffers. With Config.DirectIO, where the
+// file system takes O_DIRECT, a full buffer's whole blocks are written directly (dio.go) by a
+// goroutine of the Writer's while Append fills the other buffer, which
+// starts with the rest; the records written so far become visible when the
+// write has completed, at the next full buffer or Flush. Flush writes
+// everything, the last partial block through the page cache, and returns
+// once it is visible. Elsewhere every write is a buffered pwrite of the
+// whole buffer, at Flush or when the buffer is full.
 type Writer struct {
 	sp     *Spool
 	stream string
 	iface  string
 
+	// f is the active file, written through the page cache; dio is the
+	// same file opened with O_DIRECT, or nil where that does not work.
 	f    *os.File
+	dio  *os.File
 	file *File
 	live *index.Builder
-	buf  []byte
+
+	io  ioBuffers
+	cur int    // which of io.bufs buf is
+	buf []byte // the file's bytes from base on, up to end
+	// base is the file offset of buf[0]: a multiple of dioAlign when dio
+	// is set, so buf starts with the file's last partial block.
+	base int64
+	// head holds the file's bytes from its last block boundary up to
+	// written: where the buffer starts again after a failed write.
+	head []byte
 	// pending holds the index entries of the buffered packets. They are
-	// added to the live index in one batch at Flush: queries could not see
-	// them earlier anyway, as the bytes are not in the file before Flush.
+	// added to the live index in one batch when their bytes are written:
+	// queries could not see them earlier anyway.
 	pending []index.Entry
 	end     int64 // file offset after the last appended record (buffered or not)
-	written int64 // bytes written to the file
+	written int64 // the visible end: bytes written and published to queries
 	first   int64 // timestamp of the file's first packet
 	// torn: a failed write could not be cut back, so the file may end in
-	// a partial record at an unknown write offset; it is given up.
+	// a partial record; it is given up.
 	torn bool
+
+	fly flight // the direct write in flight, if any
+	aio *aio   // runs it; started with the first one
+}
+
+// flight is a direct write of a full buffer's whole blocks.
+type flight struct {
+	active  bool
+	buf     []byte // what is written, at off
+	off     int64
+	end     int64         // the end of its last whole record: visible once written
+	pending []index.Entry // the index entries of the records before end
+	g       grant
 }
 
 // NewWriter returns the writer of a stream (for example "eth1-q0"), whose
@@ -56,14 +89,24 @@ func (s *Spool) NewWriter(stream, iface string) (*Writer, error) {
 	if s.cfg.ReadOnly {
 		return nil, errors.New("spool: opened read-only")
 	}
+	// After a full buffer is written, its last partial block (less than
+	// dioAlign bytes) starts the next one, and the largest record must
+	// still fit.
+	n := roundUp(max(s.cfg.WriteBuffer, dioAlign+pcapio.RecordHeaderSize+s.cfg.SnapLen), dioAlign)
+	bufs, err := newIOBuffers(n)
+	if err != nil {
+		return nil, err
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.streams[stream] {
-		return nil, fmt.Errorf("spool: stream %q already has a writer", stream)
+		return nil, errors.Join(fmt.Errorf("spool: stream %q already has a writer", stream), bufs.release())
 	}
 	s.streams[stream] = true
-	return &Writer{sp: s, stream: stream, iface: iface, buf: make([]byte, 0, s.cfg.WriteBuffer),
-		pending: make([]index.Entry, 0, pendingEntries)}, nil
+	return &Writer{sp: s, stream: stream, iface: iface, io: bufs, buf: bufs.bufs[0],
+		head:    make([]byte, 0, dioAlign),
+		pending: make([]index.Entry, 0, pendingEntries),
+		fly:     flight{pending: make([]index.Entry, 0, pendingEntries)}}, nil
 }
 
 // Append stores one packet: ts in unix nanoseconds, origLen its length on
@@ -95,7 +138,7 @@ func (w *Writer) Append(ts int64, origLen int, data []byte, k *flow.Key) error {
 		}
 	}
 	if len(w.buf)+rec > cap(w.buf) || len(w.pending) == cap(w.pending) {
-		if err := w.Flush(); err != nil {
+		if err := w.spill(); err != nil {
 			return w.lostToo(err)
 		}
 	}
@@ -120,6 +163,9 @@ func (w *Writer) lostToo(err error) error {
 // budget of the directory it goes to.
 func (w *Writer) open(ts int64) error {
 	sp := w.sp
+	if w.io.mem == nil {
+		return errors.New("spool: writer closed")
+	}
 	d := sp.pickDir()
 	sp.reserveFile(d, 0)
 	f, path, err := w.create(d.path, ts)
@@ -133,13 +179,42 @@ func (w *Writer) open(ts int64) error {
 		sp.releaseFile(d)
 		return &WriteError{Path: path, Err: err}
 	}
-	w.f, w.first, w.written, w.torn = f, ts, 0, false
+	w.f, w.dio, w.first, w.written, w.torn = f, w.openDirect(f, path), ts, 0, false
 	w.live = index.NewBuilder(0)
 	w.buf = pcapio.AppendPcapHeader(w.buf[:0], sp.cfg.SnapLen, pcapio.LinkTypeEthernet)
+	w.base, w.head = 0, w.head[:0]
 	w.end = int64(len(w.buf))
 	w.file = &File{Path: path, Dir: d.path, Stream: w.stream, Start: ts, iface: w.iface, live: w.live, ds: d, busy: true}
 	sp.add(w.file)
 	return nil
+}
+
+// openDirect opens the new, empty file at path a second time, with
+// O_DIRECT, and tries a direct write of one block (then cut off again). It
+// returns nil if the file system refuses either: the file is then written
+// through f alone.
+func (w *Writer) openDirect(f *os.File, path string) *os.File {
+	if !w.sp.cfg.DirectIO {
+		return nil
+	}
+	dio, err := os.OpenFile(path, os.O_WRONLY|syscall.O_DIRECT, 0)
+	if err != nil {
+		return nil
+	}
+	probe := w.io.bufs[w.cur^1][:dioAlign]
+	clear(probe)
+	if _, err := dio.WriteAt(probe, 0); err != nil {
+		if err := errors.Join(dio.Close(), f.Truncate(0)); err != nil {
+			w.sp.log.Warn("cutting off the direct-I/O probe failed", "file", path, "err", err)
+		}
+		return nil
+	}
+	if err := f.Truncate(0); err != nil {
+		// The file starts with a zero block; the first write overwrites
+		// it, and Open cuts a zero-filled tail.
+		w.sp.log.Warn("cutting off the direct-I/O probe failed", "file", path, "err", err)
+	}
+	return dio
 }
 
 // create creates the file of a stream whose first packet is stamped ts.
@@ -173,13 +248,19 @@ func (w *Writer) create(dir string, ts int64) (*os.File, string, error) {
 // spool's Counters, and reported in a *WriteError; the file still ends
 // with its last whole record, and the writer goes on.
 func (w *Writer) Flush() error {
-	if w.f == nil || len(w.buf) == 0 {
+	if w.f == nil {
 		return nil
 	}
-	sp, n := w.sp, int64(len(w.buf))
+	if err := w.land(); err != nil {
+		return err
+	}
+	if w.end == w.written {
+		return nil
+	}
+	sp, n := w.sp, w.end-w.written
 	g := sp.reserve(w.file, n, false, 0)
 	err := w.write()
-	if errors.Is(err, syscall.ENOSPC) && !w.torn {
+	if errors.Is(err, syscall.ENOSPC) {
 		sp.ctr.enospc.Add(1)
 		sp.done(g, false)
 		g = sp.reserve(w.file, n, false, w.file.ds.shortfall(n))
@@ -187,54 +268,168 @@ func (w *Writer) Flush() error {
 	}
 	sp.done(g, err == nil)
 	if err != nil {
-		lost := len(w.pending)
-		sp.ctr.writeErrors.Add(1)
-		sp.ctr.packetsLost.Add(uint64(lost))
-		path := w.file.Path
-		w.pending, w.buf, w.end = w.pending[:0], w.buf[:0], w.written
-		if w.written == 0 {
-			// The file header went too; write it again with the next batch.
-			w.buf = pcapio.AppendPcapHeader(w.buf, sp.cfg.SnapLen, pcapio.LinkTypeEthernet)
-			w.end = int64(len(w.buf))
-		}
-		switch {
-		case w.torn:
-			// The file may end in a torn record, and its write offset is
-			// unknown: seal it up to its last whole record (the index
-			// says where that is) and go on in a new file.
-			w.close()
-		case errors.Is(err, syscall.ENOSPC) && w.written > 0:
-			// Nothing could be deleted: the active files fill the disk.
-			// Closing this one lets the next full disk delete it, so the
-			// newest packets get stored rather than none until rotation.
-			w.close()
-		}
-		return &WriteError{Path: path, Lost: lost, Err: err}
+		return w.fail(w.cutBack(err), 0)
 	}
 	w.live.AddBatch(w.pending)
-	w.live.SetVisible(w.written)
+	w.publish(w.end, w.buf, w.base)
 	w.pending = w.pending[:0]
-	w.buf = w.buf[:0]
+	// The next write starts at the last partial block.
+	w.buf = append(w.buf[:0], w.head...)
+	w.base = w.blockStart(w.end)
 	return nil
 }
 
-// write writes the buffer at the end of the file. If that fails, it cuts
-// the file back to its last whole record, so that it never ends in a torn
-// one, and the buffer may be written again; if even that fails, it sets
-// torn.
-func (w *Writer) write() error {
-	n, err := w.f.Write(w.buf)
-	if err == nil {
-		w.written += int64(n)
+// spill makes room in a full buffer. With direct I/O it starts the write of
+// the buffer's whole blocks and goes on in the other buffer, which starts
+// with the rest (the records of the last partial block). Otherwise it is
+// Flush.
+func (w *Writer) spill() error {
+	if w.dio == nil {
+		return w.Flush()
+	}
+	if err := w.land(); err != nil {
+		return err
+	}
+	a := len(w.buf) &^ (dioAlign - 1)
+	cut := w.base + int64(a)
+	if a == 0 {
+		return w.Flush()
+	}
+	// The records that end by the cut become visible with this write; the
+	// others go on with the rest.
+	k, end := len(w.pending), w.end
+	for end > cut {
+		if k == 0 {
+			end = w.written
+			break
+		}
+		k--
+		end = w.pending[k].Off
+	}
+	fl := &w.fly
+	fl.buf, fl.off, fl.end = w.buf[:a], w.base, end
+	fl.pending, w.pending = w.pending[:k], append(fl.pending[:0], w.pending[k:]...)
+	fl.g = w.sp.reserve(w.file, end-w.written, false, 0)
+	w.cur ^= 1
+	w.buf = append(w.io.bufs[w.cur][:0], w.buf[a:]...)
+	w.base = cut
+	if w.aio == nil {
+		w.aio = startAIO()
+	}
+	fl.active = true
+	w.aio.submit(w.dio, fl.buf, fl.off)
+	return nil
+}
+
+// land waits for the direct write in flight, if any, and publishes its
+// records; a disk found full is handled as in Flush.
+func (w *Writer) land() error {
+	fl := &w.fly
+	if !fl.active {
 		return nil
 	}
-	terr := w.f.Truncate(w.written)
-	_, serr := w.f.Seek(w.written, io.SeekStart)
-	if terr != nil || serr != nil {
-		w.torn = true
-		return errors.Join(err, fmt.Errorf("cut back to %d: %w", w.written, errors.Join(terr, serr)))
+	fl.active = false
+	sp := w.sp
+	err := w.aio.wait()
+	if errors.Is(err, syscall.ENOSPC) {
+		sp.ctr.enospc.Add(1)
+		sp.done(fl.g, false)
+		n := fl.end - w.written
+		fl.g = sp.reserve(w.file, n, false, w.file.ds.shortfall(n))
+		_, err = w.dio.WriteAt(fl.buf, fl.off)
+	}
+	sp.done(fl.g, err == nil)
+	if err != nil {
+		return w.fail(w.cutBack(err), len(fl.pending))
+	}
+	w.live.AddBatch(fl.pending)
+	w.publish(fl.end, fl.buf, fl.off)
+	return nil
+}
+
+// publish makes the file visible up to end, whose bytes are in b from file
+// offset off on, and keeps the last partial block for restart.
+func (w *Writer) publish(end int64, b []byte, off int64) {
+	if end <= w.written {
+		return // a write of part of one long record
+	}
+	w.live.SetVisible(end)
+	w.written = end
+	w.head = append(w.head[:0], b[w.blockStart(end)-off:end-off]...)
+}
+
+// blockStart is the start of the block holding offset off: where direct
+// writes may start. Without direct I/O every offset is one.
+func (w *Writer) blockStart(off int64) int64 {
+	if w.dio == nil {
+		return off
+	}
+	return off &^ (dioAlign - 1)
+}
+
+// write writes the buffer to the file: its whole blocks directly when dio
+// is set, the rest (or everything) through the page cache. Writes go to
+// explicit offsets, so after a failure the buffer may be written again as
+// it is; a failure that stands is followed by cutBack.
+func (w *Writer) write() error {
+	a := 0
+	var err error
+	if w.dio != nil {
+		a = len(w.buf) &^ (dioAlign - 1)
+		if a > 0 {
+			_, err = w.dio.WriteAt(w.buf[:a], w.base)
+		}
+	}
+	if err == nil && a < len(w.buf) {
+		// What lies before written is in the file already.
+		from := max(int(w.written-w.base), a)
+		_, err = w.f.WriteAt(w.buf[from:], w.base+int64(from))
 	}
 	return err
+}
+
+// cutBack cuts the file back to its visible end after a failed write, so
+// that it never ends in a torn record (which a partial write can leave),
+// and sets torn if it cannot.
+func (w *Writer) cutBack(err error) error {
+	if terr := w.f.Truncate(w.written); terr != nil {
+		w.torn = true
+		return errors.Join(err, fmt.Errorf("cut back to %d: %w", w.written, terr))
+	}
+	return err
+}
+
+// fail drops the packets a failed write lost (lost more besides the
+// buffered ones, those of a write in flight), counts them and starts the
+// buffer again at the file's visible end.
+func (w *Writer) fail(err error, lost int) error {
+	sp := w.sp
+	lost += len(w.pending)
+	sp.ctr.writeErrors.Add(1)
+	sp.ctr.packetsLost.Add(uint64(lost))
+	path := w.file.Path
+	w.pending = w.pending[:0]
+	w.base = w.blockStart(w.written)
+	w.buf = append(w.buf[:0], w.head...)
+	w.end = w.written
+	if w.written == 0 {
+		// The file header went too; write it again with the next batch.
+		w.buf = pcapio.AppendPcapHeader(w.buf, sp.cfg.SnapLen, pcapio.LinkTypeEthernet)
+		w.end = int64(len(w.buf))
+	}
+	switch {
+	case w.torn:
+		// The file may end in a torn record: seal it up to its last
+		// whole record (the index says where that is) and go on in a
+		// new file.
+		w.close()
+	case errors.Is(err, syscall.ENOSPC) && w.written > 0:
+		// Nothing could be deleted: the active files fill the disk.
+		// Closing this one lets the next full disk delete it, so the
+		// newest packets get stored rather than none until rotation.
+		w.close()
+	}
+	return &WriteError{Path: path, Lost: lost, Err: err}
 }
 
 // WriteError reports packets lost to a failed write (disk full, I/O error).
@@ -262,27 +457,35 @@ func (w *Writer) Rotate() error {
 	return err
 }
 
-// close hands the active file to a background seal.
+// close hands the active file to a background seal. No write may be in
+// flight.
 func (w *Writer) close() {
 	if w.f == nil {
 		return
 	}
-	f, file := w.f, w.file
-	w.f, w.file, w.live = nil, nil, nil
+	f, dio, file := w.f, w.dio, w.file
+	w.f, w.dio, w.file, w.live = nil, nil, nil, nil
 	file.mu.Lock()
 	file.busy = false
 	file.mu.Unlock()
 	w.sp.sealing.Add(1)
 	go func() {
 		defer w.sp.sealing.Done()
-		w.sp.seal(f, file)
+		w.sp.seal(f, dio, file)
 	}()
 }
 
-// Close flushes, seals the active file's index and releases the stream name.
-// Call Spool.Close afterwards to wait for the seal.
+// Close flushes, seals the active file's index, releases the stream name
+// and the writer's buffers. Call Spool.Close afterwards to wait for the
+// seal.
 func (w *Writer) Close() error {
 	err := w.Rotate()
+	if w.aio != nil {
+		w.aio.stop()
+		w.aio = nil
+	}
+	w.buf, w.head = nil, nil
+	err = errors.Join(err, w.io.release())
 	w.sp.mu.Lock()
 	delete(w.sp.streams, w.stream)
 	w.sp.mu.Unlock()
@@ -292,9 +495,13 @@ func (w *Writer) Close() error {
 // seal makes a finished file durable and writes its index next to it. If it
 // fails, the file stays live-indexed in memory and the next Open rebuilds
 // the index from the pcap. The budget may delete the file meanwhile; then
-// the index goes too.
-func (s *Spool) seal(f *os.File, file *File) {
-	err := errors.Join(f.Sync(), f.Close())
+// the index goes too. dio, if not nil, is the file's direct-I/O descriptor.
+func (s *Spool) seal(f, dio *os.File, file *File) {
+	err := f.Sync()
+	if dio != nil {
+		err = errors.Join(err, dio.Close())
+	}
+	err = errors.Join(err, f.Close())
 	file.mu.Lock()
 	live := file.live
 	file.mu.Unlock()

@@ -30,6 +30,7 @@ func cmdImport(ctx context.Context, e *env, args []string) error {
 	}
 	cfg := spool.DefaultConfig()
 	cfg.Dirs = []string{*dir}
+	cfg.DirectIO = true // a bulk write: the page cache would only cost
 	sp, err := spool.Open(cfg, e.log)
 	if err != nil {
 		return err

@@ -184,6 +184,7 @@ func timed(fn func() error) (wall time.Duration, cpu cpuTime, err error) {
 func importFile(spoolDir, path string) error {
 	cfg := spool.DefaultConfig()
 	cfg.Dirs = []string{spoolDir}
+	cfg.DirectIO = true // as stenod import
 	sp, err := spool.Open(cfg, nil)
 	if err != nil {
 		return err
