@@ -22,6 +22,10 @@ type Options struct {
 	// LimitBytes stops the answer before the packet that would take it past
 	// this many bytes of pcap records, 16-byte headers included (0: no limit).
 	LimitBytes int64
+
+	// noMap reads mapped files as if they were not, through the window
+	// buffer: the tests compare both read paths.
+	noMap bool
 }
 
 // Result says what an answer held.
@@ -57,7 +61,7 @@ func Run(ctx context.Context, sp *spool.Spool, q *query.Query, out pcapio.Packet
 		}
 	}()
 	for i, hd := range handles {
-		s, err := newSource(q, hd, i)
+		s, err := newSource(q, hd, i, opts.noMap)
 		if err != nil {
 			return res, errors.Join(err, out.Flush())
 		}

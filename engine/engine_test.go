@@ -2,10 +2,12 @@ package engine
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"net/netip"
 	"os"
@@ -147,10 +149,18 @@ func cmpAnswer(a, b answer) int {
 }
 
 // check compares the engine's answer with the packets pred selects: the
-// same packets, each once, ordered by timestamp.
+// same packets, each once, ordered by timestamp. It runs the query twice:
+// reading the mapped sealed files record by record, and through the window
+// buffer as for files read with pread.
 func (c *corpus) check(t *testing.T, q *query.Query, pred func(*ref) bool) int {
 	t.Helper()
-	got, _ := run(t, c.sp, q, Options{})
+	c.checkWith(t, q, pred, Options{noMap: true})
+	return c.checkWith(t, q, pred, Options{})
+}
+
+func (c *corpus) checkWith(t *testing.T, q *query.Query, pred func(*ref) bool, opts Options) int {
+	t.Helper()
+	got, _ := run(t, c.sp, q, opts)
 	for i := 1; i < len(got); i++ {
 		if got[i].ts < got[i-1].ts {
 			t.Fatalf("query %q: packet %d stamped %d before packet %d stamped %d", q, i, got[i].ts, i-1, got[i-1].ts)
@@ -324,6 +334,22 @@ func TestAnswersMatchIndependentEvaluation(t *testing.T) {
 	}
 	files := len(c.sp.Files())
 	t.Logf("%d packets in %d spool files", len(c.refs), files)
+	if hs, err := c.sp.Snapshot(math.MinInt64, math.MaxInt64); err != nil {
+		t.Fatal(err)
+	} else {
+		mapped := 0
+		for _, h := range hs {
+			if h.Mapped() {
+				mapped++
+			}
+		}
+		if err := spool.CloseAll(hs); err != nil {
+			t.Fatal(err)
+		}
+		if mapped != files {
+			t.Fatalf("%d of %d sealed files mapped: the mapped read path is not tested", mapped, files)
+		}
+	}
 	g := &generator{rng: rand.New(rand.NewPCG(42, 7)), refs: c.refs}
 	n := 400
 	if testing.Short() {
@@ -478,5 +504,130 @@ func TestReopenRepairsAndAnswersTheSame(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(c.dir, ".x.idx.tmp")); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("temporary file survived Open: %v", err)
+	}
+}
+
+// truncating truncates the spool's pcap files when the first packet of the
+// answer is written.
+type truncating struct {
+	pcapio.PacketWriter
+	paths []string
+	done  bool
+	err   error
+}
+
+func (w *truncating) WritePacket(ts int64, origLen int, data []byte, iface string) error {
+	if !w.done {
+		w.done = true
+		for _, p := range w.paths {
+			w.err = errors.Join(w.err, os.Truncate(p, pcapio.PcapHeaderSize))
+		}
+	}
+	return w.PacketWriter.WritePacket(ts, origLen, data, iface)
+}
+
+// TestTruncatedUnderQuery: pcap files truncated by someone else while a
+// query reads them (mapped) end the query with an error, neither a crash
+// (SIGBUS) nor a silently short or wrong answer. The error wraps
+// io.ErrUnexpectedEOF whichever read notices first: a fault on the mapping,
+// pread past the end, or the size check when the handles close (the bytes
+// of a mapped file's last page past its new end read as zeros).
+func TestTruncatedUnderQuery(t *testing.T) {
+	c := importAll(t)
+	q, _ := query.Parse("after 1970-01-01T00:00:00Z", time.Now())
+	all, _ := run(t, c.sp, q, Options{}) // caches the indexes: the files get mapped
+	paths, _ := filepath.Glob(filepath.Join(c.dir, "*.pcap"))
+	pw, _ := pcapio.NewPcapWriter(io.Discard, 65535)
+	w := &truncating{PacketWriter: pw, paths: paths}
+	res, err := Run(context.Background(), c.sp, q, w, Options{})
+	if w.err != nil {
+		t.Fatal(w.err)
+	}
+	if err == nil || !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Fatalf("query over truncated files: %d of %d packets, err %v", res.Packets, len(all), err)
+	}
+}
+
+// TestSortByOffset: the radix sort orders candidates as a comparison sort
+// does, keeping each candidate's flow, for offsets of every width.
+func TestSortByOffset(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	for _, n := range []int{0, 1, 5, radixMin - 1, radixMin, 5000, 70000} {
+		for _, end := range []int64{1 << 16, 1 << 30, 1 << 41} {
+			if int64(n) > end/2 {
+				continue
+			}
+			seen := map[int64]bool{}
+			var cs []cand
+			for len(cs) < n {
+				off := rng.Int64N(end)
+				if !seen[off] {
+					seen[off] = true
+					cs = append(cs, cand{off: off, flow: int32(off % 7)})
+				}
+			}
+			want := slices.Clone(cs)
+			slices.SortFunc(want, func(a, b cand) int { return cmp.Compare(a.off, b.off) })
+			got := sortByOffset(cs, end)
+			if !slices.Equal(got, want) {
+				t.Fatalf("%d candidates below %d: radix order differs", n, end)
+			}
+		}
+	}
+}
+
+// TestReadersAgree: reading a file's records from its mapping, with pread
+// through the window, and switching from the one to the other halfway (as a
+// query does when the mapping's pages prove to be on disk) gives the same
+// records.
+func TestReadersAgree(t *testing.T) {
+	c := importAll(t)
+	hs, err := c.sp.Snapshot(math.MinInt64, math.MaxInt64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := spool.CloseAll(hs); err != nil {
+			t.Error(err)
+		}
+	})
+	records := 0
+	for _, h := range hs {
+		if !h.Mapped() {
+			t.Fatalf("%s not mapped", h.File.Path)
+		}
+		end := h.View.Summary().DataEnd
+		var offs []int64
+		for id := range h.View.Summary().Flows {
+			if offs, err = h.View.AppendPositions(offs, id); err != nil {
+				t.Fatal(err)
+			}
+		}
+		slices.Sort(offs)
+		mapped, switched, pread := newRecordReader(h, end, false), newRecordReader(h, end, false), newRecordReader(h, end, true)
+		for i, off := range offs {
+			if i == len(offs)/2 {
+				switched.slow.Store(slowFaults)
+			}
+			ahead := int64(recordGuess)
+			if i+1 < len(offs) {
+				ahead = offs[i+1] - off + recordGuess
+			}
+			var got [3]answer
+			for j, rr := range []*recordReader{&mapped, &switched, &pread} {
+				hdr, data, err := rr.record(off, ahead)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got[j] = answer{hdr.Timestamp, hdr.OrigLen, slices.Clone(data)}
+			}
+			if cmpAnswer(got[0], got[2]) != 0 || cmpAnswer(got[1], got[2]) != 0 {
+				t.Fatalf("%s offset %d: the readers disagree", h.File.Path, off)
+			}
+			records++
+		}
+	}
+	if records != len(c.refs) {
+		t.Fatalf("compared %d records, want %d", records, len(c.refs))
 	}
 }

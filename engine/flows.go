@@ -69,7 +69,7 @@ func Flows(ctx context.Context, sp *spool.Spool, q *query.Query, limit int) (out
 			}
 			return true
 		})
-		rr := recordReader{f: h.PCAP, path: h.File.Path, end: sum.DataEnd}
+		rr := newRecordReader(h, sum.DataEnd, false)
 		var offs []int64
 		for _, t := range timed {
 			if offs, err = h.View.AppendPositions(offs[:0], t.id); err != nil {

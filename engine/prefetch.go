@@ -7,10 +7,11 @@ import (
 	"github.com/stenod/stenod/pcapio"
 )
 
-// Reading a record costs a system call, and on a selective query nearly
-// every matching packet is far from the previous one. The prefetcher reads
-// chunks of candidates on several goroutines at once (pread on one file is
-// safe to share) while the merge consumes earlier chunks in order.
+// On a selective query nearly every matching packet is far from the
+// previous one: reading it costs a system call (pread) or, from a mapped
+// file, a TLB and cache miss. The prefetcher reads chunks of candidates on
+// several goroutines at once (both reads are safe to share) while the merge
+// consumes earlier chunks in order; consumed chunks are reused.
 const (
 	prefetchChunk    = 256 // candidates per chunk
 	prefetchMin      = 512 // fewer candidates are read inline
@@ -36,6 +37,7 @@ type prefetcher struct {
 	results []chan *chunk
 	next    int
 	tokens  chan struct{} // bounds the chunks read but not yet consumed
+	free    chan *chunk   // consumed chunks, for the workers to reuse
 	done    chan struct{}
 	once    sync.Once
 	wg      sync.WaitGroup
@@ -47,6 +49,7 @@ func (s *source) startPrefetch() {
 	p := &prefetcher{
 		results: make([]chan *chunk, n),
 		tokens:  make(chan struct{}, prefetchInFlight),
+		free:    make(chan *chunk, prefetchInFlight+1),
 		done:    make(chan struct{}),
 	}
 	for i := range p.results {
@@ -74,20 +77,54 @@ func (s *source) startPrefetch() {
 	for range workers {
 		go func() {
 			defer p.wg.Done()
-			rr := recordReader{f: s.rr.f, path: s.rr.path, end: s.rr.end}
+			rr := s.rr.clone()
 			for i := range jobs {
 				lo := i * prefetchChunk
-				p.results[i] <- s.readChunk(&rr, cands[lo:min(lo+prefetchChunk, len(cands))], cands[min(lo+prefetchChunk, len(cands)):])
+				p.results[i] <- s.readChunk(&rr, p.chunk(), cands[lo:min(lo+prefetchChunk, len(cands))], cands[min(lo+prefetchChunk, len(cands)):])
 			}
 		}()
 	}
 	s.pf = p
 }
 
-// readChunk reads and tests a chunk's candidates.
-func (s *source) readChunk(rr *recordReader, cs, after []cand) *chunk {
-	ch := &chunk{}
+// chunk returns an empty chunk, a consumed one if there is one.
+func (p *prefetcher) chunk() *chunk {
+	select {
+	case ch := <-p.free:
+		ch.recs, ch.buf = ch.recs[:0], ch.buf[:0]
+		return ch
+	default:
+		return &chunk{}
+	}
+}
+
+// readChunk reads and tests a chunk's candidates into ch. A record read
+// from a mapping (fromMapping) is copied straight into the chunk; the others
+// come through the reader's window.
+func (s *source) readChunk(rr *recordReader, ch *chunk, cs, after []cand) *chunk {
 	for i, c := range cs {
+		if rr.fromMapping(c.off) {
+			if c.off < pcapio.PcapHeaderSize || c.off+pcapio.RecordHeaderSize > rr.end {
+				ch.err = rr.corrupt(c.off, "record offset outside the indexed data")
+				return ch
+			}
+			h, err := rr.header(c.off)
+			if err != nil {
+				ch.err = err
+				return ch
+			}
+			c.ts = h.Timestamp
+			if !s.matches(c) {
+				continue
+			}
+			start := len(ch.buf)
+			if ch.buf, err = rr.appendData(ch.buf, c.off+pcapio.RecordHeaderSize, int(h.CapLen)); err != nil {
+				ch.err = err
+				return ch
+			}
+			ch.recs = append(ch.recs, chunkRecord{ts: h.Timestamp, off: c.off, origLen: h.OrigLen, start: start, n: int(h.CapLen)})
+			continue
+		}
 		next := cs[i+1:]
 		if len(next) == 0 {
 			next = after
@@ -122,6 +159,12 @@ func (s *source) nextPrefetched() (bool, error) {
 			return true, nil
 		}
 		if s.cur != nil {
+			// Nothing refers to the consumed chunk's bytes any more: the
+			// packet returned last was written before this call.
+			select {
+			case p.free <- s.cur:
+			default:
+			}
 			s.cur = nil
 			<-p.tokens // the consumed chunk frees a place
 		}

@@ -1,7 +1,9 @@
 package engine
 
 import (
+	"cmp"
 	"math"
+	"math/bits"
 	"slices"
 
 	"github.com/stenod/stenod/flow"
@@ -42,17 +44,25 @@ func selectFile(q *query.Query, v index.View, sum index.Summary) (*selection, er
 		flow int32
 	}
 	var ids []chosen
+	var packets, most uint64 // of the chosen flows, to size the slices once
 	v.Flows(func(id int, f *index.Flow) bool {
 		switch q.MatchFlowDuring(&f.Key, f.First, f.Last) {
+		case query.No:
+			return true
 		case query.Yes:
 			ids = append(ids, chosen{id, -1})
 		case query.ByTime:
 			sel.keys = append(sel.keys, f.Key)
 			ids = append(ids, chosen{id, int32(len(sel.keys) - 1)})
 		}
+		packets += f.Packets
+		most = max(most, f.Packets)
 		return true
 	})
-	var offs []int64
+	// A live index may count packets published after sum was taken; the
+	// capacities are hints.
+	sel.cands = make([]cand, 0, min(packets, sum.Packets))
+	offs := make([]int64, 0, min(most, sum.Packets))
 	for _, c := range ids {
 		var err error
 		offs, err = v.AppendPositions(offs[:0], c.id)
@@ -69,20 +79,52 @@ func selectFile(q *query.Query, v index.View, sum index.Summary) (*selection, er
 		}
 	}
 	if len(ids) > 1 {
-		slices.SortFunc(sel.cands, func(a, b cand) int {
-			switch {
-			case a.off < b.off:
-				return -1
-			case a.off > b.off:
-				return 1
-			}
-			return 0
-		})
+		sel.cands = sortByOffset(sel.cands, sum.DataEnd)
 	}
 	if bounded && len(blocks) > 1 {
 		sel.cands = pruneByBlocks(sel.cands, blocks, lo, hi)
 	}
 	return sel, nil
+}
+
+// radixMin: shorter candidate lists are sorted by comparison.
+const radixMin = 1024
+
+// sortByOffset sorts candidates by offset, each below end, and returns the
+// sorted slice: cs itself or a new one. Offsets are unique (one record
+// each), so stability does not arise. A broad query selects millions of
+// candidates from thousands of flows, which a comparison sort spent most of
+// the selection's time on; a radix sort (LSD, 11-bit digits, one pass per
+// digit that the offsets below end use) takes a few passes over them.
+func sortByOffset(cs []cand, end int64) []cand {
+	if len(cs) < radixMin {
+		slices.SortFunc(cs, func(a, b cand) int { return cmp.Compare(a.off, b.off) })
+		return cs
+	}
+	const digit = 11
+	const mask = 1<<digit - 1
+	src, dst := cs, make([]cand, len(cs))
+	for shift := 0; shift < bits.Len64(uint64(max(end, 1))); shift += digit {
+		var count [1 << digit]int
+		for i := range src {
+			count[src[i].off>>shift&mask]++
+		}
+		if count[src[0].off>>shift&mask] == len(src) {
+			continue // one bucket: already in order for this digit
+		}
+		sum := 0
+		for i, n := range count {
+			count[i] = sum
+			sum += n
+		}
+		for i := range src {
+			d := src[i].off >> shift & mask
+			dst[count[d]] = src[i]
+			count[d]++
+		}
+		src, dst = dst, src
+	}
+	return src
 }
 
 // blockRanges returns the offset ranges of the blocks whose timestamps

@@ -241,8 +241,10 @@ func (s *Spool) remove(d *dirState, f *File, budget bool) int64 {
 		f.lru = nil
 	}
 	f.sealed = nil
+	m := f.takeMapping() // handles reading it keep it mapped
 	f.mu.Unlock()
 	s.mu.Unlock()
+	s.dropMapping(m, f)
 
 	size := f.size + f.idxSize
 	d.files--

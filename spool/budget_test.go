@@ -239,12 +239,16 @@ func TestDiskFull(t *testing.T) {
 			}
 			sp = open(t, cfg)
 			sameAnswer(t, "reopened", answer(t, sp, everything), got)
+			if err := sp.Close(); err != nil {
+				t.Fatal(err)
+			}
 			for _, idx := range glob(t, dir, "*.idx") {
 				if err := os.Remove(idx); err != nil {
 					t.Fatal(err)
 				}
 			}
 			sp = open(t, cfg)
+			defer sp.Close()
 			sameAnswer(t, "reindexed", answer(t, sp, everything), got)
 			for _, p := range pcaps(t, dir) {
 				if st, _ := os.Stat(p); st.Size() != sizes[filepath.Base(p)] {

@@ -38,6 +38,10 @@ type File struct {
 	sum     index.Summary  // of the sealed index
 	sealed  *index.Reader  // nil when not loaded
 	lru     *list.Element  // position in the spool's cache while sealed != nil
+	// mapped is the sealed pcap mapped into memory, at most while sealed
+	// is cached and the file not deleted; f holds one reference for the
+	// cache, handles one each (mapped.go).
+	mapped *mapping
 }
 
 // Summary returns what the file's index covers.

@@ -48,6 +48,7 @@ func crashed(t *testing.T, dir, stream string, seed uint64, n int) (string, []pk
 	if err := w.Flush(); err != nil {
 		t.Fatal(err)
 	}
+	spool.Crash(sp)
 	m := glob(t, dir, "*"+stream+".pcap")
 	if len(m) != 1 {
 		t.Fatalf("want one file of %s, have %v", stream, m)

@@ -28,11 +28,13 @@ type Spool struct {
 	cache   *list.List // of *File with a loaded sealed index, most recent first
 	streams map[string]bool
 
-	dirs []*dirState // one per Config.Dirs, in that order
-	ctr  counters
+	dirs  []*dirState // one per Config.Dirs, in that order
+	locks []*os.File  // writer's locks on the directories (lockDir)
+	ctr   counters
 
-	sealing sync.WaitGroup
-	sealErr error
+	sealing   sync.WaitGroup
+	sealErr   error
+	unmapping sync.WaitGroup // mappings the spool let go of, being unmapped
 }
 
 // Open opens the spool directories, creating them if needed, repairs what a
@@ -49,12 +51,17 @@ func Open(cfg Config, log *slog.Logger) (*Spool, error) {
 	for _, dir := range cfg.Dirs {
 		if !cfg.ReadOnly {
 			if err := os.MkdirAll(dir, 0o750); err != nil {
-				return nil, fmt.Errorf("spool %s: %w", dir, err)
+				return nil, errors.Join(fmt.Errorf("spool %s: %w", dir, err), s.unlock())
 			}
+			l, err := lockDir(dir)
+			if err != nil {
+				return nil, errors.Join(err, s.unlock())
+			}
+			s.locks = append(s.locks, l)
 		}
 		files, err := s.scan(dir)
 		if err != nil {
-			return nil, err
+			return nil, errors.Join(err, s.unlock())
 		}
 		d := &dirState{path: dir}
 		s.account(d, files)
@@ -64,10 +71,20 @@ func Open(cfg Config, log *slog.Logger) (*Spool, error) {
 	s.sortFiles()
 	if !cfg.ReadOnly {
 		if err := s.openDirs(); err != nil {
-			return nil, err
+			return nil, errors.Join(err, s.unlock())
 		}
 	}
 	return s, nil
+}
+
+// unlock releases the directory locks (lockDir).
+func (s *Spool) unlock() error {
+	var errs []error
+	for _, l := range s.locks {
+		errs = append(errs, l.Close())
+	}
+	s.locks = nil
+	return errors.Join(errs...)
 }
 
 // Config returns the spool's configuration.
@@ -106,16 +123,60 @@ func (s *Spool) Files() []*File {
 }
 
 // Handle is one file of a Snapshot: its index view and an open descriptor of
-// its pcap, which stays readable even if the file is deleted meanwhile.
+// its pcap, which stays readable even if the file is deleted meanwhile. A
+// sealed file's handle also holds a reference to the file's mapping, if it
+// has one (see mapped.go); ReadAt reads from it.
 type Handle struct {
 	File      *File
 	View      index.View
 	Interface string
 	PCAP      *os.File
+
+	m *mapping // nil: read with pread
 }
 
-// Close closes the pcap descriptor.
-func (h *Handle) Close() error { return h.PCAP.Close() }
+// Close releases the mapping, unmapping it if no one else uses it, and
+// closes the pcap descriptor. If the file was mapped and is now shorter
+// than the mapping, someone truncated it while it was read: the bytes of
+// its last page past the new end read as zeros, so what was read may be
+// wrong, and Close says so with an error wrapping io.ErrUnexpectedEOF.
+func (h *Handle) Close() error {
+	var errs []error
+	if m := h.m; m != nil {
+		if fi, err := h.PCAP.Stat(); err != nil {
+			errs = append(errs, fmt.Errorf("spool %s: %w", h.File.Path, err))
+		} else if fi.Size() < int64(len(m.data)) {
+			errs = append(errs, fmt.Errorf("spool %s: truncated to %d bytes while mapped (%d): %w", h.File.Path, fi.Size(), len(m.data), io.ErrUnexpectedEOF))
+		}
+		if m.drop() {
+			if err := m.unmap(); err != nil {
+				errs = append(errs, fmt.Errorf("spool %s: %w", h.File.Path, err))
+			}
+		}
+		h.m = nil
+	}
+	return errors.Join(append(errs, h.PCAP.Close())...)
+}
+
+// ReadAt reads the pcap file at off (io.ReaderAt): from memory when the file
+// is mapped and the range lies in the mapping, else with pread. It is safe
+// for concurrent use until Close. A mapped file truncated by someone else
+// gives an error wrapping io.ErrUnexpectedEOF, as pread would.
+func (h *Handle) ReadAt(p []byte, off int64) (int, error) {
+	if m := h.m; m != nil && off >= 0 && off <= int64(len(m.data))-int64(len(p)) {
+		n, err := m.readAt(p, off)
+		if err != nil {
+			// As os.File.ReadAt reports its errors.
+			err = &os.PathError{Op: "read", Path: h.File.Path, Err: err}
+		}
+		return n, err
+	}
+	return h.PCAP.ReadAt(p, off)
+}
+
+// Mapped reports whether ReadAt reads from memory, where a read costs no
+// system call, so that a reader need not batch nearby reads.
+func (h *Handle) Mapped() bool { return h.m != nil }
 
 // Snapshot opens every file that may hold packets stamped in [lo, hi), in
 // time order. The caller closes the handles (CloseAll).
@@ -145,6 +206,9 @@ func (s *Spool) Snapshot(lo, hi int64) ([]*Handle, error) {
 		go func() {
 			defer func() { <-sem; wg.Done() }()
 			h.View, h.Interface, errs[i] = s.view(h.File, h.PCAP)
+			if errs[i] == nil {
+				h.m = s.mapSealed(h.File, h.PCAP)
+			}
 		}()
 	}
 	wg.Wait()
@@ -257,7 +321,9 @@ func (s *Spool) touch(f *File) {
 		old := s.cache.Remove(s.cache.Back()).(*File)
 		old.mu.Lock()
 		old.sealed, old.lru = nil, nil
+		m := old.takeMapping()
 		old.mu.Unlock()
+		s.dropMapping(m, old)
 	}
 }
 
@@ -265,9 +331,18 @@ func (s *Spool) touch(f *File) {
 // Writers must be closed first.
 func (s *Spool) Close() error {
 	s.sealing.Wait()
-	cerr := s.closeDirs()
+	cerr := errors.Join(s.closeDirs(), s.unlock())
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	// The cache lets go of its mappings; handles still open keep theirs.
+	for e := s.cache.Front(); e != nil; e = e.Next() {
+		f := e.Value.(*File)
+		f.mu.Lock()
+		m := f.takeMapping()
+		f.mu.Unlock()
+		s.dropMapping(m, f)
+	}
+	s.unmapping.Wait()
 	return errors.Join(s.sealErr, cerr)
 }
 

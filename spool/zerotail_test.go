@@ -3,6 +3,8 @@ package spool_test
 import (
 	"os"
 	"testing"
+
+	"github.com/stenod/stenod/spool"
 )
 
 // TestZeroTailCutAtOpen: a crash can leave zero-filled blocks after the last
@@ -21,6 +23,7 @@ func TestZeroTailCutAtOpen(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The crash: no Close (so no index), and zeros up to the next block.
+	spool.Crash(sp)
 	files := pcaps(t, dir)
 	if len(files) != 1 {
 		t.Fatalf("%d pcap files", len(files))
