@@ -16,11 +16,12 @@
 //     each packet (up to the snap length) with its timestamp and flow id
 //     into a batch and gives the frames back to the fill ring at once. It
 //     never touches the disk. Once it has packets and the socket has no
-//     more, it sleeps for the rest of a millisecond (rxCoalesce) so that
-//     packets gather in the RX ring instead of each waking it, as a
-//     TPACKET_V3 block does for AF_PACKET. A batch goes to the writer when
-//     it is full, when the socket has nothing more after that, or after
-//     half the flush interval.
+//     more, it sleeps until its batch is 25 ms old (rxCoalesce; less when
+//     a quarter of the RX ring would fill meanwhile at the current rate)
+//     so that packets gather in the RX ring instead of each waking it, as
+//     a TPACKET_V3 block does for AF_PACKET. A batch goes to the writer
+//     when it is full, or when the socket is dry and the batch is 25 ms
+//     old, or after half the flush interval.
 //   - the writer keys each packet by its flow id (the table) or, when the id
 //     is unknown or 0, with flow.Parse, and appends it to the stream's
 //     spool.Writer ("<iface>-q<queue>", interface name <iface>). It flushes

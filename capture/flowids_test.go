@@ -4,6 +4,7 @@ package capture
 
 import (
 	"testing"
+	"time"
 
 	"github.com/stenod/stenod/flow"
 	"github.com/stenod/stenod/xdp"
@@ -79,5 +80,26 @@ func TestFlowIDs(t *testing.T) {
 	}
 	if hits != uint64(known) {
 		t.Errorf("resolve found %d, want %d", hits, known)
+	}
+}
+
+// TestGatherTime: the receive loop sleeps the rest of the coalescing time,
+// cut so that at the rate of its last sleep at most a quarter of the ring
+// fills.
+func TestGatherTime(t *testing.T) {
+	q := &queue{coalesce: 25 * time.Millisecond, ringSlots: 65536}
+	for _, tc := range []struct {
+		got         int
+		slept, left time.Duration
+		want        time.Duration
+	}{
+		{0, 0, 25 * time.Millisecond, 25 * time.Millisecond},                         // first sleep: no rate yet
+		{1000, 25 * time.Millisecond, 20 * time.Millisecond, 20 * time.Millisecond},  // 40 kpps: 16384 take 410 ms
+		{16384, 10 * time.Millisecond, 25 * time.Millisecond, 10 * time.Millisecond}, // 1.6 Mpps: a quarter in 10 ms
+		{163840, 10 * time.Millisecond, 25 * time.Millisecond, time.Millisecond},     // 16 Mpps: in 1 ms
+	} {
+		if got := q.gatherTime(tc.got, tc.slept, tc.left); got != tc.want {
+			t.Errorf("gatherTime(%d, %v, %v) = %v, want %v", tc.got, tc.slept, tc.left, got, tc.want)
+		}
 	}
 }

@@ -132,6 +132,7 @@ type queue struct {
 	flushInterval time.Duration
 	pollTimeout   time.Duration
 	coalesce      time.Duration // how long a receive loop lets packets gather
+	ringSlots     int           // the source's ring size, bounding the gathering
 
 	free chan *batch // empty batches, back from the writer
 	full chan *batch // batches for the writer; closed when the receive loop ends
@@ -187,6 +188,8 @@ func (q *queue) receive(stop <-chan struct{}) {
 		b = nil
 	}
 	stopping := false
+	var got int             // packets read since the last sleep
+	var slept time.Duration // that sleep
 	for {
 		if !stopping {
 			select {
@@ -228,6 +231,7 @@ func (q *queue) receive(stop <-chan struct{}) {
 			return
 		}
 		if n > 0 {
+			got += n
 			q.count(b.pkts[len(b.pkts)-n:])
 			if len(b.pkts) == n {
 				b.start = time.Now()
@@ -242,8 +246,10 @@ func (q *queue) receive(stop <-chan struct{}) {
 			// ring for the rest of the coalescing time instead of
 			// being woken for each one: a wakeup (and a hand-over to
 			// the writer) costs more than many packets.
-			if left := q.coalesce - time.Since(b.start); left > 0 {
-				time.Sleep(left)
+			if age := time.Since(b.start); age < q.coalesce {
+				slept = q.gatherTime(got, slept, q.coalesce-age)
+				got = 0
+				time.Sleep(slept)
 				continue
 			}
 		}
@@ -256,6 +262,17 @@ func (q *queue) receive(stop <-chan struct{}) {
 			return
 		}
 	}
+}
+
+// gatherTime is how long a receive loop sleeps to let packets gather: up
+// to left, but no longer than a quarter of the ring takes to fill at the
+// rate of the last sleep (got packets arrived during slept), so that
+// traffic near line rate never fills the ring while the loop sleeps.
+func (q *queue) gatherTime(got int, slept, left time.Duration) time.Duration {
+	if got > 0 && slept > 0 && q.ringSlots > 0 {
+		left = min(left, time.Duration(int64(slept)*int64(q.ringSlots/4)/int64(got)))
+	}
+	return left
 }
 
 // count adds newly received packets to the counters.

@@ -97,12 +97,12 @@ func startDropBaseline(e *env) (*capturer, error) {
 	return &capturer{stop: func() (counters, error) { local.run(); return counters{}, nil }}, nil
 }
 
-func startXSKCount(e *env) (*capturer, error) {
+func startXSKCount(e *env, coalesce time.Duration) (*capturer, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, err
 	}
-	name, args := e.taskset(self, "xskcount", "--iface", e.v.host)
+	name, args := e.taskset(self, "xskcount", "--iface", e.v.host, "--coalesce", coalesce.String())
 	ch, stdin, stdout, err := startChild(name, args, e.cleanups, syscall.SIGKILL, true)
 	if err != nil {
 		return nil, err

@@ -10,6 +10,8 @@
 //     fast the sender and the kernel can go at all;
 //   - xsk-count: a minimal program redirecting into one copy-mode AF_XDP
 //     socket per queue and a consumer that only counts (capbench xskcount);
+//   - xsk-coalesce: the same, the consumer sleeping 1 ms once it has drained
+//     its ring, as stenod's receive loop does (capbench xskcount --coalesce);
 //   - tcpdump: tcpdump -i IF -w FILE (TPACKET_V3, to disk), no XDP;
 //   - stenod-xdp, stenod-afpacket: stenod run --capture xdp|afpacket,
 //     indexing and writing to the spool.
@@ -63,7 +65,7 @@ type options struct {
 	tcpdumpArgs []string
 }
 
-var allConfigs = []string{"xdp-drop", "xsk-count", "tcpdump", "stenod-xdp", "stenod-afpacket"}
+var allConfigs = []string{"xdp-drop", "xsk-count", "xsk-coalesce", "tcpdump", "stenod-xdp", "stenod-afpacket"}
 
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == "xskcount" {
@@ -222,7 +224,8 @@ func run(ctx context.Context, o *options, c *cleanups) error {
 	}
 	starters := map[string]func(uint64) (*capturer, error){
 		"xdp-drop":        func(r uint64) (*capturer, error) { return startDropBaseline(at(r)) },
-		"xsk-count":       func(r uint64) (*capturer, error) { return startXSKCount(at(r)) },
+		"xsk-count":       func(r uint64) (*capturer, error) { return startXSKCount(at(r), 0) },
+		"xsk-coalesce":    func(r uint64) (*capturer, error) { return startXSKCount(at(r), time.Millisecond) },
 		"tcpdump":         func(r uint64) (*capturer, error) { return startTcpdump(at(r), o.tcpdumpArgs) },
 		"stenod-xdp":      func(r uint64) (*capturer, error) { return startStenod(at(r), "xdp") },
 		"stenod-afpacket": func(r uint64) (*capturer, error) { return startStenod(at(r), "afpacket") },

@@ -56,7 +56,7 @@ func printTable(o *options, mixes []traffic, results []*result, live []row) {
 	}
 	for _, t := range mixes {
 		drop, xsk, td := find("xdp-drop", t.name), find("xsk-count", t.name), find("tcpdump", t.name)
-		for _, cfg := range []string{"xsk-count", "tcpdump", "stenod-xdp", "stenod-afpacket"} {
+		for _, cfg := range []string{"xsk-count", "xsk-coalesce", "tcpdump", "stenod-xdp", "stenod-afpacket"} {
 			best, lossy, seen := zeroLossRate(results, cfg, t.name)
 			if !seen {
 				continue
@@ -76,6 +76,10 @@ func printTable(o *options, mixes []traffic, results []*result, live []row) {
 		}
 		if drop != nil && td != nil {
 			rows = append(rows, row{t.name + " tcpdump / xdp-drop sender max", pct(td.gen.rate, drop.gen.rate), fmt.Sprintf("%.3f / %.3f Mpps", td.gen.rate/1e6, drop.gen.rate/1e6)})
+		}
+		if xc := find("xsk-coalesce", t.name); xc != nil && td != nil && td.cnt.captured > 0 && xc.cnt.captured > 0 {
+			ratio := (xc.cpu.Seconds() / float64(xc.cnt.captured)) / (td.cpu.Seconds() / float64(td.cnt.captured))
+			rows = append(rows, row{fmt.Sprintf("%s xsk-coalesce / tcpdump CPU per packet", t.name), fmt.Sprintf("%.2fx", ratio), fmt.Sprintf("%s vs %s; the least an AF_XDP copy-mode consumer with stenod's wakeups costs", perPacket(xc), perPacket(td))})
 		}
 		for _, cfg := range []string{"stenod-xdp", "stenod-afpacket"} {
 			s := find(cfg, t.name)

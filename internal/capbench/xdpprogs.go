@@ -14,6 +14,7 @@ import (
 	"os/signal"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
@@ -78,6 +79,7 @@ type xskCounters struct {
 func xskCount(args []string) error {
 	fs := flag.NewFlagSet("xskcount", flag.ExitOnError)
 	iface := fs.String("iface", "", "interface")
+	coalesce := fs.Duration("coalesce", 0, "after draining the ring, sleep this long before looking again (stenod's rxCoalesce); 0: poll at once")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -143,10 +145,14 @@ func xskCount(args []string) error {
 	for _, s := range socks {
 		go func() {
 			batch := make([]xdp.Desc, 256)
-			errc <- s.Run(ctx, batch, func(b []xdp.Desc) error {
-				packets.Add(uint64(len(b)))
-				return nil
-			})
+			if *coalesce <= 0 {
+				errc <- s.Run(ctx, batch, func(b []xdp.Desc) error {
+					packets.Add(uint64(len(b)))
+					return nil
+				})
+				return
+			}
+			errc <- countCoalesced(ctx, s, batch, *coalesce, &packets)
 		}()
 	}
 	report := func() error {
@@ -188,4 +194,34 @@ func xskCount(args []string) error {
 			}
 		}
 	}
+}
+
+// countCoalesced is Socket.Run with stenod's receive discipline: once the
+// ring is drained after taking packets, sleep for coalesce instead of
+// polling at once, so packets gather in the ring; poll only when idle.
+func countCoalesced(ctx context.Context, s *xdp.Socket, batch []xdp.Desc, coalesce time.Duration, packets *atomic.Uint64) error {
+	took := false
+	for ctx.Err() == nil {
+		n, err := s.Receive(batch)
+		if err != nil {
+			return err
+		}
+		if n > 0 {
+			packets.Add(uint64(n))
+			if err := s.Release(batch[:n]); err != nil {
+				return err
+			}
+			took = true
+			continue
+		}
+		if took {
+			took = false
+			time.Sleep(coalesce)
+			continue
+		}
+		if _, err := s.Poll(100 * time.Millisecond); err != nil {
+			return err
+		}
+	}
+	return nil
 }
