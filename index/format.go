@@ -189,22 +189,16 @@ func (d *decoder) flow(f *Flow, base int64) (posLen uint64) {
 	return posLen
 }
 
-// encode serializes a sealed index. posOf appends flow i's offsets.
-func encode(sum Summary, iface string, blocks []Block, flows []Flow, posOf func(dst []int64, i int) []int64) []byte {
+// encode serializes a sealed index. posSec is the position section: each
+// flow's offsets in ascending order, delta-encoded as uvarints from 0, flow
+// after flow; posLen[i] is flow i's share of it in bytes.
+func encode(sum Summary, iface string, blocks []Block, flows []Flow, posSec []byte, posLen []int) []byte {
 	if len(iface) > maxIfaceName {
 		iface = iface[:maxIfaceName]
 	}
-	var flowsSec, posSec []byte
-	var offs []int64
+	var flowsSec []byte
 	for i := range flows {
-		offs = posOf(offs[:0], i)
-		start := len(posSec)
-		prev := int64(0)
-		for _, o := range offs {
-			posSec = binary.AppendUvarint(posSec, uint64(o-prev))
-			prev = o
-		}
-		flowsSec = appendFlow(flowsSec, &flows[i], sum.First, len(posSec)-start)
+		flowsSec = appendFlow(flowsSec, &flows[i], sum.First, posLen[i])
 	}
 	le := binary.LittleEndian
 	out := make([]byte, headerSize, headerSize+len(iface)+len(blocks)*blockSize+len(flowsSec)+len(posSec)+4)

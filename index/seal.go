@@ -1,9 +1,9 @@
 package index
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
-	"math"
 	"os"
 	"path/filepath"
 )
@@ -22,9 +22,60 @@ func (b *Builder) Encode(iface string) []byte {
 	if sum.Packets == 0 {
 		sum.First, sum.Last = 0, 0
 	}
-	return encode(sum, iface, b.blocks, flows, func(dst []int64, i int) []int64 {
-		return b.appendOffsets(dst, i, math.MaxInt64)
-	})
+	posSec, posLen := b.positions()
+	return encode(sum, iface, b.blocks, flows, posSec, posLen)
+}
+
+// positions builds the position section for encode from the packets'
+// backward links. Walking each flow's list from its newest packet chases
+// one pointer per packet, a cache miss each when flows interleave: that
+// walk was a third of an import's CPU. Instead two passes go forward over
+// the packets, whose loads do not depend on each other: a packet's flow is
+// its previous packet's, or the next new flow when it has none (flows are
+// numbered in the order their first packets came), which gives each flow's
+// section size; the second pass writes every delta at its flow's cursor.
+func (b *Builder) positions() ([]byte, []int) {
+	n, nf := len(b.off), len(b.flows)
+	flowOf := make([]int32, n)
+	size := make([]int, nf)
+	next := int32(0)
+	for p := range n {
+		q := b.prev[p]
+		f, delta := next, b.off[p]
+		if q >= 0 {
+			f, delta = flowOf[q], delta-b.off[q]
+		} else {
+			next++
+		}
+		flowOf[p] = f
+		size[f] += uvarintLen(uint64(delta))
+	}
+	cursor := make([]int, nf)
+	total := 0
+	for i, s := range size {
+		cursor[i] = total
+		total += s
+	}
+	sec := make([]byte, total)
+	for p := range n {
+		delta := b.off[p]
+		if q := b.prev[p]; q >= 0 {
+			delta -= b.off[q]
+		}
+		f := flowOf[p]
+		cursor[f] += binary.PutUvarint(sec[cursor[f]:], uint64(delta))
+	}
+	return sec, size
+}
+
+// uvarintLen is the length of binary.AppendUvarint's encoding of x.
+func uvarintLen(x uint64) int {
+	n := 1
+	for x >= 0x80 {
+		x >>= 7
+		n++
+	}
+	return n
 }
 
 // WriteFile writes data to path atomically and durably: to a hidden
