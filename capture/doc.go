@@ -21,7 +21,8 @@
 //     so that packets gather in the RX ring instead of each waking it, as
 //     a TPACKET_V3 block does for AF_PACKET. A batch goes to the writer
 //     when it is full, or when the socket is dry and the batch is 25 ms
-//     old, or after half the flush interval.
+//     old (half the flush interval while the writer is still busy with
+//     earlier batches), or after half the flush interval.
 //   - the writer keys each packet by its flow id (the table) or, when the id
 //     is unknown or 0, with flow.Parse, and appends it to the stream's
 //     spool.Writer ("<iface>-q<queue>", interface name <iface>). It flushes

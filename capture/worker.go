@@ -112,10 +112,6 @@ const (
 	batchPackets    = 16384
 )
 
-// maxGatherWait bounds each wait of a receive loop that holds packets while
-// its writer is busy, so it notices soon when the writer is free.
-const maxGatherWait = 2 * time.Millisecond
-
 // queue is one stream: a source, its receive loop, its writer loop and the
 // spool writer, plus the counters both loops keep.
 type queue struct {
@@ -168,8 +164,9 @@ func newQueue(q *queue) *queue {
 	return q
 }
 
-// receive is the receive loop: read into a batch, hand full batches (or
-// whatever there is when the source runs dry) to the writer. It never
+// receive is the receive loop: read into a batch, hand full batches (or,
+// once the source runs dry, batches that have gathered long enough) to the
+// writer. It never
 // writes to disk. When no batch is free the writer is behind: the loop
 // waits for one and leaves the packets in the UMEM, which is sized for
 // exactly that, rather than drop them here; the kernel counts what does not
@@ -206,19 +203,11 @@ func (q *queue) receive(stop <-chan struct{}) {
 				b = <-q.free
 			}
 		}
+		// Poll only with nothing in hand: packets in hand gather by
+		// sleeping, below.
 		wait := q.pollTimeout
-		switch {
-		case stopping:
+		if stopping || len(b.pkts) > 0 {
 			wait = 0
-		case len(b.pkts) > 0:
-			// With packets in hand, do not sit on them: hand them
-			// over once the source is dry, unless the writer is
-			// still busy with earlier batches, in which case they
-			// may as well gather into fewer, larger batches.
-			wait = 0
-			if len(q.full) > 0 {
-				wait = min(maxGatherWait, q.flushInterval/2-time.Since(b.start))
-			}
 		}
 		n, err := q.bsrc.read(b, wait)
 		if err != nil {
@@ -241,19 +230,23 @@ func (q *queue) receive(stop <-chan struct{}) {
 			}
 			continue
 		}
-		if len(b.pkts) > 0 && !stopping && q.coalesce > 0 {
+		if len(b.pkts) > 0 {
 			// The source is dry. Let packets gather in the kernel's
-			// ring for the rest of the coalescing time instead of
-			// being woken for each one: a wakeup (and a hand-over to
-			// the writer) costs more than many packets.
-			if age := time.Since(b.start); age < q.coalesce {
-				slept = q.gatherTime(got, slept, q.coalesce-age)
+			// ring instead of being woken for each one (a wakeup and
+			// a hand-over to the writer cost more than many packets):
+			// until the batch is q.coalesce old, or, while the writer
+			// is still busy with earlier batches, half the flush
+			// interval, so that they make fewer, larger batches.
+			limit := q.coalesce
+			if len(q.full) > 0 {
+				limit = max(limit, q.flushInterval/2)
+			}
+			if age := time.Since(b.start); age < limit && !stopping {
+				slept = q.gatherTime(got, slept, limit-age)
 				got = 0
 				time.Sleep(slept)
 				continue
 			}
-		}
-		if len(b.pkts) > 0 && (wait <= 0 || len(q.full) == 0 || time.Since(b.start) >= q.flushInterval/2) {
 			send()
 			continue
 		}
