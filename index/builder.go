@@ -14,15 +14,14 @@ type Builder struct {
 	mu    sync.RWMutex
 	ids   flowTable
 	flows []liveFlow
-	// Packets form one singly linked list per flow, newest first: off[i]
-	// is packet i's file offset, prev[i] the previous packet of the same
-	// flow (-1 for its first). Linking backwards makes Add write both
-	// slices only at their ends, never at an older packet's slot: with many
-	// interleaved flows that write was a cache miss per packet. Two flat
-	// slices instead of per-flow slices keep Add free of allocations except
-	// for the amortized growth of these slices.
-	off    []int64
-	prev   []int32
+	// Packets form one singly linked list per flow, newest first: the
+	// log holds each packet's file offset and the previous packet of the
+	// same flow (-1 for its first). Linking backwards makes Add write only
+	// at the log's end, never at an older packet's slot: with many
+	// interleaved flows that write was a cache miss per packet. One log
+	// instead of per-flow slices keeps Add free of allocations except for
+	// a new chunk every 65,536 packets.
+	pkts   packetLog
 	blocks []Block
 	sum    Summary
 	last   int64 // timestamp of the previous packet, for Monotone
@@ -42,8 +41,6 @@ func NewBuilder(hint int) *Builder {
 	return &Builder{
 		ids:   newFlowTable(hint / 64),
 		flows: make([]liveFlow, 0, hint/64),
-		off:   make([]int64, 0, hint),
-		prev:  make([]int32, 0, hint),
 		sum:   Summary{First: math.MaxInt64, Last: math.MinInt64, Monotone: true},
 		last:  math.MinInt64,
 	}
@@ -111,7 +108,6 @@ func (b *Builder) addGroup(es []Entry) {
 }
 
 func (b *Builder) add(k *flow.Key, h uint64, off, ts int64, wireLen int) {
-	p := int32(len(b.off))
 	id, slot := b.ids.find(k, h, b.flows)
 	if id < 0 {
 		id = int32(len(b.flows))
@@ -119,13 +115,12 @@ func (b *Builder) add(k *flow.Key, h uint64, off, ts int64, wireLen int) {
 		b.ids.insert(slot, id, b.flows)
 	}
 	f := &b.flows[id]
-	b.prev = append(b.prev, f.tail)
+	p := b.pkts.append(off, f.tail)
 	f.tail = p
 	f.Packets++
 	f.Bytes += uint64(wireLen)
 	f.First = min(f.First, ts)
 	f.Last = max(f.Last, ts)
-	b.off = append(b.off, off)
 
 	if int(p)%BlockPackets == 0 {
 		b.blocks = append(b.blocks, Block{Offset: off, Min: ts, Max: ts})
@@ -188,9 +183,9 @@ func (b *Builder) AppendPositions(dst []int64, id int) ([]int64, error) {
 // list runs newest first, so it is walked and then the new part reversed.
 func (b *Builder) appendOffsets(dst []int64, id int, end int64) []int64 {
 	n := len(dst)
-	for p := b.flows[id].tail; p >= 0; p = b.prev[p] {
-		if b.off[p] < end {
-			dst = append(dst, b.off[p])
+	for p := b.flows[id].tail; p >= 0; p = b.pkts.prev(p) {
+		if off := b.pkts.off(p); off < end {
+			dst = append(dst, off)
 		}
 	}
 	slices.Reverse(dst[n:])

@@ -35,20 +35,25 @@ func (b *Builder) Encode(iface string) []byte {
 // numbered in the order their first packets came), which gives each flow's
 // section size; the second pass writes every delta at its flow's cursor.
 func (b *Builder) positions() ([]byte, []int) {
-	n, nf := len(b.off), len(b.flows)
+	l := &b.pkts
+	n, nf := l.len(), len(b.flows)
 	flowOf := make([]int32, n)
 	size := make([]int, nf)
 	next := int32(0)
-	for p := range n {
-		q := b.prev[p]
-		f, delta := next, b.off[p]
-		if q >= 0 {
-			f, delta = flowOf[q], delta-b.off[q]
-		} else {
-			next++
+	for ci, c := range l.chunks {
+		base := ci << chunkBits
+		m := min(n-base, chunkLen)
+		offs, prevs, fo := c.off[:m], c.prev[:m], flowOf[base:base+m]
+		for i, q := range prevs {
+			f, delta := next, offs[i]
+			if q >= 0 {
+				f, delta = flowOf[q], delta-l.off(q)
+			} else {
+				next++
+			}
+			fo[i] = f
+			size[f] += uvarintLen(uint64(delta))
 		}
-		flowOf[p] = f
-		size[f] += uvarintLen(uint64(delta))
 	}
 	cursor := make([]int, nf)
 	total := 0
@@ -57,13 +62,18 @@ func (b *Builder) positions() ([]byte, []int) {
 		total += s
 	}
 	sec := make([]byte, total)
-	for p := range n {
-		delta := b.off[p]
-		if q := b.prev[p]; q >= 0 {
-			delta -= b.off[q]
+	for ci, c := range l.chunks {
+		base := ci << chunkBits
+		m := min(n-base, chunkLen)
+		offs, prevs, fo := c.off[:m], c.prev[:m], flowOf[base:base+m]
+		for i, q := range prevs {
+			delta := offs[i]
+			if q >= 0 {
+				delta -= l.off(q)
+			}
+			f := fo[i]
+			cursor[f] += binary.PutUvarint(sec[cursor[f]:], uint64(delta))
 		}
-		f := flowOf[p]
-		cursor[f] += binary.PutUvarint(sec[cursor[f]:], uint64(delta))
 	}
 	return sec, size
 }
