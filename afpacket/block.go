@@ -5,7 +5,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"os"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -49,12 +51,12 @@ func (r *Ring) Next(ctx context.Context, fn func(p *Packet) error) error {
 	return nil
 }
 
-// wait returns once block r.cur belongs to user space.
+// wait returns once block r.cur belongs to user space. It parks the
+// goroutine in the runtime's poller: the kernel signals the socket when it
+// hands a block over (when the block is full, or its timeout retires it).
 func (r *Ring) wait(ctx context.Context) error {
 	for {
-		// Acquire load: the kernel writes the packets, then block_status
-		// (with a write barrier), so seeing TP_STATUS_USER makes them visible.
-		if atomic.LoadUint32(r.statusWord(r.cur))&unix.TP_STATUS_USER != 0 {
+		if r.userOwned() {
 			return nil
 		}
 		if err := ctx.Err(); err != nil {
@@ -63,23 +65,60 @@ func (r *Ring) wait(ctx context.Context) error {
 		if r.closing.Load() {
 			return ErrClosed
 		}
-		r.pfd[0].Revents = 0
-		_, err := unix.Poll(r.pfd[:], r.pollMS)
-		if err != nil && !errors.Is(err, unix.EINTR) {
-			return fmt.Errorf("afpacket %s: poll: %w", r.iface, err)
+		now := time.Now()
+		deadline := now.Add(r.pollInterval)
+		if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+			if !d.After(now) {
+				// Passed, but ctx's timer may not have fired yet.
+				return context.DeadlineExceeded
+			}
+			deadline = d
 		}
-		if r.pfd[0].Revents&unix.POLLERR != 0 {
-			// Reading SO_ERROR clears it, so a later Next can go on after
-			// the interface comes back up.
-			soErr, err := unix.GetsockoptInt(r.fd, unix.SOL_SOCKET, unix.SO_ERROR)
-			if err != nil {
-				return fmt.Errorf("afpacket %s: read SO_ERROR: %w", r.iface, err)
+		if err := r.file.SetReadDeadline(deadline); err != nil {
+			return fmt.Errorf("afpacket %s: set deadline: %w", r.iface, err)
+		}
+		r.woken, r.sockErr = false, nil
+		err := r.conn.Read(r.ready)
+		if r.sockErr != nil {
+			return r.sockErr
+		}
+		if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+			if r.closing.Load() {
+				return ErrClosed
 			}
-			if soErr != 0 {
-				return fmt.Errorf("afpacket %s: socket error: %w", r.iface, unix.Errno(soErr))
-			}
+			return fmt.Errorf("afpacket %s: wait for a block: %w", r.iface, err)
 		}
 	}
+}
+
+// userOwned reports whether block r.cur belongs to user space. Acquire
+// load: the kernel writes the packets, then block_status (with a write
+// barrier), so seeing TP_STATUS_USER makes them visible.
+func (r *Ring) userOwned() bool {
+	return atomic.LoadUint32(r.statusWord(r.cur))&unix.TP_STATUS_USER != 0
+}
+
+// blockReady is wait's test for the poller: done when the block is ours,
+// the ring is closing, or, after a wake-up that brought no block, the
+// socket reports an error (the interface went down). Reading SO_ERROR
+// clears it, so a later Next can go on after the interface comes back up.
+func (r *Ring) blockReady(uintptr) bool {
+	if r.userOwned() || r.closing.Load() {
+		return true
+	}
+	if r.woken {
+		soErr, err := unix.GetsockoptInt(r.fd, unix.SOL_SOCKET, unix.SO_ERROR)
+		switch {
+		case err != nil:
+			r.sockErr = fmt.Errorf("afpacket %s: read SO_ERROR: %w", r.iface, err)
+			return true
+		case soErr != 0:
+			r.sockErr = fmt.Errorf("afpacket %s: socket error: %w", r.iface, unix.Errno(soErr))
+			return true
+		}
+	}
+	r.woken = true
+	return false
 }
 
 // Layout of a block (struct tpacket_block_desc, include/uapi/linux/if_packet.h),

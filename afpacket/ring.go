@@ -6,6 +6,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 	"unsafe"
 
@@ -92,8 +93,8 @@ type Options struct {
 	// IgnoreOutgoing hides packets this host sends on the interface, so
 	// only ingress is captured (PACKET_IGNORE_OUTGOING, kernel 4.20).
 	IgnoreOutgoing bool
-	// PollInterval bounds how long Next sleeps in poll(2) before it looks
-	// at its context and at Close again.
+	// PollInterval bounds how long Next waits for a block before it looks
+	// at its context again. Close wakes a waiting Next at once.
 	PollInterval time.Duration
 }
 
@@ -195,7 +196,7 @@ type Ring struct {
 	ifindex   int
 	blockSize int
 	nblocks   int
-	pollMS    int
+	pollInterval time.Duration
 
 	// mu serialises Next and Close, so the ring is never unmapped under a
 	// reader. Next holds it for at most PollInterval plus fn's run time.
@@ -203,7 +204,19 @@ type Ring struct {
 	closing atomic.Bool
 	fd      int
 	mem     []byte
-	pfd     [1]unix.PollFd
+	// file owns fd once the ring is set up: it puts the socket into the
+	// Go runtime's poller, so a waiting Next parks its goroutine instead
+	// of holding a thread in poll(2). A thread blocked in a system call
+	// for more than 20 µs has its P taken by sysmon and handed to another
+	// thread, which it wakes; with one P that was a thread wake-up and a
+	// context switch per wait, and kept sysmon polling every 20 µs.
+	file *os.File
+	conn syscall.RawConn
+	// ready is r.blockReady, bound once so that waiting allocates nothing;
+	// woken and sockErr are its state during one wait.
+	ready   func(fd uintptr) bool
+	woken   bool
+	sockErr error
 
 	// The block Next reads or will read, and where it stopped when fn
 	// returned an error in the middle of it.
@@ -312,9 +325,29 @@ func (r *Ring) setup(o *Options) error {
 			return fmt.Errorf("afpacket %s: join fanout group %d: %w", r.iface, o.FanoutGroup, err)
 		}
 	}
-	r.pollMS = int(max(o.PollInterval.Milliseconds(), 1))
-	r.pfd[0] = unix.PollFd{Fd: int32(r.fd), Events: unix.POLLIN | unix.POLLERR}
+	r.pollInterval = o.PollInterval
 	r.pkt.Ifindex = r.ifindex
+	return r.pollable()
+}
+
+// pollable hands the socket to the runtime's poller. From here on the
+// os.File owns the descriptor and closes it.
+func (r *Ring) pollable() error {
+	if err := unix.SetNonblock(r.fd, true); err != nil {
+		return fmt.Errorf("afpacket %s: set non-blocking: %w", r.iface, err)
+	}
+	f := os.NewFile(uintptr(r.fd), "afpacket:"+r.iface)
+	r.file = f
+	// A deadline is only accepted by a file in the poller.
+	if err := f.SetReadDeadline(time.Time{}); err != nil {
+		return fmt.Errorf("afpacket %s: socket not pollable: %w", r.iface, err)
+	}
+	conn, err := f.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("afpacket %s: %w", r.iface, err)
+	}
+	r.conn = conn
+	r.ready = r.blockReady
 	return nil
 }
 
@@ -374,12 +407,18 @@ func (r *Ring) readKernelStats() error {
 }
 
 // Close unmaps the ring and closes the socket. A Next running in another
-// goroutine returns ErrClosed within PollInterval if it is waiting, or after
-// the block it is walking, and Close waits for that. Close must not be called from inside fn. Calling
+// goroutine returns ErrClosed at once if it is waiting, or after the block
+// it is walking, and Close waits for that. Close must not be called from inside fn. Calling
 // Close again returns nil.
 func (r *Ring) Close() error {
 	if r.closing.Swap(true) {
 		return nil
+	}
+	if r.conn != nil {
+		// Wakes a waiting Next, which then sees closing. The deadline
+		// comes after closing is set, and Next checks closing after it
+		// sets its own deadline, so one of the two always sees the other.
+		_ = r.file.SetReadDeadline(time.Unix(1, 0))
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -401,7 +440,11 @@ func (r *Ring) release() error {
 		r.mem = nil
 	}
 	if r.fdOpen {
-		if err := unix.Close(r.fd); err != nil {
+		closeFD := func() error { return unix.Close(r.fd) }
+		if r.file != nil {
+			closeFD = r.file.Close
+		}
+		if err := closeFD(); err != nil {
 			errs = append(errs, fmt.Errorf("afpacket %s: close socket: %w", r.iface, err))
 		}
 		r.fdOpen = false
