@@ -192,10 +192,10 @@ type Stats struct {
 // use; fanout spreads load across Rings); Stats and Close may be
 // called from any goroutine at any time.
 type Ring struct {
-	iface     string
-	ifindex   int
-	blockSize int
-	nblocks   int
+	iface        string
+	ifindex      int
+	blockSize    int
+	nblocks      int
 	pollInterval time.Duration
 
 	// mu serialises Next and Close, so the ring is never unmapped under a
