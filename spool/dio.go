@@ -4,8 +4,8 @@ import (
 	"fmt"
 	"os"
 	"runtime"
-	"syscall"
-	"unsafe"
+
+	"github.com/stenod/stenod/internal/hugemem"
 )
 
 // The writer's direct I/O (see Writer): where the file system takes
@@ -25,46 +25,35 @@ import (
 // record, as with buffered writes.
 const dioAlign = 4096
 
-// hugePage is the size of a transparent huge page with 4 KiB base pages
-// (x86-64, arm64). A buffer inside one is physically contiguous: a direct
-// write pins one page and gives the device one segment instead of 256 per
-// MiB, which made direct writes about three times cheaper again.
-const hugePage = 2 << 20
-
 // ioBuffers are a Writer's two write buffers: aligned for direct I/O, in
-// memory mapped outside the Go heap and advised to use huge pages (where
-// the kernel has none to give, or transparent huge pages are off, they are
-// in base pages, which only costs speed). release unmaps them.
+// memory mapped outside the Go heap in huge pages (hugemem). A buffer
+// inside one huge page is physically contiguous: a direct write pins one
+// page and gives the device one segment instead of 256 per MiB, which made
+// direct writes about three times cheaper again. release unmaps them.
 type ioBuffers struct {
-	mem  []byte    // the mapping
-	bufs [2][]byte // len 0, each of the same aligned capacity
+	region hugemem.Region
+	bufs   [2][]byte // len 0, each of the same aligned capacity
 }
 
 // newIOBuffers maps two buffers of n bytes each (n a multiple of dioAlign),
 // starting on a huge-page boundary.
 func newIOBuffers(n int) (ioBuffers, error) {
-	size := roundUp(2*n, hugePage)
-	// A mapping starts on a page boundary; a huge page more leaves room to
-	// start on a huge-page boundary.
-	mem, err := syscall.Mmap(-1, 0, size+hugePage, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_PRIVATE|syscall.MAP_ANONYMOUS)
+	r, err := hugemem.Map(2 * n)
 	if err != nil {
-		return ioBuffers{}, fmt.Errorf("spool: mapping write buffers of %d bytes: %w", 2*n, err)
+		return ioBuffers{}, fmt.Errorf("spool: write buffers: %w", err)
 	}
-	skip := int(-uintptr(unsafe.Pointer(unsafe.SliceData(mem))) & (hugePage - 1))
-	b := mem[skip : skip+size]
-	// Advice only: without huge pages the buffers work all the same.
-	_ = syscall.Madvise(b, syscall.MADV_HUGEPAGE)
-	return ioBuffers{mem: mem, bufs: [2][]byte{b[:0:n], b[n : n : 2*n]}}, nil
+	b := r.Mem
+	return ioBuffers{region: r, bufs: [2][]byte{b[:0:n], b[n : n : 2*n]}}, nil
 }
 
 func (b *ioBuffers) release() error {
-	if b.mem == nil {
+	if b.region.Mem == nil {
 		return nil
 	}
-	err := syscall.Munmap(b.mem)
+	err := b.region.Unmap()
 	*b = ioBuffers{}
 	if err != nil {
-		return fmt.Errorf("spool: unmapping write buffers: %w", err)
+		return fmt.Errorf("spool: write buffers: %w", err)
 	}
 	return nil
 }

@@ -163,7 +163,7 @@ func (w *Writer) lostToo(err error) error {
 // budget of the directory it goes to.
 func (w *Writer) open(ts int64) error {
 	sp := w.sp
-	if w.io.mem == nil {
+	if w.io.region.Mem == nil {
 		return errors.New("spool: writer closed")
 	}
 	d := sp.pickDir()

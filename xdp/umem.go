@@ -7,6 +7,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/stenod/stenod/internal/hugemem"
 )
 
 // UMEM is the packet memory of one socket: NumFrames chunks of FrameSize
@@ -26,6 +28,7 @@ import (
 // user headroom; Headroom is space the kernel never touches, for callers
 // that want to prepend their own header in place.
 type UMEM struct {
+	region    hugemem.Region
 	mem       []byte
 	frameSize uint64
 	frameMask uint64 // ^(frameSize-1): frame sizes are powers of two
@@ -35,14 +38,18 @@ type UMEM struct {
 
 func newUMEM(numFrames, frameSize, headroom, metaLen int) (*UMEM, error) {
 	size := numFrames * frameSize
-	// MAP_POPULATE: fault the whole area in now, not on the receive path;
-	// the kernel pins it at registration anyway.
-	mem, err := unix.Mmap(-1, 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_POPULATE)
+	// In huge pages: every packet lands in a chunk of its own, so in base
+	// pages the receive loop took a TLB miss on nearly every packet (256
+	// MiB of chunks), and the first touch of a packet was the most costly
+	// load of the AF_XDP path. The pages are faulted in when the kernel
+	// pins the area at registration, not on the receive path.
+	region, err := hugemem.Map(size)
 	if err != nil {
-		return nil, fmt.Errorf("mmap umem of %d bytes: %w", size, err)
+		return nil, fmt.Errorf("umem: %w", err)
 	}
 	return &UMEM{
-		mem:       mem,
+		region:    region,
+		mem:       region.Mem[:size],
 		frameSize: uint64(frameSize),
 		frameMask: ^uint64(frameSize - 1),
 		headroom:  uint32(headroom),
@@ -68,9 +75,8 @@ func (u *UMEM) unmap() error {
 	if u == nil || u.mem == nil {
 		return nil
 	}
-	err := unix.Munmap(u.mem)
 	u.mem = nil
-	return err
+	return u.region.Unmap()
 }
 
 // NumFrames is the number of chunks in the area.
