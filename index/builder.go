@@ -93,11 +93,11 @@ func (b *Builder) addGroup(es []Entry) {
 		touched += int64(slots[int(hs[i])&mask])
 	}
 	for i := range es {
-		if s := slots[int(hs[i])&mask]; s != 0 {
-			// A record spans two cache lines: the key, compared
-			// first, and the counters, updated next.
-			f := &b.flows[s-1]
-			touched += int64(f.Key.Src[0]) + int64(f.tail)
+		if id := b.ids.lookAhead(hs[i]); id >= 0 {
+			// A record spans two or three cache lines: the key,
+			// compared first, and the counters, updated next.
+			f := &b.flows[id]
+			touched += int64(f.Key.Src[0]) + int64(f.Key.Proto) + int64(f.tail)
 		}
 	}
 	b.touched += touched
@@ -112,7 +112,7 @@ func (b *Builder) add(k *flow.Key, h uint64, off, ts int64, wireLen int) {
 	if id < 0 {
 		id = int32(len(b.flows))
 		b.flows = append(b.flows, liveFlow{Flow: Flow{Key: *k, First: ts, Last: ts}, tail: -1})
-		b.ids.insert(slot, id, b.flows)
+		b.ids.insert(slot, id, h, b.flows)
 	}
 	f := &b.flows[id]
 	p := b.pkts.append(off, f.tail)
