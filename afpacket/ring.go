@@ -79,7 +79,10 @@ type Options struct {
 	SnapLen int
 	// Fanout and FanoutGroup make this Ring one of several that share the
 	// interface's packets; every Ring of a group must use the same mode.
-	// Each packet goes to exactly one Ring of the group.
+	// Each packet goes to exactly one Ring of the group. FanoutGroup 0
+	// starts a new group under an id the kernel picks, one no socket of
+	// the network namespace uses (PACKET_FANOUT_FLAG_UNIQUEID); the
+	// others join it with Ring.FanoutGroup's id.
 	Fanout      FanoutMode
 	FanoutGroup uint16
 	// FanoutDefrag asks the kernel to reassemble IPv4 fragments before
@@ -194,6 +197,7 @@ type Stats struct {
 type Ring struct {
 	iface        string
 	ifindex      int
+	fanoutGroup  uint16
 	blockSize    int
 	nblocks      int
 	pollInterval time.Duration
@@ -320,10 +324,19 @@ func (r *Ring) setup(o *Options) error {
 		if o.FanoutDefrag {
 			mode |= unix.PACKET_FANOUT_FLAG_DEFRAG
 		}
+		if o.FanoutGroup == 0 {
+			mode |= unix.PACKET_FANOUT_FLAG_UNIQUEID
+		}
 		arg := int(uint32(o.FanoutGroup) | mode<<16)
 		if err := unix.SetsockoptInt(r.fd, unix.SOL_PACKET, unix.PACKET_FANOUT, arg); err != nil {
 			return fmt.Errorf("afpacket %s: join fanout group %d: %w", r.iface, o.FanoutGroup, err)
 		}
+		// The id, the kernel's pick for group 0: the low 16 bits.
+		got, err := unix.GetsockoptInt(r.fd, unix.SOL_PACKET, unix.PACKET_FANOUT)
+		if err != nil {
+			return fmt.Errorf("afpacket %s: read fanout group: %w", r.iface, err)
+		}
+		r.fanoutGroup = uint16(got)
 	}
 	r.pollInterval = o.PollInterval
 	r.pkt.Ifindex = r.ifindex
@@ -350,6 +363,10 @@ func (r *Ring) pollable() error {
 	r.ready = r.blockReady
 	return nil
 }
+
+// FanoutGroup returns the id of the fanout group the Ring joined (the
+// kernel's pick when Options.FanoutGroup was 0), or 0 without fanout.
+func (r *Ring) FanoutGroup() uint16 { return r.fanoutGroup }
 
 // Classic BPF ancillary load of "does the skb carry a VLAN tag" (linux/filter.h).
 const (

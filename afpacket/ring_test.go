@@ -302,9 +302,27 @@ func TestFanout(t *testing.T) {
 			v := testutil.NewVeth(t)
 			o := testOptions()
 			o.Fanout = mode
-			o.FanoutGroup = uint16(os.Getpid())
+			// The first ring starts a group under an id the kernel
+			// picks; the second joins it.
 			r1 := openRing(t, v.Host, o)
+			if r1.FanoutGroup() == 0 {
+				t.Fatal("no fanout group id after joining with a kernel-picked one")
+			}
+			o.FanoutGroup = r1.FanoutGroup()
 			r2 := openRing(t, v.Host, o)
+			if r2.FanoutGroup() != r1.FanoutGroup() {
+				t.Fatalf("second ring in group %d, first in %d", r2.FanoutGroup(), r1.FanoutGroup())
+			}
+			// Another kernel-picked group, on the same interface, is a
+			// group of its own: it would take half the packets if not.
+			o.FanoutGroup = 0
+			other := openRing(t, v.Host, o)
+			if other.FanoutGroup() == r1.FanoutGroup() {
+				t.Fatalf("two kernel-picked groups share id %d", r1.FanoutGroup())
+			}
+			if err := other.Close(); err != nil {
+				t.Fatal(err)
+			}
 			s := newSender(t, v.NS, v.Peer)
 			const n = 3000
 			var (

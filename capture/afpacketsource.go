@@ -13,7 +13,6 @@ import (
 	"runtime"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/cilium/ebpf/ringbuf"
@@ -92,12 +91,12 @@ func driverName(iface string) string {
 
 // AF_PACKET reader timing.
 const (
-	// afpPollInterval is how long Next sleeps in poll(2) before it looks
-	// at its context: the granularity of idle detection and of stopping.
+	// afpPollInterval is how long Next waits for a block before it looks
+	// at its context: the granularity of stopping.
 	afpPollInterval = 10 * time.Millisecond
 	// afpIdleWait: with packets appended but not flushed, the reader
-	// waits this long (rounded up to one poll interval) for the next
-	// block; if none is ready the ring is idle and it flushes.
+	// waits this long for the next block; if none is ready the ring is
+	// idle and it flushes.
 	afpIdleWait = time.Millisecond
 	// afpMaxBlockTimeout bounds the block timeout: a quiet link's packets
 	// reach the reader within one to two block timeouts.
@@ -129,8 +128,7 @@ type afpIface struct {
 // rings see a packet. On error everything it created is undone, pins
 // included.
 func openAFPacket(iface string, cfg *Config, snapLen int, log *slog.Logger) (_ *afpIface, err error) {
-	ifc, err := net.InterfaceByName(iface)
-	if err != nil {
+	if _, err := net.InterfaceByName(iface); err != nil {
 		return nil, fmt.Errorf("capture: %w", err)
 	}
 	a := &afpIface{name: iface, blocks: cfg.AFPacketBlocks}
@@ -156,32 +154,27 @@ func openAFPacket(iface string, cfg *Config, snapLen int, log *slog.Logger) (_ *
 	if n > 1 {
 		opts.Fanout = afpacket.FanoutHash
 	}
-	// A group id another socket of this network namespace already uses
-	// on another interface or with another mode fails with EINVAL: try
-	// the next one.
-	for attempt := 0; ; attempt++ {
-		opts.FanoutGroup = fanoutGroup(ifc.Index)
-		err = a.openRings(iface, n, opts)
-		if err == nil || opts.Fanout == afpacket.FanoutNone || attempt == 3 || !errors.Is(err, syscall.EINVAL) {
-			break
-		}
-		err = errors.Join(err, a.close())
-	}
-	if err != nil {
+	if err := a.openRings(iface, n, opts); err != nil {
 		return nil, err
 	}
-	log.Info("af_packet rings open", "iface", iface, "rings", n, "fanout", n > 1, "fanout_group", opts.FanoutGroup,
+	log.Info("af_packet rings open", "iface", iface, "rings", n, "fanout", n > 1, "fanout_group", a.rings[0].FanoutGroup(),
 		"block_size", opts.BlockSize, "blocks", opts.BlockCount, "block_timeout", opts.BlockTimeout, "snaplen", snapLen)
 	return a, nil
 }
 
+// openRings opens n rings. The first starts a fanout group under an id
+// the kernel picks, unused in the network namespace; the others join it.
+// (A fixed id could clash with another capture's group, on this interface
+// or another one.)
 func (a *afpIface) openRings(iface string, n int, opts afpacket.Options) error {
+	opts.FanoutGroup = 0
 	for i := range n {
 		r, err := afpacket.Open(iface, opts)
 		if err != nil {
 			return fmt.Errorf("capture on %s ring %d: %w", iface, i, err)
 		}
 		a.rings = append(a.rings, r)
+		opts.FanoutGroup = r.FanoutGroup()
 	}
 	return nil
 }
@@ -248,17 +241,6 @@ func ringCount(iface string, cfg *Config) int {
 		n = min(n, len(cfg.CPUs))
 	}
 	return n
-}
-
-var fanoutSeq atomic.Uint32
-
-// fanoutGroup returns a fanout group id for one interface's rings. Ids are
-// shared by every socket of a network namespace, so they are drawn from a
-// per-process sequence starting at a value derived from the process id and
-// the interface: two captures of one interface must not land in one group,
-// where they would split its packets between them.
-func fanoutGroup(ifindex int) uint16 {
-	return uint16(os.Getpid()*131 + ifindex*17 + int(fanoutSeq.Add(1)))
 }
 
 func (a *afpIface) sources(_ int, _ *xdp.Clock) []source {
