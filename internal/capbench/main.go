@@ -297,8 +297,8 @@ func perPacket(r *result) string {
 	return fmt.Sprintf("%.3f µs", r.cpu.Seconds()*1e6/float64(r.cnt.captured))
 }
 
-// median returns the run with the median sender rate, noting the others'
-// rates; the first failed run if any failed.
+// median returns the run with the median sender rate, noting every run's
+// rate and CPU per packet; the first failed run if any failed.
 func median(runs []*result) *result {
 	for _, r := range runs {
 		if r.err != nil {
@@ -310,11 +310,15 @@ func median(runs []*result) *result {
 	}
 	slices.SortFunc(runs, func(a, b *result) int { return cmp.Compare(a.gen.rate, b.gen.rate) })
 	m := runs[len(runs)/2]
-	var rates []string
+	var each []string
 	for _, r := range runs {
-		rates = append(rates, fmt.Sprintf("%.3f", r.gen.rate/1e6))
+		s := fmt.Sprintf("%.3f Mpps", r.gen.rate/1e6)
+		if pp := perPacket(r); pp != "-" {
+			s += " " + pp
+		}
+		each = append(each, s)
 	}
-	m.runs = fmt.Sprintf("median of %d: %s Mpps", len(runs), strings.Join(rates, ", "))
+	m.runs = fmt.Sprintf("median of %d: %s", len(runs), strings.Join(each, ", "))
 	return m
 }
 
