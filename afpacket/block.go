@@ -51,6 +51,14 @@ func (r *Ring) Next(ctx context.Context, fn func(p *Packet) error) error {
 	return nil
 }
 
+// Ready reports whether Next would start without waiting: it is in the
+// middle of a block, or the next block belongs to user space.
+func (r *Ring) Ready() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.mem != nil && (r.inBlock || r.userOwned())
+}
+
 // wait returns once block r.cur belongs to user space. It parks the
 // goroutine in the runtime's poller: the kernel signals the socket when it
 // hands a block over (when the block is full, or its timeout retires it).

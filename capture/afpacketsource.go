@@ -435,11 +435,20 @@ func (s *afpSource) run(q *queue, stop <-chan struct{}) error {
 }
 
 // drain stores what the ring holds at stop: the blocks ready now, and the
-// one being filled, which the kernel hands over within two block timeouts.
-// It reads at most one ring's worth of blocks, so that it ends under
-// endless traffic too.
+// one being filled, which the kernel hands over within a block timeout.
+// Blocks filled after that hold packets that came after the stop: under
+// steady traffic, reading on until the ring was empty took up to a ring's
+// worth of block timeouts (3.2 s with the defaults). It reads at most one
+// ring's worth of blocks, so that it ends under endless traffic too.
 func (s *afpSource) drain(q *queue) {
+	waited := false
 	for range s.blocks {
+		if !s.ring.Ready() {
+			if waited {
+				return
+			}
+			waited = true
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), 2*s.blockTimeout+afpPollInterval)
 		err := s.ring.Next(ctx, s.fn)
 		cancel()
