@@ -651,3 +651,36 @@ func countFDs(tb testing.TB) int {
 	}
 	return len(ents)
 }
+
+// TestReady: Ready says whether Next would start without waiting.
+func TestReady(t *testing.T) {
+	v := testutil.NewVeth(t)
+	o := testOptions()
+	r := openRing(t, v.Host, o)
+	if r.Ready() {
+		t.Fatal("Ready on an empty ring")
+	}
+	s := newSender(t, v.NS, v.Peer)
+	s.send(t, ether(nil, unix.ETH_P_IP, udp4(1000, 2000, 1, 32)))
+	// The block timeout hands the partly filled block over.
+	deadline := time.Now().Add(collectTimeout)
+	for !r.Ready() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not Ready %v after a frame was sent (block timeout %v)", collectTimeout, o.BlockTimeout)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	n := 0
+	if err := r.Next(context.Background(), func(*Packet) error { n++; return nil }); err != nil || n != 1 {
+		t.Fatalf("Next: %v, %d packets, want 1", err, n)
+	}
+	if r.Ready() {
+		t.Fatal("Ready after the only block was read")
+	}
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if r.Ready() {
+		t.Fatal("Ready after Close")
+	}
+}
