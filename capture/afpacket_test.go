@@ -153,10 +153,7 @@ func TestAFPacketDrops(t *testing.T) {
 
 	h := holdRings(t)
 
-	c, err := Start(context.Background(), cfg, sp, testLogger(t))
-	if err != nil {
-		t.Fatalf("start: %+v", err)
-	}
+	c := mustStart(t, cfg, sp)
 	closed := false
 	t.Cleanup(func() {
 		if !closed {
@@ -256,10 +253,7 @@ func TestAFPacketDropRules(t *testing.T) {
 	cfg := testConfig(root, v.Host)
 	cfg.Method = MethodAFPacket
 	cfg.DropRules = []xdp.DropRule{{Proto: 17, Port: 7777}}
-	c, err := Start(context.Background(), cfg, sp, testLogger(t))
-	if err != nil {
-		t.Fatalf("start: %+v", err)
-	}
+	c := mustStart(t, cfg, sp)
 	s := testutil.NewSender(t, v)
 	const n = 10
 	for i := range n {
@@ -353,10 +347,7 @@ func drainRate(t *testing.T) {
 	cfg.AFPacketBlocks = 64
 	h := holdRings(t)
 	h.hold()
-	c, err := Start(context.Background(), cfg, sp, testLogger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := mustStart(t, cfg, sp)
 	// Partly filled blocks retire after the 50 ms block timeout, so the
 	// ring holds less than its 1.8 M minimum-size frames.
 	const n = 600_000
@@ -504,10 +495,7 @@ func TestAFPacketCloseUnderTraffic(t *testing.T) {
 	cfg.Method = MethodAFPacket
 	cfg.AFPacketRings = 1
 	cfg.AFPacketBlocks = 64 // 64 block timeouts of 50 ms
-	c, err := Start(context.Background(), cfg, sp, testLogger(t))
-	if err != nil {
-		t.Fatalf("start: %+v", err)
-	}
+	c := mustStart(t, cfg, sp)
 	closed := false
 	t.Cleanup(func() {
 		if !closed {

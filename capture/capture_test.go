@@ -103,6 +103,16 @@ func testConfig(pinRoot string, ifaces ...string) Config {
 	return cfg
 }
 
+// mustStart starts a capture with cfg on sp, failing the test if it cannot.
+func mustStart(tb testing.TB, cfg Config, sp *spool.Spool) *Capture {
+	tb.Helper()
+	c, err := Start(context.Background(), cfg, sp, testLogger(tb))
+	if err != nil {
+		tb.Fatalf("start: %+v", err)
+	}
+	return c
+}
+
 func testLogger(tb testing.TB) *slog.Logger {
 	return slog.New(slog.NewTextHandler(tbWriter{tb}, &slog.HandlerOptions{Level: slog.LevelInfo}))
 }
@@ -214,10 +224,7 @@ func testReplay(t *testing.T, method string, mod func(*Config)) Stats {
 	if mod != nil {
 		mod(&cfg)
 	}
-	c, err := Start(context.Background(), cfg, sp, testLogger(t))
-	if err != nil {
-		t.Fatalf("start: %+v", err)
-	}
+	c := mustStart(t, cfg, sp)
 	closed := false
 	t.Cleanup(func() {
 		if !closed {
@@ -718,10 +725,7 @@ func TestCaptureObserve(t *testing.T) {
 	sp := openSpool(t, dir)
 	cfg := testConfig(root, v.Host)
 	cfg.Observe = true
-	c, err := Start(context.Background(), cfg, sp, testLogger(t))
-	if err != nil {
-		t.Fatalf("start: %+v", err)
-	}
+	c := mustStart(t, cfg, sp)
 	s := testutil.NewSender(t, v)
 	for i := range 10 {
 		s.Send(t, udpFrame(netip.AddrFrom4([4]byte{10, 5, 0, 1}), uint16(3000+i), []byte("observed")))
