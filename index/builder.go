@@ -25,6 +25,10 @@ type Builder struct {
 	blocks []Block
 	sum    Summary
 	last   int64 // timestamp of the previous packet, for Monotone
+	// prev is the flow of the previous packet, -1 before the first. A
+	// packet of the same flow, as most packets of a busy flow are,
+	// skips the hash and the look-up.
+	prev int32
 
 	// touched keeps the loads of AddBatch's prefetch passes alive.
 	touched int64
@@ -43,6 +47,7 @@ func NewBuilder(hint int) *Builder {
 		flows: make([]liveFlow, 0, hint/64),
 		sum:   Summary{First: math.MaxInt64, Last: math.MinInt64, Monotone: true},
 		last:  math.MinInt64,
+		prev:  -1,
 	}
 }
 
@@ -90,18 +95,36 @@ const prefetchGroup = 16
 // same.
 func (b *Builder) addGroup(es []Entry) {
 	var hs [prefetchGroup]uint64
+	// same[i]: es[i] has the key of the packet before it, so it belongs
+	// to the flow that packet was added to.
+	var same [prefetchGroup]bool
+	var prev *flow.Key
+	if b.prev >= 0 {
+		prev = &b.flows[b.prev].Key
+	}
+	for i := range es {
+		k := &es[i].Key
+		if prev != nil && sameKey(k, prev) {
+			same[i] = true
+		} else {
+			hs[i] = hashKey(k)
+		}
+		prev = k
+	}
 	slots := b.ids.slots
 	mask := len(slots) - 1
 	var touched int64
 	for i := range es {
-		hs[i] = hashKey(&es[i].Key)
-	}
-	for i := range es {
-		touched += int64(slots[int(hs[i])&mask])
+		if !same[i] {
+			touched += int64(slots[int(hs[i])&mask])
+		}
 	}
 	var ids [prefetchGroup]int32
 	for i := range es {
-		ids[i] = b.ids.lookAhead(hs[i])
+		ids[i] = -1
+		if !same[i] {
+			ids[i] = b.ids.lookAhead(hs[i])
+		}
 	}
 	for i := range es {
 		if id := ids[i]; id >= 0 {
@@ -114,7 +137,11 @@ func (b *Builder) addGroup(es []Entry) {
 	b.touched += touched
 	for i := range es {
 		e := &es[i]
-		b.add(&e.Key, hs[i], e.Off, e.TS, e.WireLen)
+		if same[i] {
+			b.addTo(b.prev, e.Off, e.TS, e.WireLen)
+		} else {
+			b.add(&e.Key, hs[i], e.Off, e.TS, e.WireLen)
+		}
 	}
 }
 
@@ -125,6 +152,12 @@ func (b *Builder) add(k *flow.Key, h uint64, off, ts int64, wireLen int) {
 		b.flows = append(b.flows, liveFlow{Flow: Flow{Key: *k, First: ts, Last: ts}, tail: -1})
 		b.ids.insert(slot, id, h, b.flows)
 	}
+	b.addTo(id, off, ts, wireLen)
+}
+
+// addTo adds a packet of flow id.
+func (b *Builder) addTo(id int32, off, ts int64, wireLen int) {
+	b.prev = id
 	f := &b.flows[id]
 	p := b.pkts.append(off, f.tail)
 	f.tail = p

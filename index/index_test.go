@@ -140,6 +140,40 @@ func TestBuilderAndSealedAgree(t *testing.T) {
 	}
 }
 
+// TestAddBatchRuns: AddBatch and Add agree on packets that come in runs of
+// one flow, the runs crossing look-up groups and batches, and interleaved
+// with packets of other flows.
+func TestAddBatchRuns(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 1))
+	keys := synthKeys(300)
+	b := NewBuilder(0)
+	var pkts []pkt
+	var es []Entry
+	off, ts := int64(24), int64(1_764_000_000_000_000_000)
+	key := 0
+	for range 20000 {
+		if rng.IntN(10) < 3 {
+			key = rng.IntN(len(keys))
+		}
+		p := pkt{key: key, off: off, ts: ts + rng.Int64N(1e9), wireLen: 60 + rng.IntN(1400)}
+		pkts = append(pkts, p)
+		es = append(es, Entry{Key: keys[key], Off: p.off, TS: p.ts, WireLen: p.wireLen})
+		off += 16 + int64(p.wireLen)
+		ts += rng.Int64N(1e6)
+	}
+	for len(es) > 0 {
+		n := min(len(es), 1+rng.IntN(3*prefetchGroup))
+		if n == 1 {
+			b.Add(&es[0].Key, es[0].Off, es[0].TS, es[0].WireLen)
+		} else {
+			b.AddBatch(es[:n])
+		}
+		es = es[n:]
+	}
+	b.SetVisible(off)
+	checkView(t, b, keys, pkts)
+}
+
 func TestVisibleEndHidesUnwrittenPackets(t *testing.T) {
 	b := NewBuilder(0)
 	k := synthKeys(1)[0]
@@ -267,7 +301,7 @@ func BenchmarkBuilderAdd(b *testing.B) {
 // spool's flush batches: the batches overlap the cache misses.
 func BenchmarkBuilderAddBatch(b *testing.B) {
 	const packets = 1 << 20
-	for _, flows := range []int{64, 65536, 262144} {
+	for _, flows := range []int{1, 64, 65536, 262144} {
 		keys := synthKeys(flows)
 		rng := rand.New(rand.NewPCG(1, 2))
 		// The entries are made beforehand and read in order, as the
