@@ -38,11 +38,15 @@
 //
 // Timestamps come from the XDP program's metadata (CLOCK_TAI) converted by
 // an xdp.Clock refreshed every few seconds; a packet without metadata is
-// stamped when it is received. Flow ids are only meaningful for one loaded
-// program (docs/bpf.md), so the table belongs to one interface's capture
-// and dies with it. It is direct-mapped (one cache miss per lookup): a
-// newer flow may take an older one's slot, and the older flow's packets are
-// then keyed by the Go parser (InterfaceStats.FlowIDEvictions).
+// stamped when it is received. The writer keys packets with flow.Parse,
+// except a packet with the flow id of the packet before it, which keeps
+// that packet's key, and a packet the snap length cut, which takes the key
+// of its flow id from the flow id table (queue.store says why). Flow ids
+// are only meaningful for one loaded program (docs/bpf.md), so the table
+// belongs to one interface's capture and dies with it. It is direct-mapped
+// (one cache miss per lookup): a newer flow may take an older one's slot,
+// and the older flow's packets are then keyed by the Go parser
+// (InterfaceStats.FlowIDEvictions).
 //
 // # Methods
 //

@@ -23,11 +23,11 @@ const maxFlowIDs = xdp.DefaultMaxFlows
 // (each load starts afresh), so the table lives and dies with the interface's
 // capture.
 //
-// It is direct-mapped: an id has one slot, and a newer flow whose id maps to
-// an occupied slot replaces the older one, whose packets then take their key
-// from flow.Parse (counted as fallbacks). A lookup is one cache miss, where a
-// Go map took two or three: with many flows the lookup was the largest cost
-// of the AF_XDP writer. The slot is the id's per-CPU sequence number plus an
+// The writer consults it for packets the snap length cut, whose headers
+// flow.Parse may lack (queue.store). It is direct-mapped: an id has one
+// slot, and a newer flow whose id maps to an occupied slot replaces the
+// older one, whose packets then take their key from flow.Parse (counted as
+// fallbacks). A lookup is one cache miss, where a Go map took two or three. The slot is the id's per-CPU sequence number plus an
 // offset per CPU, so the last len(slots) flows of one CPU never evict each
 // other.
 type flowIDs struct {
@@ -78,25 +78,16 @@ func (t *flowIDs) add(recs []xdp.NewFlowRecord) {
 	t.records.Add(uint64(len(recs)))
 }
 
-// resolve sets the key of every packet of b whose flow id is known, under one
-// read lock for the whole batch, and returns how many it found.
-func (t *flowIDs) resolve(b *batch) uint64 {
-	var hits uint64
+// key sets *k to the key of flow id and reports whether the id is known.
+func (t *flowIDs) key(id uint64, k *flow.Key) bool {
 	t.mu.RLock()
-	for i := range b.pkts {
-		p := &b.pkts[i]
-		p.keyed = false
-		if p.flowID == 0 {
-			continue
-		}
-		if s := t.slot(p.flowID); s.id == p.flowID {
-			b.keys[i] = s.key
-			p.keyed = true
-			hits++
-		}
+	s := t.slot(id)
+	ok := s.id == id
+	if ok {
+		*k = s.key
 	}
 	t.mu.RUnlock()
-	return hits
+	return ok
 }
 
 // run reads the ring buffer until rd is closed. Records are entered in

@@ -3,6 +3,8 @@
 package capture
 
 import (
+	"log/slog"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -42,8 +44,6 @@ func TestFlowIDs(t *testing.T) {
 		t.Fatalf("evictions %d, want %d", got, len(recs)-slots)
 	}
 
-	b := newBatch(1<<16, 4096, 0, 0)
-	frame := make([]byte, 60)
 	type want struct {
 		cpu, seq uint64
 		known    bool
@@ -53,33 +53,73 @@ func TestFlowIDs(t *testing.T) {
 		wants = append(wants, want{cpu, 1, false}, want{cpu, 100, false}, want{cpu, slots + 100, true})
 	}
 	for _, w := range wants {
-		b.add(1, id(w.cpu, w.seq), len(frame), frame)
-	}
-	b.add(1, 0, len(frame), frame) // no flow id
-	b.add(1, id(5, 7), len(frame), frame)
-	hits := ids.resolve(b)
-	known := 0
-	for i, w := range wants {
-		p := b.pkts[i]
-		if w.known {
-			known++
-			if !p.keyed || b.keys[i] != key(w.cpu, w.seq) {
-				t.Errorf("cpu %d seq %d: keyed %v key %v, want its key", w.cpu, w.seq, p.keyed, b.keys[i])
-			}
+		var k flow.Key
+		ok := ids.key(id(w.cpu, w.seq), &k)
+		if w.known && (!ok || k != key(w.cpu, w.seq)) {
+			t.Errorf("cpu %d seq %d: known %v key %v, want its key", w.cpu, w.seq, ok, k)
 		}
 		// An evicted id may still be in its slot only if no newer flow
 		// took it, which two full rounds rule out here.
-		if !w.known && p.keyed {
-			t.Errorf("cpu %d seq %d: resolved after eviction to %v", w.cpu, w.seq, b.keys[i])
+		if !w.known && ok {
+			t.Errorf("cpu %d seq %d: resolved after eviction to %v", w.cpu, w.seq, k)
 		}
 	}
-	for _, p := range b.pkts[len(wants):] {
-		if p.keyed {
-			t.Errorf("flow id %#x resolved, want unknown", p.flowID)
+	for _, unknown := range []uint64{0, id(5, 7)} {
+		var k flow.Key
+		if ids.key(unknown, &k) {
+			t.Errorf("flow id %#x resolved to %v, want unknown", unknown, k)
 		}
 	}
-	if hits != uint64(known) {
-		t.Errorf("resolve found %d, want %d", hits, known)
+}
+
+// TestStoreKeys: the writer keys a packet by the packet before it when
+// both have the same flow id, by the flow id table when the snap length cut
+// it, and by the parser otherwise.
+func TestStoreKeys(t *testing.T) {
+	sp := openSpool(t, t.TempDir())
+	defer sp.Close()
+	w, err := sp.NewWriter("keys-q0", "keys")
+	if err != nil {
+		t.Fatal(err)
+	}
+	frame := func(host byte, port uint16) []byte {
+		return udpFrame(netip.AddrFrom4([4]byte{10, 0, 0, host}), port, []byte("keys"))
+	}
+	ids := newFlowIDs(64)
+	var k9 flow.Key
+	flow.Parse(frame(3, 1003), &k9)
+	ids.add([]xdp.NewFlowRecord{{FlowID: 9, Key: k9}})
+
+	b := newBatch(1<<16, 64, 0, 0)
+	add := func(id uint64, f []byte, capLen int) { b.add(1e18, id, len(f), f[:capLen]) }
+	whole := func(id uint64, f []byte) { add(id, f, len(f)) }
+	whole(7, frame(1, 1001))
+	whole(7, frame(1, 1002))    // flow id 7 again: the key of the packet before
+	add(9, frame(3, 1003), 34)  // cut after the IP header: the table's key
+	add(11, frame(4, 1004), 34) // cut, id unknown: what the parser finds
+	whole(11, frame(5, 1005))   // parsed: the cut packet's key may be partial
+	whole(0, frame(6, 1006))    // no flow id
+	q := &queue{stream: "keys-q0", ids: ids, w: w, log: slog.New(slog.DiscardHandler)}
+	q.writeLog = errLog{log: q.log, every: time.Second}
+	q.store(b)
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		filter string
+		want   int
+	}{
+		{"port 1001", 2}, {"port 1002", 0}, {"port 1003", 1}, {"port 1004", 0}, {"port 1005", 1}, {"port 1006", 1}, {"host 10.0.0.4", 1},
+	} {
+		if got := len(answer(t, sp, tc.filter)); got != tc.want {
+			t.Errorf("%s: %d packets, want %d", tc.filter, got, tc.want)
+		}
+	}
+	if hits, fallbacks := q.idHits.Load(), q.fallbacks.Load(); hits != 2 || fallbacks != 4 {
+		t.Errorf("flow id hits %d, fallbacks %d; want 2 and 4", hits, fallbacks)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -80,8 +80,9 @@ type QueueStats struct {
 	// kernel counts them in Socket. AF_PACKET has no batches: its reader
 	// stores each block itself while the kernel fills the others.
 	WriterStalls uint64
-	// FlowIDHits counts packets keyed through their flow id;
-	// FlowIDFallbacks those keyed by the Go parser (unknown or no id).
+	// FlowIDHits counts packets keyed through their flow id (the same
+	// flow as the packet before, or a cut packet's id in the flow id
+	// table); FlowIDFallbacks those keyed by the Go parser.
 	FlowIDHits      uint64
 	FlowIDFallbacks uint64
 	// Socket holds the kernel's AF_XDP counters (XDP_STATISTICS): drops

@@ -57,7 +57,6 @@ type packet struct {
 	off     uint32
 	capLen  uint32
 	origLen uint32
-	keyed   bool // key holds the flow key (from the flow id table)
 }
 
 // batch is a fixed slab of copied packets travelling from a receive loop to
@@ -66,7 +65,6 @@ type packet struct {
 type batch struct {
 	data []byte
 	pkts []packet
-	keys []flow.Key // keys[i] is pkts[i]'s key when pkts[i].keyed
 
 	reserveBytes, reservePkts int
 	start                     time.Time // when the first packet was added
@@ -76,7 +74,6 @@ func newBatch(bytes, pkts, reserveBytes, reservePkts int) *batch {
 	return &batch{
 		data:         make([]byte, 0, bytes),
 		pkts:         make([]packet, 0, pkts),
-		keys:         make([]flow.Key, pkts),
 		reserveBytes: reserveBytes,
 		reservePkts:  reservePkts,
 	}
@@ -333,29 +330,49 @@ func (q *queue) writeFailed(err error) {
 	q.writeLog.report(q.stream, err)
 }
 
-// store appends every packet of b to the spool, with its flow key from the
-// flow id table or, failing that, from flow.Parse. It allocates nothing.
+// store appends every packet of b to the spool with its flow key, and
+// allocates nothing. The key comes from flow.Parse, except where the XDP
+// flow id gives it for less:
+//   - a packet with the flow id of the packet before it keeps that packet's
+//     key, with no work at all;
+//   - a packet cut by the snap length, whose headers the parser may lack,
+//     takes the key the XDP program parsed from the whole packet, from the
+//     flow id table.
+//
+// Other packets are parsed rather than looked up: the parser costs about
+// 13 ns on a packet just copied (flow.BenchmarkParse), a table look-up as
+// little only while the table is in the cache, and with tens of thousands
+// of flows each look-up missed it (random flows: 8% of the AF_XDP path's
+// CPU, docs/benchmarks.md).
 func (q *queue) store(b *batch) {
-	var hits uint64
-	if q.ids != nil {
-		hits = q.ids.resolve(b)
-	}
-	var stored uint64
+	var k flow.Key
+	var run uint64 // the flow id whose key k holds, 0 for none
+	var fromID, stored uint64
 	for i := range b.pkts {
 		p := &b.pkts[i]
 		data := b.packet(i)
-		k := &b.keys[i]
-		if !p.keyed {
-			flow.Parse(data, k)
+		cut := p.capLen < p.origLen
+		switch {
+		case p.flowID != 0 && p.flowID == run:
+			fromID++
+		case cut && p.flowID != 0 && q.ids != nil && q.ids.key(p.flowID, &k):
+			run = p.flowID
+			fromID++
+		default:
+			flow.Parse(data, &k)
+			run = p.flowID
+			if cut {
+				run = 0 // the key may be incomplete: parse the next one too
+			}
 		}
-		if err := q.w.Append(p.ts, int(p.origLen), data, k); err != nil {
+		if err := q.w.Append(p.ts, int(p.origLen), data, &k); err != nil {
 			q.writeFailed(err)
 			continue
 		}
 		stored++
 	}
-	q.idHits.Add(hits)
-	q.fallbacks.Add(uint64(len(b.pkts)) - hits)
+	q.idHits.Add(fromID)
+	q.fallbacks.Add(uint64(len(b.pkts)) - fromID)
 	q.stored.Add(stored)
 }
 
