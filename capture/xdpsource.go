@@ -196,6 +196,16 @@ func (s *xskSource) reserve() (int, int) {
 	return xskDescsPerRead * min(s.frameData, s.snapLen), xskDescsPerRead
 }
 
+// prefetchAhead is how many frames ahead of the one it copies the receive
+// loop has the CPU load (xdp.Socket.Prefetch), in steps of as many. In copy
+// mode each frame was written by the CPU that ran the XDP program, in a 4
+// KiB chunk of its own where no hardware prefetcher looks, so its metadata
+// and its bytes were two cache misses the loop waited for one after the
+// other. Measured on veth, one flow: 2 to 4 ahead cut the CPU per packet by
+// about 13%, 8 by 9%, 16 not at all, and the whole batch at once not
+// measurably: prefetches too far ahead queue behind each other.
+const prefetchAhead = 4
+
 func (s *xskSource) read(b *batch, wait time.Duration) (int, error) {
 	n, err := s.sock.Receive(s.descs)
 	if err == nil && n == 0 && wait > 0 {
@@ -207,11 +217,16 @@ func (s *xskSource) read(b *batch, wait time.Duration) (int, error) {
 	if err != nil || n == 0 {
 		return 0, err
 	}
-	descs := s.descs[:n]
 	added := 0
-	for len(descs) > 0 {
-		pkt := xdp.SocketPacket(descs)
-		descs = descs[len(pkt):]
+	prefetched := 0 // s.descs[:prefetched] are being loaded
+	for i := 0; i < n; {
+		if prefetched < min(n, i+prefetchAhead) {
+			next := min(n, i+2*prefetchAhead)
+			s.sock.Prefetch(s.descs[prefetched:next])
+			prefetched = next
+		}
+		pkt := xdp.SocketPacket(s.descs[i:n])
+		i += len(pkt)
 		meta := s.sock.Meta(pkt[0])
 		m, _ := xdp.ParseMeta(meta)
 		// A driver that cannot write metadata leaves the frame's old
