@@ -92,7 +92,14 @@ func (b *batch) reset() {
 // add appends one packet. Sources call it only while the batch has the room
 // their reserve promised.
 func (b *batch) add(ts int64, flowID uint64, origLen int, data []byte) {
-	b.pkts = append(b.pkts, packet{ts: ts, flowID: flowID, off: uint32(len(b.data)), capLen: uint32(len(data)), origLen: uint32(origLen)})
+	// Filled in place, as spool.Writer.Append fills its index entries.
+	if len(b.pkts) < cap(b.pkts) {
+		b.pkts = b.pkts[:len(b.pkts)+1]
+	} else {
+		b.pkts = append(b.pkts, packet{})
+	}
+	p := &b.pkts[len(b.pkts)-1]
+	p.ts, p.flowID, p.off, p.capLen, p.origLen = ts, flowID, uint32(len(b.data)), uint32(len(data)), uint32(origLen)
 	b.data = append(b.data, data...)
 }
 

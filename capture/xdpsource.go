@@ -217,6 +217,7 @@ func (s *xskSource) read(b *batch, wait time.Duration) (int, error) {
 	if err != nil || n == 0 {
 		return 0, err
 	}
+	taiOffset := int64(s.clock.Offset())
 	added := 0
 	prefetched := 0 // s.descs[:prefetched] are being loaded
 	for i := 0; i < n; {
@@ -233,10 +234,8 @@ func (s *xskSource) read(b *batch, wait time.Duration) (int, error) {
 		// bytes there; zeroed, they read as "no metadata" next time
 		// instead of as a stale flow id and timestamp.
 		clear(meta)
-		ts := int64(0)
-		if m.TAINS != 0 {
-			ts = s.clock.Time(m.TAINS).UnixNano()
-		} else {
+		ts := int64(m.TAINS) - taiOffset // as Clock.Time, without building a time.Time
+		if m.TAINS == 0 {
 			ts = time.Now().UnixNano()
 			s.metaMissing.Add(1)
 		}
