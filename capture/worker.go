@@ -110,10 +110,21 @@ func (b *batch) packet(i int) []byte {
 
 // Per-queue buffering between the receive loop and the writer: 8 batches of
 // 2 MiB. This only smooths the writer's pace; the UMEM rides out stalls.
+//
+// A batch goes to the writer once it holds handoffBytes of packets or
+// handoffPackets packets, well before it is full, so that the writer reads
+// it while it is still in the CPU's cache (both loops share the receive
+// loop's CPU). Batches of a whole 25 ms gathering (about 6,600 packets, 600
+// KB, at 0.26 Mpps of 64-byte frames) had left the 512 KB L2 cache before
+// the writer came to them; handing off at 256 KiB or 4,096 packets cut the
+// AF_XDP path's CPU per packet from 0.270 to 0.225 µs (one flow, five
+// alternating rounds; 1,024 packets 0.236, 2,048 packets or 128 KiB 0.232).
 const (
 	batchesPerQueue = 8
 	batchBytes      = 2 << 20
 	batchPackets    = 16384
+	handoffBytes    = 256 << 10
+	handoffPackets  = 4096
 )
 
 // queue is one stream: a source, its receive loop, its writer loop and the
@@ -168,10 +179,9 @@ func newQueue(q *queue) *queue {
 	return q
 }
 
-// receive is the receive loop: read into a batch, hand full batches (or,
-// once the source runs dry, batches that have gathered long enough) to the
-// writer. It never
-// writes to disk. When no batch is free the writer is behind: the loop
+// receive is the receive loop: read into a batch, hand batches that reach
+// the hand-off size (or, once the source runs dry, batches that have
+// gathered long enough) to the writer. It never writes to disk. When no batch is free the writer is behind: the loop
 // waits for one and leaves the packets in the UMEM, which is sized for
 // exactly that, rather than drop them here; the kernel counts what does not
 // fit (SocketStats). It returns when stop is closed and the source is
@@ -229,7 +239,7 @@ func (q *queue) receive(stop <-chan struct{}) {
 			if len(b.pkts) == n {
 				b.start = time.Now()
 			}
-			if b.full() || time.Since(b.start) >= q.flushInterval/2 {
+			if b.full() || len(b.data) >= handoffBytes || len(b.pkts) >= handoffPackets || time.Since(b.start) >= q.flushInterval/2 {
 				send()
 			}
 			continue
