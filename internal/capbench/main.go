@@ -230,41 +230,61 @@ func run(ctx context.Context, o *options, c *cleanups) error {
 		"stenod-xdp":      func(r uint64) (*capturer, error) { return startStenod(at(r), "xdp") },
 		"stenod-afpacket": func(r uint64) (*capturer, error) { return startStenod(at(r), "afpacket") },
 	}
-	var results []*result
+	// With -repeat the measurements take turns, in reverse order every
+	// other round, so that the machine's drift (15-20% an hour on the
+	// development VM) falls on every configuration alike.
+	type key struct {
+		t    traffic
+		cfg  string
+		rate uint64
+	}
+	var keys []key
 	for _, t := range mixes {
 		for _, cfg := range allConfigs {
 			if !slices.Contains(o.configs, cfg) {
 				continue
 			}
 			for _, rate := range append([]uint64{0}, o.rates...) {
-				if ctx.Err() != nil {
-					break
-				}
 				if cfg == "xdp-drop" && rate != 0 {
 					continue // the sweep is about loss; a drop program has none to find
 				}
-				var runs []*result
-				for range max(o.repeat, 1) {
-					r := &result{config: cfg, traffic: t.name, rate: rate, hasCapture: cfg != "xdp-drop"}
-					if strings.HasPrefix(cfg, "stenod") && stenodErr != nil {
-						r.err = stenodErr
-					} else {
-						measure(ctx, e, starters[cfg], t, o, r)
-					}
-					runs = append(runs, r)
-					if r.err != nil || ctx.Err() != nil {
-						break
-					}
-				}
-				r := median(runs)
-				results = append(results, r)
-				if r.err != nil {
-					progress("%-16s %-5s %-9s n/a: %v", cfg, t.name, offered(rate), r.err)
-				} else {
-					progress("%-16s %-5s %-9s sender %.3f Mpps, sent %d, captured %d, lost %d, drops %s, CPU %s/packet",
-						cfg, t.name, offered(rate), r.gen.rate/1e6, r.gen.sent, r.cnt.captured, r.lost(), r.cnt.dropNote(), perPacket(r))
-				}
+				keys = append(keys, key{t, cfg, rate})
 			}
+		}
+	}
+	runs := make([][]*result, len(keys))
+	for round := range max(o.repeat, 1) {
+		for j := range keys {
+			i := j
+			if round%2 == 1 {
+				i = len(keys) - 1 - j
+			}
+			k := keys[i]
+			if ctx.Err() != nil {
+				break
+			}
+			if n := len(runs[i]); n > 0 && runs[i][n-1].err != nil {
+				continue
+			}
+			r := &result{config: k.cfg, traffic: k.t.name, rate: k.rate, hasCapture: k.cfg != "xdp-drop"}
+			if strings.HasPrefix(k.cfg, "stenod") && stenodErr != nil {
+				r.err = stenodErr
+			} else {
+				measure(ctx, e, starters[k.cfg], k.t, o, r)
+			}
+			runs[i] = append(runs[i], r)
+			if r.err != nil {
+				progress("%-16s %-5s %-9s n/a: %v", k.cfg, k.t.name, offered(k.rate), r.err)
+			} else {
+				progress("%-16s %-5s %-9s sender %.3f Mpps, sent %d, captured %d, lost %d, drops %s, CPU %s/packet",
+					k.cfg, k.t.name, offered(k.rate), r.gen.rate/1e6, r.gen.sent, r.cnt.captured, r.lost(), r.cnt.dropNote(), perPacket(r))
+			}
+		}
+	}
+	var results []*result
+	for i := range keys {
+		if len(runs[i]) > 0 {
+			results = append(results, median(runs[i]))
 		}
 	}
 
@@ -319,6 +339,17 @@ func median(runs []*result) *result {
 		each = append(each, s)
 	}
 	m.runs = fmt.Sprintf("median of %d: %s", len(runs), strings.Join(each, ", "))
+	if m.hasCapture {
+		var cpu time.Duration
+		var captured uint64
+		for _, r := range runs {
+			cpu += r.cpu
+			captured += r.cnt.captured
+		}
+		if captured > 0 {
+			m.runs += fmt.Sprintf("; all runs together %.3f µs/packet", cpu.Seconds()*1e6/float64(captured))
+		}
+	}
 	return m
 }
 
