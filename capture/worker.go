@@ -181,10 +181,10 @@ func newQueue(q *queue) *queue {
 
 // receive is the receive loop: read into a batch, hand batches that reach
 // the hand-off size (or, once the source runs dry, batches that have
-// gathered long enough) to the writer. It never writes to disk. When no batch is free the writer is behind: the loop
-// waits for one and leaves the packets in the UMEM, which is sized for
-// exactly that, rather than drop them here; the kernel counts what does not
-// fit (SocketStats). It returns when stop is closed and the source is
+// gathered long enough) to the writer. It never writes to disk. When no
+// batch is free the writer is behind: the loop waits for one and leaves
+// the packets in the UMEM, which is sized for exactly that, rather than
+// drop them here; the kernel counts what does not fit (SocketStats). It returns when stop is closed and the source is
 // drained, closing q.full.
 func (q *queue) receive(stop <-chan struct{}) {
 	defer close(q.full)
