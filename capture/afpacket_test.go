@@ -136,17 +136,26 @@ func TestAFPacketAuto(t *testing.T) {
 	checkGone(t, dir, root, v.Host)
 }
 
+// afpacketRig is what the AF_PACKET tests share: root, a veth pair, a pin
+// root, a spool in a temporary directory, and a configuration capturing the
+// veth's host end with AF_PACKET.
+func afpacketRig(t *testing.T) (v *testutil.Veth, pinRoot, dir string, sp *spool.Spool, cfg Config) {
+	t.Helper()
+	testutil.RequireRoot(t)
+	v = newVeth(t)
+	pinRoot = testutil.BPFFS(t)
+	dir = t.TempDir()
+	sp = openSpool(t, dir)
+	cfg = testConfig(pinRoot, v.Host)
+	cfg.Method = MethodAFPacket
+	return v, pinRoot, dir, sp, cfg
+}
+
 // A tiny ring (two 64 KiB blocks) whose reader is held back overflows:
 // the kernel's drops (PACKET_STATISTICS) appear in Stats and in the
 // metrics, and every packet sent is either stored or counted as dropped.
 func TestAFPacketDrops(t *testing.T) {
-	testutil.RequireRoot(t)
-	v := newVeth(t)
-	root := testutil.BPFFS(t)
-	dir := t.TempDir()
-	sp := openSpool(t, dir)
-	cfg := testConfig(root, v.Host)
-	cfg.Method = MethodAFPacket
+	v, root, dir, sp, cfg := afpacketRig(t)
 	cfg.AFPacketRings = 1
 	cfg.AFPacketBlockSize = 64 << 10
 	cfg.AFPacketBlocks = 2
@@ -245,13 +254,7 @@ func gatherCounter(tb testing.TB, c *Capture, name string) float64 {
 // ring, are counted by the program, and its maps are pinned for bpftool
 // while the capture runs. Close removes all of it.
 func TestAFPacketDropRules(t *testing.T) {
-	testutil.RequireRoot(t)
-	v := newVeth(t)
-	root := testutil.BPFFS(t)
-	dir := t.TempDir()
-	sp := openSpool(t, dir)
-	cfg := testConfig(root, v.Host)
-	cfg.Method = MethodAFPacket
+	v, root, dir, sp, cfg := afpacketRig(t)
 	cfg.DropRules = []xdp.DropRule{{Proto: 17, Port: 7777}}
 	c := mustStart(t, cfg, sp)
 	s := testutil.NewSender(t, v)
@@ -486,13 +489,7 @@ func sysfsStat(tb testing.TB, iface, name string) uint64 {
 // keep coming, instead of reading on through the blocks filled after the
 // stop (up to a ring's worth of block timeouts: 3.2 s here).
 func TestAFPacketCloseUnderTraffic(t *testing.T) {
-	testutil.RequireRoot(t)
-	v := newVeth(t)
-	root := testutil.BPFFS(t)
-	dir := t.TempDir()
-	sp := openSpool(t, dir)
-	cfg := testConfig(root, v.Host)
-	cfg.Method = MethodAFPacket
+	v, _, _, sp, cfg := afpacketRig(t)
 	cfg.AFPacketRings = 1
 	cfg.AFPacketBlocks = 64 // 64 block timeouts of 50 ms
 	c := mustStart(t, cfg, sp)
