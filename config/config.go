@@ -58,8 +58,8 @@ type Demo struct {
 	// Spool.Dirs, so a demo never mixes with a real sensor's history.
 	Spool string
 	// Captures is a directory (searched recursively) or a file of pcap or
-	// pcapng captures to replay. "" takes the shared sample captures when
-	// they are found ($STENOD_TESTDATA, ../shared/testdata/pcaps) and
+	// pcapng captures to replay. "" takes the sample captures when they
+	// are found ($STENOD_TESTDATA, the checkout's testdata/pcaps) and
 	// generated traffic otherwise.
 	Captures string
 	// Rate is the number of packets per second replayed.

@@ -41,7 +41,7 @@ import (
 func main() {
 	packets := flag.Int("packets", 10_000_000, "generated `packets` to spool and query")
 	dir := flag.String("dir", "", "work `directory` (default: a new one under /var/tmp, removed at the end)")
-	testdata := flag.String("testdata", "../shared/testdata/pcaps", "shared test captures, for the index size figure")
+	testdata := flag.String("testdata", "testdata/pcaps", "test captures, for the index size figure")
 	runs := flag.Int("runs", 5, "query repetitions (the median is reported)")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the queries to `file`")
 	flag.Parse()

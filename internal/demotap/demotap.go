@@ -72,18 +72,18 @@ type Tap struct {
 }
 
 // SampleDirs are where Start looks for captures when Options.Captures is
-// empty: $STENOD_TESTDATA, then ../shared/testdata/pcaps from the working
-// directory (a checkout, as make run uses it) and from the executable's
-// (bin/stenod in a checkout), then /usr/share/stenod/demo. A directory with
+// empty: $STENOD_TESTDATA, then testdata/pcaps of the checkout, found from
+// the working directory (make run) and from the executable's (bin/stenod),
+// then /usr/share/stenod/demo. A directory with
 // a chrissanders-packets folder is narrowed to it: real traffic.
 func SampleDirs() []string {
 	var dirs []string
 	if d := os.Getenv("STENOD_TESTDATA"); d != "" {
 		dirs = append(dirs, d)
 	}
-	dirs = append(dirs, filepath.Join("..", "shared", "testdata", "pcaps"))
+	dirs = append(dirs, filepath.Join("testdata", "pcaps"))
 	if exe, err := os.Executable(); err == nil {
-		dirs = append(dirs, filepath.Join(filepath.Dir(exe), "..", "..", "shared", "testdata", "pcaps"))
+		dirs = append(dirs, filepath.Join(filepath.Dir(exe), "..", "testdata", "pcaps"))
 	}
 	return append(dirs, "/usr/share/stenod/demo")
 }

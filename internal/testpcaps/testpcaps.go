@@ -1,8 +1,8 @@
-// Package testpcaps finds and reads the shared test captures for tests.
+// Package testpcaps finds and reads the test captures for tests.
 //
-// The captures live outside the repository, in ../shared/testdata/pcaps next
-// to the checkout (or wherever STENOD_TESTDATA points). When they are missing,
-// tests skip outside CI and fail in CI.
+// The captures are committed in the repository, in testdata/pcaps (their
+// sources and licences are in testdata/pcaps/README.md); STENOD_TESTDATA
+// points elsewhere. No test reads data from outside the repository.
 package testpcaps
 
 import (
@@ -45,17 +45,19 @@ func Dir(tb testing.TB) string {
 	if d := os.Getenv("STENOD_TESTDATA"); d != "" {
 		return d
 	}
-	_, file, _, _ := runtime.Caller(0)
-	// internal/testpcaps/testpcaps.go -> repo root -> ../shared/testdata/pcaps
-	root := filepath.Dir(filepath.Dir(filepath.Dir(file)))
-	d := filepath.Join(root, "..", "shared", "testdata", "pcaps")
+	d := filepath.Join(RepoRoot(), "testdata", "pcaps")
 	if _, err := os.Stat(d); err != nil {
-		if os.Getenv("CI") != "" {
-			tb.Fatalf("test captures not found at %s (set STENOD_TESTDATA)", d)
-		}
-		tb.Skipf("test captures not found at %s (set STENOD_TESTDATA)", d)
+		tb.Fatalf("test captures not found at %s: %v", d, err)
 	}
 	return d
+}
+
+// RepoRoot returns the repository's top directory, found from this
+// source file's place in it.
+func RepoRoot() string {
+	_, file, _, _ := runtime.Caller(0)
+	// internal/testpcaps/testpcaps.go -> repo root
+	return filepath.Dir(filepath.Dir(filepath.Dir(file)))
 }
 
 // Files lists every capture file (pcap or pcapng) below sub ("" for all), sorted.
