@@ -486,9 +486,10 @@ func (fakeListener) Accept() (net.Conn, error) { return nil, errors.New("fake") 
 func (fakeListener) Close() error              { return nil }
 func (l fakeListener) Addr() net.Addr          { return l.addr }
 
-// TestAbortedAnswer breaks a spool file after its index is sealed and checks
-// that clients see an error, never a short pcap that looks whole.
-func TestAbortedAnswer(t *testing.T) {
+// TestDamagedAnswer damages spool files after their indexes are sealed and
+// checks that clients get every intact matching packet, none of the damaged
+// ones, and the count of those left out in the answer's trailer.
+func TestDamagedAnswer(t *testing.T) {
 	sp, files := syntheticSpool(t)
 	dir := makeCerts(t)
 	plain := newServer(t, DefaultConfig(), sp)
@@ -507,8 +508,13 @@ func TestAbortedAnswer(t *testing.T) {
 	if resp.ContentLength != -1 || len(resp.TransferEncoding) == 0 || resp.TransferEncoding[0] != "chunked" {
 		t.Errorf("long answer: Content-Length %d, Transfer-Encoding %v", resp.ContentLength, resp.TransferEncoding)
 	}
+	if got := resp.Trailer.Get(TrailerDamaged); got != "0" {
+		t.Errorf("intact answer: trailer %s %q, want 0", TrailerDamaged, got)
+	}
 
-	// Spoil b in its middle and c from its first record on.
+	// Spoil b in its middle and c from its first record on: 4096 bytes
+	// touch 7 records of 616 bytes from a record's start.
+	const spoiled = 7
 	spoil(t, files["b"], 24+synthPackets/2*(16+600), 4096)
 	spoil(t, files["c"], 24, 4096)
 	beforeC := "udp and before " + synthC.Format(time.RFC3339)
@@ -522,31 +528,33 @@ func TestAbortedAnswer(t *testing.T) {
 		"https/2":   {tlsClient(t, dir, true), secureURL},
 	}
 	for name, cl := range clients {
-		// a streams whole, then b breaks off: the stream must be aborted.
-		resp, body, err := postQuery(t, cl.c, cl.url, beforeC, nil)
-		if err == nil {
-			t.Errorf("%s: broken answer read without error: %s, %d bytes", name, resp.Status, len(body))
-		} else if resp == nil || resp.StatusCode != http.StatusOK || len(body) < synthPackets*600 {
-			t.Errorf("%s: want an answer that starts and then breaks off, got %v after %d bytes", name, err, len(body))
-		} else {
-			t.Logf("%s: aborted after %d bytes: %v", name, len(body), err)
-		}
-		// c fails before anything is sent: a 500 with the reason.
-		resp, body, err = postQuery(t, cl.c, cl.url, onlyC, nil)
-		if err != nil || resp.StatusCode != http.StatusInternalServerError || !strings.Contains(string(body), files["c"]) ||
-			!strings.Contains(string(body), engine.ErrCorruptSpool.Error()) {
-			t.Errorf("%s: early failure: %v, %v %q", name, err, resp, body)
+		for _, tc := range []struct {
+			q    string
+			want int
+		}{{beforeC, 2*synthPackets - spoiled}, {onlyC, synthPackets - spoiled}} {
+			resp, body, err := postQuery(t, cl.c, cl.url, tc.q, nil)
+			body = mustOK(t, resp, body, err)
+			if n := countPcap(t, body); n != tc.want {
+				t.Errorf("%s: %q: %d packets, want %d", name, tc.q, n, tc.want)
+			}
+			if got := resp.Trailer.Get(TrailerDamaged); got != strconv.Itoa(spoiled) {
+				t.Errorf("%s: %q: trailer %s %q, want %d (%s: %q)", name, tc.q, TrailerDamaged, got, spoiled, TrailerDamage, resp.Trailer.Get(TrailerDamage))
+			}
+			if got := resp.Trailer.Get(TrailerDamage); !strings.Contains(got, "damaged record") {
+				t.Errorf("%s: %q: trailer %s %q does not say what is wrong", name, tc.q, TrailerDamage, got)
+			}
 		}
 		// The same through /v1/pcap in pcapng.
-		_, body, err = get(t, cl.c, cl.url+"/v1/pcap?format=pcapng&q="+url.QueryEscape(beforeC))
-		if err == nil {
-			t.Errorf("%s: broken pcapng download read without error: %d bytes", name, len(body))
+		resp, _, err := get(t, cl.c, cl.url+"/v1/pcap?format=pcapng&q="+url.QueryEscape(beforeC))
+		if err != nil || resp.Trailer.Get(TrailerDamaged) != strconv.Itoa(spoiled) {
+			t.Errorf("%s: pcapng download: %v, trailer %q", name, err, resp.Trailer.Get(TrailerDamaged))
 		}
 	}
-	for _, s := range []*Server{plain, secure} {
-		if v, _ := metricValue(t, s, "stenod_api_queries_total", map[string]string{"outcome": outcomeAborted}); v < 1 {
-			t.Errorf("aborted answers counted %v", v)
-		}
+	if got := sp.Counters().DamagedRecordsSkipped; got == 0 {
+		t.Errorf("spool counted %d damaged records", got)
+	}
+	if v, _ := metricValue(t, plain, "stenod_spool_damaged_records_skipped_total", nil); v == 0 {
+		t.Errorf("metric stenod_spool_damaged_records_skipped_total = %v", v)
 	}
 }
 
@@ -567,10 +575,12 @@ func spoil(t *testing.T, path string, off int64, n int) {
 }
 
 // TestTruncatedSpoolFile cuts a sealed spool file in half (a disk error, an
-// operator's mistake) and checks that a query over it is aborted, not
-// answered short, and that the daemon survives. It runs in a child process
-// because a crash (SIGBUS from a mapped file that shrank) would otherwise
-// take every other test down with it.
+// operator's mistake) and checks that a query over it returns every packet
+// still there and counts the rest, that the file's index is rebuilt at once
+// so that the next query finds nothing missing, and that the daemon
+// survives. It runs in a child process because a crash (SIGBUS from a
+// mapped file that shrank) would otherwise take every other test down with
+// it.
 func TestTruncatedSpoolFile(t *testing.T) {
 	if os.Getenv("STENOD_API_TRUNCATION_CHILD") == "" {
 		cmd := exec.Command(os.Args[0], "-test.run=^TestTruncatedSpoolFile$", "-test.count=1", "-test.v")
@@ -587,9 +597,34 @@ func TestTruncatedSpoolFile(t *testing.T) {
 	if err := os.Truncate(files["b"], 24+synthPackets/2*(16+600)+300); err != nil {
 		t.Fatal(err)
 	}
-	resp, body, err := postQuery(t, http.DefaultClient, base, "udp and before "+synthC.Format(time.RFC3339), nil)
-	if err == nil {
-		t.Fatalf("short answer read without error: %s, %d bytes", resp.Status, len(body))
+	q := "udp and before " + synthC.Format(time.RFC3339)
+	resp, body, err := postQuery(t, http.DefaultClient, base, q, nil)
+	body = mustOK(t, resp, body, err)
+	left := synthPackets / 2 // the records of b past the cut
+	if n := countPcap(t, body); n != 2*synthPackets-left {
+		t.Errorf("answer over a cut file: %d packets, want %d", n, 2*synthPackets-left)
+	}
+	if got := resp.Trailer.Get(TrailerDamaged); got != strconv.Itoa(left) {
+		t.Errorf("trailer %s %q, want %d", TrailerDamaged, got, left)
+	}
+	// The index is rebuilt in the background: soon a query misses nothing.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, body, err = postQuery(t, http.DefaultClient, base, q, nil)
+		body = mustOK(t, resp, body, err)
+		if resp.Trailer.Get(TrailerDamaged) == "0" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("index of the cut file not rebuilt: trailer %s %q", TrailerDamaged, resp.Trailer.Get(TrailerDamaged))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if n := countPcap(t, body); n != 2*synthPackets-left {
+		t.Errorf("answer after the repair: %d packets, want %d", n, 2*synthPackets-left)
+	}
+	if got := sp.Counters().FilesRepaired; got != 1 {
+		t.Errorf("files repaired %d, want 1", got)
 	}
 	okBody(t)(get(t, http.DefaultClient, base+"/healthz"))
 }

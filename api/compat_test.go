@@ -94,9 +94,10 @@ func TestStenocurlCompatible(t *testing.T) {
 	}
 
 	// A broken answer makes curl fail, as stenoread's pipeline expects.
-	sp2, files := syntheticSpool(t)
-	base2 := serve(t, newServer(t, cfg, sp2))
-	spoil(t, files["b"], 24+synthPackets/2*(16+600), 4096)
+	sp2, _ := syntheticSpool(t)
+	s2 := newServer(t, cfg, sp2)
+	breakAnswers(s2, synthPackets)
+	base2 := serve(t, s2)
 	if _, err := stenocurl(t, dir, certs.CACert, base2, "udp and before "+synthC.Format(time.RFC3339), 0); err == nil {
 		t.Error("curl took an aborted answer for whole")
 	} else {
@@ -235,10 +236,29 @@ func TestStenodRead(t *testing.T) {
 			t.Errorf("read with another CA's certificates succeeded")
 		}
 	})
-	t.Run("aborted answer", func(t *testing.T) {
+	t.Run("damaged records", func(t *testing.T) {
 		sp2, files := syntheticSpool(t)
 		base2 := serve(t, newServer(t, DefaultConfig(), sp2))
-		spoil(t, files["b"], 24+synthPackets/2*(16+600), 4096)
+		spoil(t, files["b"], 24+synthPackets/2*(16+600), 4096) // 7 records
+		q := "udp and before " + synthC.Format(time.RFC3339)
+		out := filepath.Join(work, "damaged.pcap")
+		r := runBin(t, noTcpdump, bin, "read", "--server", base2, q, "-w", out)
+		if code := exitCode(r.err); code != 3 || !strings.Contains(r.stderr, "7 damaged records left out") {
+			t.Errorf("answer without damaged records: exit %d (%v) %q", code, r.err, r.stderr)
+		}
+		data, err := os.ReadFile(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := countPcap(t, data); n != 2*synthPackets-7 {
+			t.Errorf("wrote %d packets, want %d", n, 2*synthPackets-7)
+		}
+	})
+	t.Run("aborted answer", func(t *testing.T) {
+		sp2, _ := syntheticSpool(t)
+		s2 := newServer(t, DefaultConfig(), sp2)
+		breakAnswers(s2, synthPackets)
+		base2 := serve(t, s2)
 		q := "udp and before " + synthC.Format(time.RFC3339)
 		out := filepath.Join(work, "aborted.pcap")
 		r := runBin(t, noTcpdump, bin, "read", "--server", base2, q, "-w", out)

@@ -24,6 +24,12 @@ import (
 const (
 	HeaderLimitPackets = "Steno-Limit-Packets"
 	HeaderLimitBytes   = "Steno-Limit-Bytes"
+	// TrailerDamaged is the HTTP trailer of a pcap answer that counts the
+	// damaged records left out of it (0: none); TrailerDamage says what
+	// was wrong with the first of them. The answer holds every other
+	// matching packet, exactly.
+	TrailerDamaged = "Stenod-Damaged-Records"
+	TrailerDamage  = "Stenod-Damage"
 )
 
 // holdBytes is how much of an answer is held back before the status line is
@@ -123,6 +129,8 @@ func (s *Server) answer(w http.ResponseWriter, r *http.Request, text, format str
 		}
 		h.Set("Cache-Control", "no-store")
 		h.Set("X-Content-Type-Options", "nosniff")
+		// Known only at the end: damaged records the answer left out.
+		h.Set("Trailer", TrailerDamaged+", "+TrailerDamage)
 	}}
 	snap := s.sp.Config().SnapLen
 	var res engine.Result
@@ -150,10 +158,22 @@ func (s *Server) answer(w http.ResponseWriter, r *http.Request, text, format str
 	s.metrics.bytes.Add(float64(res.Bytes))
 	attrs := []any{"query", q.String(), "packets", res.Packets, "bytes", res.Bytes, "files", res.Files,
 		"limited", res.Limited, "duration", time.Since(start)}
+	if res.Damaged > 0 {
+		attrs = append(attrs, "damaged", res.Damaged, "first_damage", res.FirstDamage)
+	}
 	if err == nil {
 		err = aw.finish()
 	}
 	if err == nil {
+		// Trailers: the Trailer header announced them.
+		h := w.Header()
+		h.Set(TrailerDamaged, strconv.FormatInt(res.Damaged, 10))
+		if res.FirstDamage != nil {
+			h.Set(TrailerDamage, res.FirstDamage.Error())
+		}
+		if res.Damaged > 0 {
+			s.log.Warn("answered without damaged records", attrs...)
+		}
 		outcome := outcomeComplete
 		if res.Limited {
 			outcome = outcomeLimited

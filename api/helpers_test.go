@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -359,4 +360,38 @@ func okBody(t *testing.T) func(*http.Response, []byte, error) []byte {
 		t.Helper()
 		return mustOK(t, resp, body, err)
 	}
+}
+
+// breakingWriter fails an answer after n packets, as a failed read of the
+// spool would: the stream must be aborted, never ended as if whole.
+type breakingWriter struct {
+	pcapio.PacketWriter
+	n int
+}
+
+func (b *breakingWriter) WritePacket(ts int64, origLen int, data []byte, iface string) error {
+	if b.n == 0 {
+		return errors.New("test: the answer breaks off")
+	}
+	b.n--
+	return b.PacketWriter.WritePacket(ts, origLen, data, iface)
+}
+
+// breakAnswers makes s's answers break off after n packets.
+func breakAnswers(s *Server, n int) {
+	s.testHookWriter = func(_ context.Context, w pcapio.PacketWriter) pcapio.PacketWriter {
+		return &breakingWriter{PacketWriter: w, n: n}
+	}
+}
+
+// exitCode is the exit status behind err (0 for nil, -1 if unknown).
+func exitCode(err error) int {
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &ee):
+		return ee.ExitCode()
+	}
+	return -1
 }

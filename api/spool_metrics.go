@@ -15,6 +15,7 @@ type spoolCollector struct {
 	free, budget, retention                          *prometheus.Desc
 	deletedFiles, deletedBytes, deletedPackets       *prometheus.Desc
 	writeErrors, writeLost, enospc, shortfalls       *prometheus.Desc
+	damagedSkipped, filesRepaired                    *prometheus.Desc
 }
 
 func newSpoolCollector(sp *spool.Spool) *spoolCollector {
@@ -40,6 +41,8 @@ func newSpoolCollector(sp *spool.Spool) *spoolCollector {
 		writeLost:      d("write_lost_packets_total", "Packets lost to failed spool writes.", nil),
 		enospc:         d("enospc_events_total", "Writes that found the disk full.", nil),
 		shortfalls:     d("budget_shortfalls_total", "Times the budget could not be met by deleting old files.", nil),
+		damagedSkipped: d("damaged_records_skipped_total", "Records queries left out because they are not what their index says (checksum, length, or the file cut short).", nil),
+		filesRepaired:  d("files_repaired_total", "Spool files whose index was rebuilt because a query found the pcap shorter than its index.", nil),
 	}
 }
 
@@ -75,4 +78,6 @@ func (c *spoolCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.writeLost, n.PacketsLostToWriteErrors)
 	counter(c.enospc, n.ENOSPCEvents)
 	counter(c.shortfalls, n.BudgetShortfalls)
+	counter(c.damagedSkipped, n.DamagedRecordsSkipped)
+	counter(c.filesRepaired, n.FilesRepaired)
 }

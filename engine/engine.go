@@ -11,9 +11,27 @@ import (
 	"github.com/stenod/stenod/spool"
 )
 
-// ErrCorruptSpool: a spool file disagrees with its index. The query stops
-// rather than return a wrong answer.
-var ErrCorruptSpool = errors.New("spool file disagrees with its index")
+// DamageError says why one record of a spool file was skipped: it is not
+// what the file's index says (its checksum, length or place differ), or the
+// file is shorter than the data its index covers. A query leaves such a
+// record out of its answer and counts it (Result.Damaged); the rest of the
+// answer is still exact.
+type DamageError struct {
+	Path   string
+	Offset int64  // the record's offset in the pcap file
+	What   string // what is wrong
+	Err    error  // the read error behind it, if any (io.ErrUnexpectedEOF: the file is cut short)
+}
+
+func (e *DamageError) Error() string {
+	msg := fmt.Sprintf("spool %s: offset %d: damaged record: %s", e.Path, e.Offset, e.What)
+	if e.Err != nil {
+		msg += ": " + e.Err.Error()
+	}
+	return msg
+}
+
+func (e *DamageError) Unwrap() error { return e.Err }
 
 // Options limit an answer.
 type Options struct {
@@ -35,6 +53,10 @@ type Result struct {
 	Files   int   // spool files consulted
 	// Limited: the answer stopped at a limit; more packets matched.
 	Limited bool
+	// Damaged counts the records left out because they are damaged (see
+	// DamageError); FirstDamage is the first of them, nil if none.
+	Damaged     int64
+	FirstDamage *DamageError
 }
 
 // Run answers q from sp, writing the matching packets to out in timestamp
@@ -58,6 +80,13 @@ func Run(ctx context.Context, sp *spool.Spool, q *query.Query, out pcapio.Packet
 	defer func() {
 		for _, s := range sources {
 			s.close()
+			res.Damaged += s.damage.n
+			if res.FirstDamage == nil {
+				res.FirstDamage = s.damage.first
+			}
+			if s.damage.n > 0 {
+				sp.Damaged(s.h.File, s.damage.n, s.damage.first)
+			}
 		}
 	}()
 	for i, hd := range handles {

@@ -71,20 +71,28 @@ func Flows(ctx context.Context, sp *spool.Spool, q *query.Query, limit int) (out
 		})
 		rr := newRecordReader(h, sum.DataEnd, false)
 		var offs []int64
+		var sums []uint32
+		var skipped damage
 		for _, t := range timed {
 			if offs, err = h.View.AppendPositions(offs[:0], t.id); err != nil {
 				return nil, fmt.Errorf("spool %s: %w", h.File.Path, err)
 			}
+			if sums, err = h.View.AppendSums(sums[:0], t.id); err != nil {
+				return nil, fmt.Errorf("spool %s: %w", h.File.Path, err)
+			}
 			for i, off := range offs {
 				// Published by a live index after sum was taken.
-				if off >= sum.DataEnd {
+				if off >= sum.DataEnd || i >= len(sums) {
 					break
 				}
 				ahead := int64(recordGuess)
 				if i+1 < len(offs) && offs[i+1]-off <= maxGap {
 					ahead = offs[i+1] - off + recordGuess
 				}
-				hdr, _, err := rr.record(off, ahead)
+				hdr, _, err := rr.record(off, ahead, sums[i])
+				if skipped.skip(err) {
+					continue
+				}
 				if err != nil {
 					return nil, err
 				}
@@ -93,6 +101,7 @@ func Flows(ctx context.Context, sp *spool.Spool, q *query.Query, limit int) (out
 				}
 			}
 		}
+		sp.Damaged(h.File, skipped.n, skipped.first)
 	}
 	out = make([]FlowRecord, 0, len(agg))
 	for _, r := range agg {

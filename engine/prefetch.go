@@ -27,9 +27,10 @@ type chunkRecord struct {
 }
 
 type chunk struct {
-	recs []chunkRecord
-	buf  []byte
-	err  error
+	recs   []chunkRecord
+	buf    []byte
+	err    error
+	damage damage // records left out as damaged
 }
 
 // prefetcher delivers the chunks of a candidate list in order.
@@ -91,7 +92,7 @@ func (s *source) startPrefetch() {
 func (p *prefetcher) chunk() *chunk {
 	select {
 	case ch := <-p.free:
-		ch.recs, ch.buf = ch.recs[:0], ch.buf[:0]
+		ch.recs, ch.buf, ch.damage = ch.recs[:0], ch.buf[:0], damage{}
 		return ch
 	default:
 		return &chunk{}
@@ -100,29 +101,25 @@ func (p *prefetcher) chunk() *chunk {
 
 // readChunk reads and tests a chunk's candidates into ch. A record read
 // from a mapping (fromMapping) is copied straight into the chunk; the others
-// come through the reader's window.
+// come through the reader's window. Damaged records are counted in the
+// chunk and left out.
 func (s *source) readChunk(rr *recordReader, ch *chunk, cs, after []cand) *chunk {
 	for i, c := range cs {
 		if rr.fromMapping(c.off) {
-			if c.off < pcapio.PcapHeaderSize || c.off+pcapio.RecordHeaderSize > rr.end {
-				ch.err = rr.corrupt(c.off, "record offset outside the indexed data")
-				return ch
+			h, n, err := s.appendMapped(rr, ch, c)
+			if ch.damage.skip(err) {
+				continue
 			}
-			h, err := rr.header(c.off)
 			if err != nil {
 				ch.err = err
 				return ch
 			}
 			c.ts = h.Timestamp
 			if !s.matches(c) {
+				ch.buf = ch.buf[:len(ch.buf)-n]
 				continue
 			}
-			start := len(ch.buf)
-			if ch.buf, err = rr.appendData(ch.buf, c.off+pcapio.RecordHeaderSize, int(h.CapLen)); err != nil {
-				ch.err = err
-				return ch
-			}
-			ch.recs = append(ch.recs, chunkRecord{ts: h.Timestamp, off: c.off, origLen: h.OrigLen, start: start, n: int(h.CapLen)})
+			ch.recs = append(ch.recs, chunkRecord{ts: h.Timestamp, off: c.off, origLen: h.OrigLen, start: len(ch.buf) - n, n: n})
 			continue
 		}
 		next := cs[i+1:]
@@ -133,7 +130,10 @@ func (s *source) readChunk(rr *recordReader, ch *chunk, cs, after []cand) *chunk
 		if !rr.has(c.off, pcapio.RecordHeaderSize+recordGuess) {
 			ahead = lookahead(next, c.off)
 		}
-		h, data, err := rr.record(c.off, ahead)
+		h, data, err := rr.record(c.off, ahead, c.sum)
+		if ch.damage.skip(err) {
+			continue
+		}
 		if err != nil {
 			ch.err = err
 			return ch
@@ -146,6 +146,28 @@ func (s *source) readChunk(rr *recordReader, ch *chunk, cs, after []cand) *chunk
 		ch.buf = append(ch.buf, data...)
 	}
 	return ch
+}
+
+// appendMapped copies the data of c's record from the mapping to the end of
+// ch.buf and checks the record against its checksum; it returns the header
+// and the data's length. A damaged record leaves ch.buf as it was.
+func (s *source) appendMapped(rr *recordReader, ch *chunk, c cand) (pcapio.RecordHeader, int, error) {
+	if c.off < pcapio.PcapHeaderSize || c.off+pcapio.RecordHeaderSize > rr.end {
+		return pcapio.RecordHeader{}, 0, rr.damaged(c.off, "record offset outside the indexed data", nil)
+	}
+	h, err := rr.header(c.off)
+	if err != nil {
+		return h, 0, err
+	}
+	start := len(ch.buf)
+	if ch.buf, err = rr.appendData(ch.buf, c.off+pcapio.RecordHeaderSize, h.CapLen); err != nil {
+		return h, 0, err
+	}
+	if pcapio.RecordSumParts(rr.hdr[:], ch.buf[start:]) != c.sum {
+		ch.buf = ch.buf[:start]
+		return h, 0, rr.damaged(c.off, "record does not match its checksum", nil)
+	}
+	return h, h.CapLen, nil
 }
 
 // nextPrefetched advances to the next matching packet from the chunks.
@@ -173,6 +195,7 @@ func (s *source) nextPrefetched() (bool, error) {
 		}
 		ch := <-p.results[p.next]
 		p.next++
+		s.damage.add(ch.damage)
 		if ch.err != nil {
 			return false, ch.err
 		}

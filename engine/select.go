@@ -11,34 +11,31 @@ import (
 	"github.com/stenod/stenod/query"
 )
 
-// cand is one packet that may match: its record offset, and the flow it
-// belongs to when its timestamp still has to be tested (-1 when it matches
-// whatever its timestamp, or when the query is time-only).
+// cand is one packet that may match: its record offset, its record's
+// checksum from the index, and the flow it belongs to when its timestamp
+// still has to be tested (-1 when it matches whatever its timestamp).
 type cand struct {
 	off  int64
 	ts   int64 // filled in when read
 	flow int32 // index into selection.keys, or -1
+	sum  uint32
 }
 
 // selection is what one file contributes before any packet is read.
 type selection struct {
 	cands []cand
 	keys  []flow.Key // keys of ByTime flows, for the per-packet test
-	// scan: the query is time-only; read these offset ranges whole instead.
-	scan [][2]int64
 }
 
 // selectFile evaluates q on a file's flows and returns its candidates in
-// file order.
+// file order. A query with only time primitives goes through the flows too
+// (every packet, parsed or not, belongs to one): that way every record read
+// comes with its checksum, and a packet is never returned unchecked.
 func selectFile(q *query.Query, v index.View, sum index.Summary) (*selection, error) {
 	lo, hi := q.TimeRange()
 	bounded := lo != math.MinInt64 || hi != math.MaxInt64
 	blocks := v.Blocks()
 	sel := &selection{}
-	if q.TimeOnly() {
-		sel.scan = blockRanges(blocks, sum.DataEnd, lo, hi)
-		return sel, nil
-	}
 	type chosen struct {
 		id   int
 		flow int32
@@ -63,19 +60,25 @@ func selectFile(q *query.Query, v index.View, sum index.Summary) (*selection, er
 	// capacities are hints.
 	sel.cands = make([]cand, 0, min(packets, sum.Packets))
 	offs := make([]int64, 0, min(most, sum.Packets))
+	sums := make([]uint32, 0, min(most, sum.Packets))
 	for _, c := range ids {
 		var err error
-		offs, err = v.AppendPositions(offs[:0], c.id)
-		if err != nil {
+		if offs, err = v.AppendPositions(offs[:0], c.id); err != nil {
 			return nil, err
 		}
-		for _, o := range offs {
+		// A live index may publish packets between the two calls; both
+		// lists grow at their ends only, so they agree on their common
+		// prefix.
+		if sums, err = v.AppendSums(sums[:0], c.id); err != nil {
+			return nil, err
+		}
+		for i, o := range offs {
 			// A live index may have published packets since sum was
 			// taken; they are past the end this answer reads up to.
-			if o >= sum.DataEnd {
+			if o >= sum.DataEnd || i >= len(sums) {
 				break
 			}
-			sel.cands = append(sel.cands, cand{off: o, flow: c.flow})
+			sel.cands = append(sel.cands, cand{off: o, flow: c.flow, sum: sums[i]})
 		}
 	}
 	if len(ids) > 1 {
@@ -125,30 +128,6 @@ func sortByOffset(cs []cand, end int64) []cand {
 		src, dst = dst, src
 	}
 	return src
-}
-
-// blockRanges returns the offset ranges of the blocks whose timestamps
-// overlap [lo, hi), adjacent ranges joined.
-func blockRanges(blocks []index.Block, end, lo, hi int64) [][2]int64 {
-	var out [][2]int64
-	for i, b := range blocks {
-		if b.Max < lo || b.Min >= hi {
-			continue
-		}
-		stop := end
-		if i+1 < len(blocks) {
-			stop = min(blocks[i+1].Offset, end)
-		}
-		if b.Offset >= stop {
-			continue
-		}
-		if n := len(out); n > 0 && out[n-1][1] == b.Offset {
-			out[n-1][1] = stop
-		} else {
-			out = append(out, [2]int64{b.Offset, stop})
-		}
-	}
-	return out
 }
 
 // pruneByBlocks drops candidates in blocks whose timestamps all fall outside

@@ -1,10 +1,12 @@
 package engine
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"slices"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/stenod/stenod/pcapio"
@@ -71,13 +73,15 @@ func (r *recordReader) clone() recordReader {
 	return recordReader{f: r.f, mem: r.mem, slow: r.slow, path: r.path, end: r.end}
 }
 
-// record returns the header and data of the record at off. data aliases a
+// record returns the header and data of the record at off, after checking
+// them against sum, the record's checksum in the index. data aliases a
 // buffer of r and is valid until the next call. ahead is how many bytes
 // after off the caller expects to read next (lookahead), to size the
-// window.
-func (r *recordReader) record(off, ahead int64) (pcapio.RecordHeader, []byte, error) {
+// window. A record that is not what the index says, or cannot be read
+// because the file is shorter than its index, gives a *DamageError.
+func (r *recordReader) record(off, ahead int64, sum uint32) (pcapio.RecordHeader, []byte, error) {
 	if off < pcapio.PcapHeaderSize || off+pcapio.RecordHeaderSize > r.end {
-		return pcapio.RecordHeader{}, nil, r.corrupt(off, "record offset outside the indexed data")
+		return pcapio.RecordHeader{}, nil, r.damaged(off, "record offset outside the indexed data", nil)
 	}
 	if r.fromMapping(off) {
 		h, err := r.header(off)
@@ -85,25 +89,31 @@ func (r *recordReader) record(off, ahead int64) (pcapio.RecordHeader, []byte, er
 			return h, nil, err
 		}
 		r.rec, err = r.appendData(r.rec[:0], off+pcapio.RecordHeaderSize, int(h.CapLen))
-		return h, r.rec, err
-	}
-	if !r.has(off, pcapio.RecordHeaderSize) {
-		if err := r.fill(off, ahead); err != nil {
-			return pcapio.RecordHeader{}, nil, err
+		if err != nil {
+			return h, nil, err
 		}
+		if pcapio.RecordSumParts(r.hdr[:], r.rec) != sum {
+			return h, nil, r.damaged(off, "record does not match its checksum", nil)
+		}
+		return h, r.rec, nil
+	}
+	if err := r.need(off, pcapio.RecordHeaderSize, ahead); err != nil {
+		return pcapio.RecordHeader{}, nil, err
 	}
 	h := pcapio.ParseRecordHeader(r.win[off-r.winStart:])
 	n := int64(h.CapLen)
 	if h.CapLen > maxRecord || off+pcapio.RecordHeaderSize+n > r.end || h.OrigLen < h.CapLen {
-		return h, nil, r.corrupt(off, fmt.Sprintf("record length %d does not fit", h.CapLen))
+		return h, nil, r.damaged(off, fmt.Sprintf("record length %d does not fit", h.CapLen), nil)
 	}
-	if !r.has(off, pcapio.RecordHeaderSize+n) {
-		if err := r.fill(off, max(ahead, pcapio.RecordHeaderSize+n)); err != nil {
-			return h, nil, err
-		}
+	if err := r.need(off, pcapio.RecordHeaderSize+n, ahead); err != nil {
+		return h, nil, err
 	}
-	s := off - r.winStart + pcapio.RecordHeaderSize
-	return h, r.win[s : s+n], nil
+	s := off - r.winStart
+	rec := r.win[s : s+pcapio.RecordHeaderSize+n]
+	if pcapio.RecordSum(rec) != sum {
+		return h, nil, r.damaged(off, "record does not match its checksum", nil)
+	}
+	return h, rec[pcapio.RecordHeaderSize:], nil
 }
 
 // fromMapping reports whether the record at off is read from the mapping:
@@ -121,14 +131,14 @@ func (r *recordReader) fromMapping(off int64) bool {
 func (r *recordReader) header(off int64) (pcapio.RecordHeader, error) {
 	start := time.Now()
 	if _, err := r.mem.ReadAt(r.hdr[:], off); err != nil {
-		return pcapio.RecordHeader{}, fmt.Errorf("spool %s: read %d bytes at %d: %w", r.path, len(r.hdr), off, err)
+		return pcapio.RecordHeader{}, r.readError(off, len(r.hdr), err)
 	}
 	if time.Since(start) > slowFault {
 		r.slow.Add(1)
 	}
 	h := pcapio.ParseRecordHeader(r.hdr[:])
 	if h.CapLen > maxRecord || off+pcapio.RecordHeaderSize+int64(h.CapLen) > r.end || h.OrigLen < h.CapLen {
-		return h, r.corrupt(off, fmt.Sprintf("record length %d does not fit", h.CapLen))
+		return h, r.damaged(off, fmt.Sprintf("record length %d does not fit", h.CapLen), nil)
 	}
 	return h, nil
 }
@@ -138,7 +148,7 @@ func (r *recordReader) appendData(dst []byte, off int64, n int) ([]byte, error) 
 	start := len(dst)
 	dst = slices.Grow(dst, n)[:start+n]
 	if _, err := r.mem.ReadAt(dst[start:], off); err != nil {
-		return dst[:start], fmt.Errorf("spool %s: read %d bytes at %d: %w", r.path, n, off, err)
+		return dst[:start], r.readError(off, n, err)
 	}
 	return dst, nil
 }
@@ -156,18 +166,45 @@ func (r *recordReader) fill(off, want int64) error {
 	}
 	r.win = r.win[:n]
 	m, err := r.f.ReadAt(r.win, off)
-	if int64(m) < n {
+	if int64(m) < n && (m == 0 || err != nil && err != io.EOF) {
 		if err == nil || err == io.EOF {
 			err = io.ErrUnexpectedEOF
 		}
-		return fmt.Errorf("spool %s: read %d bytes at %d: %w", r.path, n, off, err)
+		return r.readError(off, int(n), err)
 	}
-	r.winStart = off
+	// A file cut short ends inside the window: what is there stays
+	// readable, and the caller finds a record past its end missing.
+	r.win, r.winStart = r.win[:m], off
 	return nil
 }
 
-func (r *recordReader) corrupt(off int64, what string) error {
-	return fmt.Errorf("spool %s: offset %d: %s: %w", r.path, off, what, ErrCorruptSpool)
+// need fills the window with the n bytes at off (ahead as in record), or
+// says the file is shorter than its index.
+func (r *recordReader) need(off, n, ahead int64) error {
+	if r.has(off, n) {
+		return nil
+	}
+	if err := r.fill(off, max(ahead, n)); err != nil {
+		return err
+	}
+	if !r.has(off, n) {
+		return r.damaged(off, "the file ends before the data its index covers", io.ErrUnexpectedEOF)
+	}
+	return nil
+}
+
+// readError is the error of a failed read of n bytes at off: damage when
+// the file turned out shorter than its index says (cut short, or truncated
+// under a mapping), else the read's own error, which ends the query.
+func (r *recordReader) readError(off int64, n int, err error) error {
+	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.EIO) {
+		return r.damaged(off, fmt.Sprintf("read %d bytes", n), err)
+	}
+	return fmt.Errorf("spool %s: read %d bytes at %d: %w", r.path, n, off, err)
+}
+
+func (r *recordReader) damaged(off int64, what string, cause error) error {
+	return &DamageError{Path: r.path, Offset: off, What: what, Err: cause}
 }
 
 // source yields one file's matching packets in timestamp order.
@@ -178,8 +215,6 @@ type source struct {
 	sel   *selection
 	rr    recordReader
 	i     int // next candidate
-	scanI int // next scan range
-	scanO int64
 
 	pf   *prefetcher
 	cur  *chunk
@@ -190,6 +225,36 @@ type source struct {
 	origLen int
 	data    []byte
 	off     int64
+
+	// damage: the records skipped as damaged, and the first one's error
+	damage damage
+}
+
+// damage counts the damaged records a reader skipped.
+type damage struct {
+	n     int64
+	first *DamageError
+}
+
+// skip counts err if it is a *DamageError and reports whether it was; any
+// other error ends the query.
+func (d *damage) skip(err error) bool {
+	var de *DamageError
+	if !errors.As(err, &de) {
+		return false
+	}
+	d.n++
+	if d.first == nil {
+		d.first = de
+	}
+	return true
+}
+
+func (d *damage) add(o damage) {
+	d.n += o.n
+	if d.first == nil {
+		d.first = o.first
+	}
 }
 
 // newSource selects the candidates of h's file. noMap reads it through the
@@ -201,15 +266,12 @@ func newSource(q *query.Query, h *spool.Handle, order int, noMap bool) (*source,
 		return nil, fmt.Errorf("spool %s: %w", h.File.Path, err)
 	}
 	s := &source{q: q, h: h, order: order, sel: sel, rr: newRecordReader(h, sum.DataEnd, noMap)}
-	if len(sel.scan) > 0 {
-		s.scanO = sel.scan[0][0]
-	}
 	if !sum.Monotone {
 		if err := s.sortByTime(); err != nil {
 			return nil, err
 		}
 	}
-	if s.sel.scan == nil && len(s.sel.cands) >= prefetchMin {
+	if len(s.sel.cands) >= prefetchMin {
 		s.startPrefetch()
 	}
 	return s, nil
@@ -224,25 +286,14 @@ func (s *source) close() {
 
 // sortByTime orders the candidates of a file whose timestamps are not in
 // file order (an imported capture can be out of order). It reads every
-// candidate's header once and drops those whose timestamp does not match.
+// candidate once and drops those that do not match or are damaged.
 func (s *source) sortByTime() error {
-	if s.sel.scan != nil {
-		// Turn the scan ranges into explicit candidates.
-		for _, rg := range s.sel.scan {
-			for off := rg[0]; off < rg[1]; {
-				h, _, err := s.rr.record(off, rg[1]-off)
-				if err != nil {
-					return err
-				}
-				s.sel.cands = append(s.sel.cands, cand{off: off, flow: -1})
-				off += pcapio.RecordHeaderSize + int64(h.CapLen)
-			}
-		}
-		s.sel.scan = nil
-	}
 	kept := s.sel.cands[:0]
 	for i, c := range s.sel.cands {
-		h, _, err := s.rr.record(c.off, s.ahead(s.sel.cands[i+1:], c.off))
+		h, _, err := s.rr.record(c.off, s.ahead(s.sel.cands[i+1:], c.off), c.sum)
+		if s.damage.skip(err) {
+			continue
+		}
 		if err != nil {
 			return err
 		}
@@ -291,24 +342,21 @@ func (s *source) matches(c cand) bool {
 	if c.flow >= 0 {
 		return s.q.MatchPacket(&s.sel.keys[c.flow], c.ts)
 	}
-	if s.q.TimeOnly() {
-		return s.q.MatchPacket(nil, c.ts)
-	}
 	return true
 }
 
 // next advances to the next matching packet; it returns false at the end.
 func (s *source) next() (bool, error) {
-	if s.sel.scan != nil {
-		return s.nextScan()
-	}
 	if s.pf != nil {
 		return s.nextPrefetched()
 	}
 	for s.i < len(s.sel.cands) {
 		c := s.sel.cands[s.i]
 		s.i++
-		h, data, err := s.rr.record(c.off, s.ahead(s.sel.cands[s.i:], c.off))
+		h, data, err := s.rr.record(c.off, s.ahead(s.sel.cands[s.i:], c.off), c.sum)
+		if s.damage.skip(err) {
+			continue
+		}
 		if err != nil {
 			return false, err
 		}
@@ -317,31 +365,6 @@ func (s *source) next() (bool, error) {
 			continue
 		}
 		s.ts, s.origLen, s.data, s.off = h.Timestamp, h.OrigLen, data, c.off
-		return true, nil
-	}
-	return false, nil
-}
-
-func (s *source) nextScan() (bool, error) {
-	for s.scanI < len(s.sel.scan) {
-		rg := s.sel.scan[s.scanI]
-		if s.scanO >= rg[1] {
-			s.scanI++
-			if s.scanI < len(s.sel.scan) {
-				s.scanO = s.sel.scan[s.scanI][0]
-			}
-			continue
-		}
-		off := s.scanO
-		h, data, err := s.rr.record(off, rg[1]-off)
-		if err != nil {
-			return false, err
-		}
-		s.scanO = off + pcapio.RecordHeaderSize + int64(h.CapLen)
-		if !s.q.MatchPacket(nil, h.Timestamp) {
-			continue
-		}
-		s.ts, s.origLen, s.data, s.off = h.Timestamp, h.OrigLen, data, off
 		return true, nil
 	}
 	return false, nil

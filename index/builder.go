@@ -51,10 +51,12 @@ func NewBuilder(hint int) *Builder {
 	}
 }
 
-// Add indexes one packet whose record starts at file offset off.
-func (b *Builder) Add(k *flow.Key, off, ts int64, wireLen int) {
+// Add indexes one packet whose record starts at file offset off; sum is
+// the record's checksum (pcapio.RecordSum), which queries check the record
+// against when they read it.
+func (b *Builder) Add(k *flow.Key, off, ts int64, wireLen int, sum uint32) {
 	b.mu.Lock()
-	b.add(k, hashKey(k), off, ts, wireLen)
+	b.add(k, hashKey(k), off, ts, wireLen, sum)
 	b.mu.Unlock()
 }
 
@@ -63,6 +65,7 @@ type Entry struct {
 	Key     flow.Key
 	Off, TS int64
 	WireLen int
+	Sum     uint32 // pcapio.RecordSum of its record
 }
 
 // AddBatch is Add for several packets under one lock acquisition, and
@@ -138,28 +141,28 @@ func (b *Builder) addGroup(es []Entry) {
 	for i := range es {
 		e := &es[i]
 		if same[i] {
-			b.addTo(b.prev, e.Off, e.TS, e.WireLen)
+			b.addTo(b.prev, e.Off, e.TS, e.WireLen, e.Sum)
 		} else {
-			b.add(&e.Key, hs[i], e.Off, e.TS, e.WireLen)
+			b.add(&e.Key, hs[i], e.Off, e.TS, e.WireLen, e.Sum)
 		}
 	}
 }
 
-func (b *Builder) add(k *flow.Key, h uint64, off, ts int64, wireLen int) {
+func (b *Builder) add(k *flow.Key, h uint64, off, ts int64, wireLen int, sum uint32) {
 	id, slot := b.ids.find(k, h, b.flows)
 	if id < 0 {
 		id = int32(len(b.flows))
 		b.flows = append(b.flows, liveFlow{Flow: Flow{Key: *k, First: ts, Last: ts}, tail: -1})
 		b.ids.insert(slot, id, h, b.flows)
 	}
-	b.addTo(id, off, ts, wireLen)
+	b.addTo(id, off, ts, wireLen, sum)
 }
 
 // addTo adds a packet of flow id.
-func (b *Builder) addTo(id int32, off, ts int64, wireLen int) {
+func (b *Builder) addTo(id int32, off, ts int64, wireLen int, sum uint32) {
 	b.prev = id
 	f := &b.flows[id]
-	p := b.pkts.append(off, f.tail)
+	p := b.pkts.append(off, sum, f.tail)
 	f.tail = p
 	f.Packets++
 	f.Bytes += uint64(wireLen)
@@ -234,6 +237,23 @@ func (b *Builder) appendOffsets(dst []int64, id int, end int64) []int64 {
 	}
 	slices.Reverse(dst[n:])
 	return dst
+}
+
+// AppendSums implements View.
+func (b *Builder) AppendSums(dst []uint32, id int) ([]uint32, error) {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	if id < 0 || id >= len(b.flows) {
+		return dst, nil
+	}
+	n := len(dst)
+	for p := b.flows[id].tail; p >= 0; p = b.pkts.prev(p) {
+		if b.pkts.off(p) < b.sum.DataEnd {
+			dst = append(dst, b.pkts.sum(p))
+		}
+	}
+	slices.Reverse(dst[n:])
+	return dst, nil
 }
 
 // Blocks implements View. It returns a copy, since the live slice grows.

@@ -9,7 +9,7 @@ import (
 	"github.com/stenod/stenod/flow"
 )
 
-// The index file format, version 1 (docs/formats.md has the full spec).
+// The index file format, version 2 (docs/formats.md has the full spec).
 // All integers little endian.
 //
 //	header, 96 bytes:
@@ -30,9 +30,15 @@ import (
 //	flows section: one variable-length record per flow (flowRecord below)
 //	positions section: per flow, in flow order, its packet offsets as
 //	  uvarint(first offset) then uvarint(offset - previous offset) each
+//	sums section: per flow, in flow order, the pcapio.RecordSum (u32) of
+//	  each of its packets' records, in the order of its positions; 4 bytes
+//	  per packet, so its length follows from the header's packet count
 //	crc32c (Castagnoli) u32 of everything before it
+//
+// Version 1 had no sums section; a version 1 index is refused (ErrVersion)
+// and rebuilt from its pcap file, which computes the sums.
 const (
-	FormatVersion = 1
+	FormatVersion = 2
 	magic         = "STENODIX"
 	headerSize    = 96
 	blockSize     = 24
@@ -191,8 +197,9 @@ func (d *decoder) flow(f *Flow, base int64) (posLen uint64) {
 
 // encode serializes a sealed index. posSec is the position section: each
 // flow's offsets in ascending order, delta-encoded as uvarints from 0, flow
-// after flow; posLen[i] is flow i's share of it in bytes.
-func encode(sum Summary, iface string, blocks []Block, flows []Flow, posSec []byte, posLen []int) []byte {
+// after flow; posLen[i] is flow i's share of it in bytes. sumSec is the
+// sums section, 4 bytes per packet in the same order.
+func encode(sum Summary, iface string, blocks []Block, flows []Flow, posSec []byte, posLen []int, sumSec []byte) []byte {
 	if len(iface) > maxIfaceName {
 		iface = iface[:maxIfaceName]
 	}
@@ -201,7 +208,7 @@ func encode(sum Summary, iface string, blocks []Block, flows []Flow, posSec []by
 		flowsSec = appendFlow(flowsSec, &flows[i], sum.First, posLen[i])
 	}
 	le := binary.LittleEndian
-	out := make([]byte, headerSize, headerSize+len(iface)+len(blocks)*blockSize+len(flowsSec)+len(posSec)+4)
+	out := make([]byte, headerSize, headerSize+len(iface)+len(blocks)*blockSize+len(flowsSec)+len(posSec)+len(sumSec)+4)
 	copy(out, magic)
 	le.PutUint32(out[8:], FormatVersion)
 	var flags uint32
@@ -228,5 +235,6 @@ func encode(sum Summary, iface string, blocks []Block, flows []Flow, posSec []by
 	}
 	out = append(out, flowsSec...)
 	out = append(out, posSec...)
+	out = append(out, sumSec...)
 	return le.AppendUint32(out, crc32.Checksum(out, castagnoli))
 }

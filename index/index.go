@@ -47,6 +47,10 @@ type View interface {
 	// AppendPositions appends the file offsets of flow id's packet records,
 	// in ascending order, all below Summary().DataEnd.
 	AppendPositions(dst []int64, id int) ([]int64, error)
+	// AppendSums appends the checksums (pcapio.RecordSum) of the records
+	// AppendPositions lists, in the same order: a record read at a
+	// position is what was stored only if its checksum is this one.
+	AppendSums(dst []uint32, id int) ([]uint32, error)
 	// Blocks returns the sparse time index in file order.
 	Blocks() []Block
 }

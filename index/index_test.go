@@ -43,6 +43,9 @@ type pkt struct {
 	wireLen int
 }
 
+// sum is a stand-in for the record's checksum: distinct per offset.
+func (p pkt) sum() uint32 { return uint32(p.off) * 2654435761 }
+
 func buildRandom(t testing.TB, seed uint64, n, nflows int, monotone bool) (*Builder, []flow.Key, []pkt) {
 	rng := rand.New(rand.NewPCG(seed, 1))
 	keys := synthKeys(nflows)
@@ -55,7 +58,7 @@ func buildRandom(t testing.TB, seed uint64, n, nflows int, monotone bool) (*Buil
 		if !monotone {
 			p.ts += rng.Int64N(1e9) - 5e8
 		}
-		b.Add(&keys[p.key], p.off, p.ts, p.wireLen)
+		b.Add(&keys[p.key], p.off, p.ts, p.wireLen, p.sum())
 		pkts = append(pkts, p)
 		off += 16 + 60 + rng.Int64N(1400)
 		ts += rng.Int64N(1e6)
@@ -92,6 +95,15 @@ func checkView(t *testing.T, v View, keys []flow.Key, pkts []pkt) {
 		}
 		if uint64(len(offs)) != f.Packets {
 			t.Fatalf("flow %v: %d positions, %d packets", f.Key, len(offs), f.Packets)
+		}
+		sums, err := v.AppendSums(nil, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, o := range offs {
+			if i >= len(sums) || sums[i] != (pkt{off: o}).sum() {
+				t.Fatalf("flow %v: record %d at %d: sums %v do not match its positions", f.Key, i, o, sums)
+			}
 		}
 		total += f.Packets
 		got[f.Key] = offs
@@ -157,14 +169,14 @@ func TestAddBatchRuns(t *testing.T) {
 		}
 		p := pkt{key: key, off: off, ts: ts + rng.Int64N(1e9), wireLen: 60 + rng.IntN(1400)}
 		pkts = append(pkts, p)
-		es = append(es, Entry{Key: keys[key], Off: p.off, TS: p.ts, WireLen: p.wireLen})
+		es = append(es, Entry{Key: keys[key], Off: p.off, TS: p.ts, WireLen: p.wireLen, Sum: p.sum()})
 		off += 16 + int64(p.wireLen)
 		ts += rng.Int64N(1e6)
 	}
 	for len(es) > 0 {
 		n := min(len(es), 1+rng.IntN(3*prefetchGroup))
 		if n == 1 {
-			b.Add(&es[0].Key, es[0].Off, es[0].TS, es[0].WireLen)
+			b.Add(&es[0].Key, es[0].Off, es[0].TS, es[0].WireLen, es[0].Sum)
 		} else {
 			b.AddBatch(es[:n])
 		}
@@ -177,8 +189,8 @@ func TestAddBatchRuns(t *testing.T) {
 func TestVisibleEndHidesUnwrittenPackets(t *testing.T) {
 	b := NewBuilder(0)
 	k := synthKeys(1)[0]
-	b.Add(&k, 24, 1, 60)
-	b.Add(&k, 100, 2, 60)
+	b.Add(&k, 24, 1, 60, 0)
+	b.Add(&k, 100, 2, 60, 0)
 	b.SetVisible(100)
 	offs, _ := b.AppendPositions(nil, 0)
 	if !slices.Equal(offs, []int64{24}) {
@@ -266,6 +278,9 @@ func FuzzDecode(f *testing.F) {
 			if err == nil && uint64(len(offs)) != f.Packets {
 				t.Fatalf("flow %d: %d positions for %d packets", id, len(offs), f.Packets)
 			}
+			if sums, err := r.AppendSums(nil, id); err == nil && uint64(len(sums)) != f.Packets {
+				t.Fatalf("flow %d: %d sums for %d packets", id, len(sums), f.Packets)
+			}
 			for _, o := range offs {
 				if o < 0 || o >= end {
 					t.Fatalf("position %d outside [0,%d)", o, end)
@@ -290,7 +305,7 @@ func BenchmarkBuilderAdd(b *testing.B) {
 			bl = NewBuilder(0)
 			i = 0
 		}
-		bl.Add(&keys[i&4095], off, int64(i), 100)
+		bl.Add(&keys[i&4095], off, int64(i), 100, uint32(i))
 		off += 116
 		i++
 	}
@@ -325,7 +340,7 @@ func BenchmarkBuilderAddBatch(b *testing.B) {
 					}
 					if !batched {
 						e := &es[i]
-						bl.Add(&e.Key, e.Off, e.TS, e.WireLen)
+						bl.Add(&e.Key, e.Off, e.TS, e.WireLen, e.Sum)
 						i++
 						continue
 					}

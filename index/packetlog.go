@@ -1,7 +1,8 @@
 package index
 
-// packetLog holds, for every packet of a live index, its file offset and
-// the number of the previous packet of its flow, in fixed-size chunks. A
+// packetLog holds, for every packet of a live index, its file offset, its
+// record's checksum and the number of the previous packet of its flow, in
+// fixed-size chunks. A
 // file gathers millions of packets, and a growing slice copies itself each
 // time it runs out (Go grows large slices by a quarter, so every entry was
 // copied about four times, each copy into fresh pages the kernel has to
@@ -18,23 +19,25 @@ const (
 	chunkMask = chunkLen - 1
 )
 
-// packetChunk is 768 KiB: large enough that taking a new one is rare, small
+// packetChunk is 1 MiB: large enough that taking a new one is rare, small
 // enough that a short file does not hold much memory it does not use.
 type packetChunk struct {
 	off  [chunkLen]int64
 	prev [chunkLen]int32
+	sum  [chunkLen]uint32
 }
 
-// append records a packet at offset off whose flow's previous packet is
-// prev (-1 for none) and returns its number.
-func (l *packetLog) append(off int64, prev int32) int32 {
+// append records a packet at offset off, whose record has checksum sum and
+// whose flow's previous packet is prev (-1 for none), and returns its
+// number.
+func (l *packetLog) append(off int64, sum uint32, prev int32) int32 {
 	p := l.n
 	i := int(p) & chunkMask
 	if i == 0 {
 		l.chunks = append(l.chunks, new(packetChunk))
 	}
 	c := l.chunks[len(l.chunks)-1]
-	c.off[i], c.prev[i] = off, prev
+	c.off[i], c.prev[i], c.sum[i] = off, prev, sum
 	l.n++
 	return p
 }
@@ -42,5 +45,7 @@ func (l *packetLog) append(off int64, prev int32) int32 {
 func (l *packetLog) len() int { return int(l.n) }
 
 func (l *packetLog) off(p int32) int64 { return l.chunks[p>>chunkBits].off[p&chunkMask] }
+
+func (l *packetLog) sum(p int32) uint32 { return l.chunks[p>>chunkBits].sum[p&chunkMask] }
 
 func (l *packetLog) prev(p int32) int32 { return l.chunks[p>>chunkBits].prev[p&chunkMask] }

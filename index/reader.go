@@ -18,6 +18,10 @@ type Reader struct {
 	flows     []Flow
 	posStart  []uint32 // flow i's positions are positions[posStart[i]:posStart[i+1]]
 	positions []byte
+	// flow i's record sums are the 4-byte words of sums from
+	// 4*sumStart[i] on, one per packet
+	sumStart []uint64
+	sums     []byte
 }
 
 // Open reads and verifies the index file at path.
@@ -63,6 +67,11 @@ func Decode(data []byte) (*Reader, error) {
 	rest := uint64(len(body) - headerSize)
 	// Each length is checked against what is left before it is used, so the
 	// sums below cannot overflow.
+	if r.sum.Packets > rest/4 {
+		return nil, fmt.Errorf("%w: %d packets' sums cannot fit in %d bytes", ErrCorrupt, r.sum.Packets, rest)
+	}
+	sumsLen := 4 * r.sum.Packets
+	rest -= sumsLen
 	if ifaceLen > maxIfaceName || ifaceLen > rest || nBlocks > (rest-ifaceLen)/blockSize ||
 		flowsLen > rest-ifaceLen-nBlocks*blockSize ||
 		posLen != rest-ifaceLen-nBlocks*blockSize-flowsLen {
@@ -84,10 +93,12 @@ func Decode(data []byte) (*Reader, error) {
 	if nFlows > flowsLen/9 {
 		return nil, fmt.Errorf("%w: %d flows cannot fit in %d bytes", ErrCorrupt, nFlows, flowsLen)
 	}
-	r.positions = p[flowsLen:]
+	r.positions = p[flowsLen : flowsLen+posLen]
+	r.sums = p[flowsLen+posLen:]
 	d := decoder{b: p[:flowsLen]}
 	r.flows = make([]Flow, nFlows)
 	r.posStart = make([]uint32, nFlows+1)
+	r.sumStart = make([]uint64, nFlows+1)
 	var start, packets uint64
 	for i := range r.flows {
 		n := d.flow(&r.flows[i], r.sum.First)
@@ -104,6 +115,7 @@ func Decode(data []byte) (*Reader, error) {
 		start += n
 		packets += r.flows[i].Packets
 		r.posStart[i+1] = uint32(start)
+		r.sumStart[i+1] = packets
 	}
 	if len(d.b) != 0 || start != posLen || packets != r.sum.Packets {
 		return nil, fmt.Errorf("%w: flow records disagree with the header", ErrCorrupt)
@@ -149,6 +161,18 @@ func (r *Reader) AppendPositions(dst []int64, id int) ([]int64, error) {
 			return dst, fmt.Errorf("%w: flow %d position %d past data end %d", ErrCorrupt, id, off, r.sum.DataEnd)
 		}
 		dst = append(dst, off)
+	}
+	return dst, nil
+}
+
+// AppendSums implements View.
+func (r *Reader) AppendSums(dst []uint32, id int) ([]uint32, error) {
+	if id < 0 || id >= len(r.flows) {
+		return dst, nil
+	}
+	b := r.sums[4*r.sumStart[id] : 4*r.sumStart[id+1]]
+	for ; len(b) >= 4; b = b[4:] {
+		dst = append(dst, binary.LittleEndian.Uint32(b))
 	}
 	return dst, nil
 }

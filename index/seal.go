@@ -22,8 +22,8 @@ func (b *Builder) Encode(iface string) []byte {
 	if sum.Packets == 0 {
 		sum.First, sum.Last = 0, 0
 	}
-	posSec, posLen := b.positions()
-	return encode(sum, iface, b.blocks, flows, posSec, posLen)
+	posSec, posLen, sumSec := b.positions()
+	return encode(sum, iface, b.blocks, flows, posSec, posLen, sumSec)
 }
 
 // positions builds the position section for encode from the packets'
@@ -33,12 +33,13 @@ func (b *Builder) Encode(iface string) []byte {
 // the packets, whose loads do not depend on each other: a packet's flow is
 // its previous packet's, or the next new flow when it has none (flows are
 // numbered in the order their first packets came), which gives each flow's
-// section size; the second pass writes every delta at its flow's cursor.
-func (b *Builder) positions() ([]byte, []int) {
+// section size; the second pass writes every delta at its flow's cursor,
+// and every record's checksum at its flow's place in the sums section.
+func (b *Builder) positions() (sec []byte, size []int, sums []byte) {
 	l := &b.pkts
 	n, nf := l.len(), len(b.flows)
 	flowOf := make([]int32, n)
-	size := make([]int, nf)
+	size = make([]int, nf)
 	next := int32(0)
 	for ci, c := range l.chunks {
 		base := ci << chunkBits
@@ -56,12 +57,16 @@ func (b *Builder) positions() ([]byte, []int) {
 		}
 	}
 	cursor := make([]int, nf)
-	total := 0
+	sumCursor := make([]int, nf)
+	total, packets := 0, 0
 	for i, s := range size {
 		cursor[i] = total
 		total += s
+		sumCursor[i] = 4 * packets
+		packets += int(b.flows[i].Packets)
 	}
-	sec := make([]byte, total)
+	sec = make([]byte, total)
+	sums = make([]byte, 4*packets)
 	for ci, c := range l.chunks {
 		base := ci << chunkBits
 		m := min(n-base, chunkLen)
@@ -73,9 +78,11 @@ func (b *Builder) positions() ([]byte, []int) {
 			}
 			f := fo[i]
 			cursor[f] += binary.PutUvarint(sec[cursor[f]:], uint64(delta))
+			binary.LittleEndian.PutUint32(sums[sumCursor[f]:], c.sum[i])
+			sumCursor[f] += 4
 		}
 	}
-	return sec, size
+	return sec, size, sums
 }
 
 // uvarintLen is the length of binary.AppendUvarint's encoding of x.

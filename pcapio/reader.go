@@ -71,6 +71,9 @@ type Packet struct {
 	LinkType  int // the link type of the packet's interface
 	Offset    int64
 	Data      []byte
+	// Header is the record's 16-byte header as stored in a pcap file (nil
+	// for pcapng), valid as long as Data: with Data, what RecordSum covers.
+	Header []byte
 }
 
 // Interface describes a capture interface (pcap has exactly one).
@@ -295,6 +298,7 @@ func (r *Reader) nextPcap(p *Packet) error {
 		LinkType:  ifc.LinkType,
 		Offset:    start,
 		Data:      data,
+		Header:    h,
 	}
 	return nil
 }

@@ -93,6 +93,7 @@ type counters struct {
 	filesDeleted, bytesDeleted, packetsDeleted atomic.Uint64
 	writeErrors, packetsLost, enospc           atomic.Uint64
 	shortfalls                                 atomic.Uint64
+	damagedSkipped, filesRepaired              atomic.Uint64
 }
 
 // Counters are what the spool has deleted and lost since Open, for export
@@ -118,6 +119,12 @@ type Counters struct {
 	// because only active files were left to delete: the budget is too
 	// small for the number of writers and the rotate size.
 	BudgetShortfalls uint64
+	// DamagedRecordsSkipped counts the records queries left out of their
+	// answers because they are not what their index says (Damaged).
+	DamagedRecordsSkipped uint64
+	// FilesRepaired counts the files whose index was rebuilt because the
+	// pcap was found shorter than the index covers.
+	FilesRepaired uint64
 }
 
 // Counters returns the spool's counts so far.
@@ -131,6 +138,8 @@ func (s *Spool) Counters() Counters {
 		PacketsLostToWriteErrors: c.packetsLost.Load(),
 		ENOSPCEvents:             c.enospc.Load(),
 		BudgetShortfalls:         c.shortfalls.Load(),
+		DamagedRecordsSkipped:    c.damagedSkipped.Load(),
+		FilesRepaired:            c.filesRepaired.Load(),
 	}
 }
 

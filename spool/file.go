@@ -30,6 +30,9 @@ type File struct {
 	// deleted: removed from the spool by the budget; handles opened before
 	// keep reading it.
 	deleted bool
+	// repairing: the index is being rebuilt after a query found the file
+	// shorter than it (Spool.Damaged).
+	repairing bool
 	// unsaved is an index rebuilt at Open that could not be written (disk
 	// full); Open writes it once the budget has made room.
 	unsaved []byte

@@ -177,7 +177,7 @@ func indexRecords(r io.Reader) (b *index.Builder, end int64, tail error, err err
 			return b, p.Offset, fmt.Errorf("offset %d: zero-length record (zero-filled tail)", p.Offset), nil
 		}
 		flow.Parse(p.Data, &k)
-		b.Add(&k, p.Offset, p.Timestamp, p.OrigLen)
+		b.Add(&k, p.Offset, p.Timestamp, p.OrigLen, pcapio.RecordSumParts(p.Header, p.Data))
 		end = p.Offset + pcapio.RecordHeaderSize + int64(p.CapLen)
 	}
 }

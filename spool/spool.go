@@ -136,18 +136,13 @@ type Handle struct {
 }
 
 // Close releases the mapping, unmapping it if no one else uses it, and
-// closes the pcap descriptor. If the file was mapped and is now shorter
-// than the mapping, someone truncated it while it was read: the bytes of
-// its last page past the new end read as zeros, so what was read may be
-// wrong, and Close says so with an error wrapping io.ErrUnexpectedEOF.
+// closes the pcap descriptor. A file truncated while it was mapped reads as
+// zeros on its last page past the new end: readers check every record
+// against its checksum in the index, so such bytes are never taken for a
+// packet.
 func (h *Handle) Close() error {
 	var errs []error
 	if m := h.m; m != nil {
-		if fi, err := h.PCAP.Stat(); err != nil {
-			errs = append(errs, fmt.Errorf("spool %s: %w", h.File.Path, err))
-		} else if fi.Size() < int64(len(m.data)) {
-			errs = append(errs, fmt.Errorf("spool %s: truncated to %d bytes while mapped (%d): %w", h.File.Path, fi.Size(), len(m.data), io.ErrUnexpectedEOF))
-		}
 		if m.drop() {
 			if err := m.unmap(); err != nil {
 				errs = append(errs, fmt.Errorf("spool %s: %w", h.File.Path, err))

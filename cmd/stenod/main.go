@@ -70,6 +70,11 @@ func run(ctx context.Context, args []string, e *env) int {
 			fmt.Fprintf(e.stderr, "stenod %s: %v\n", c.name, err)
 			return 2
 		}
+		var de damagedAnswer
+		if errors.As(err, &de) {
+			fmt.Fprintf(e.stderr, "stenod %s: %v\n", c.name, err)
+			return exitDamaged
+		}
 		if err != nil {
 			fmt.Fprintf(e.stderr, "stenod %s: %v\n", c.name, err)
 			return 1
@@ -79,6 +84,21 @@ func run(ctx context.Context, args []string, e *env) int {
 	fmt.Fprintf(e.stderr, "stenod: unknown command %q\n", args[0])
 	usage(e.stderr)
 	return 2
+}
+
+// exitDamaged is the exit status of a query whose answer is complete except
+// for damaged records it left out.
+const exitDamaged = 3
+
+// damagedAnswer: the answer was delivered whole, less n damaged records of
+// the spool (first says what was wrong with the first of them).
+type damagedAnswer struct {
+	n     int64
+	first string
+}
+
+func (d damagedAnswer) Error() string {
+	return fmt.Sprintf("%d damaged records left out of the answer (every other matching packet is in it); first: %s", d.n, d.first)
 }
 
 // usageError marks a mistake in the command line (exit status 2).

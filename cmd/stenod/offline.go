@@ -123,8 +123,13 @@ func cmdQuery(ctx context.Context, e *env, args []string) error {
 	}
 	if *outPath != "" {
 		if f, ok := out.(*os.File); ok {
-			return f.Close()
+			if err := f.Close(); err != nil {
+				return err
+			}
 		}
+	}
+	if res.Damaged > 0 {
+		return damagedAnswer{n: res.Damaged, first: res.FirstDamage.Error()}
 	}
 	return nil
 }

@@ -23,7 +23,8 @@ func cmdRead(ctx context.Context, e *env, args []string) error {
 		"it. Everything after it goes to tcpdump, e.g. -nn, -w FILE or a filter.\n" +
 		"Without tcpdump on PATH, '-w FILE' alone still works: the pcap is written to\n" +
 		"FILE directly. The exit status is non-zero when the server reports an error\n" +
-		"or the answer breaks off."
+		"or the answer breaks off, and 3 when the answer is whole except for damaged\n" +
+		"records of the spool that it left out (their count goes to stderr)."
 	fs := newFlagSet(e, "read", "QUERY [tcpdump args...]", doc)
 	limitPackets := fs.Int64("limit-packets", 0, "stop after `N` packets (0: no limit)")
 	limitBytes := fs.Int64("limit-bytes", 0, "stop before exceeding `N` bytes of pcap records (0: no limit)")
@@ -97,9 +98,18 @@ func cmdRead(ctx context.Context, e *env, args []string) error {
 		return fmt.Errorf("server answered %s: %s", resp.Status, strings.TrimSpace(string(msg)))
 	}
 	if direct != "" {
-		return writeAnswer(e, resp.Body, direct)
+		err = writeAnswer(e, resp.Body, direct)
+	} else {
+		err = pipeToTcpdump(ctx, e, tcpdump, tdArgs, resp.Body)
 	}
-	return pipeToTcpdump(ctx, e, tcpdump, tdArgs, resp.Body)
+	if err != nil {
+		return err
+	}
+	// The trailers are read with the body's end.
+	if n, _ := strconv.ParseInt(resp.Trailer.Get(api.TrailerDamaged), 10, 64); n > 0 {
+		return damagedAnswer{n: n, first: resp.Trailer.Get(api.TrailerDamage)}
+	}
+	return nil
 }
 
 // serverURL completes --server: the default address, and a scheme that
