@@ -201,7 +201,18 @@ func (b *Builder) SetVisible(end int64) {
 func (b *Builder) Summary() Summary {
 	b.mu.RLock()
 	defer b.mu.RUnlock()
-	return b.sum
+	s := b.sum
+	if b.pkts.len() > 0 {
+		s.FirstSum, s.LastOffset, s.LastSum = b.ends()
+	}
+	return s
+}
+
+// ends returns the checksum of the first record, and the offset and
+// checksum of the last one; the Builder holds at least one packet.
+func (b *Builder) ends() (firstSum uint32, lastOff int64, lastSum uint32) {
+	last := int32(b.pkts.len() - 1)
+	return b.pkts.sum(0), b.pkts.off(last), b.pkts.sum(last)
 }
 
 // Flows implements View. The live index is locked for reading during the

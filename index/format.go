@@ -22,8 +22,12 @@ import (
 //	 56  flows u32    | 60 blocks u32
 //	 64  flows section length u64
 //	 72  positions section length u64
-//	 80  interface name length u16, 10 bytes reserved (zero)
-//	 92  crc32c of header bytes 0-91, so that the header alone (all that
+//	 80  interface name length u16, 2 bytes reserved (zero)
+//	 84  checksum of the first record u32 (Summary.FirstSum)
+//	 88  offset of the last record i64 (Summary.LastOffset)
+//	 96  checksum of the last record u32 (Summary.LastSum)
+//	100  8 bytes reserved (zero)
+//	108  crc32c of header bytes 0-107, so that the header alone (all that
 //	     ReadSummary reads to prune files by time) is never trusted unchecked
 //	interface name
 //	blocks: 24 bytes each (offset i64, min ts i64, max ts i64)
@@ -40,12 +44,12 @@ import (
 const (
 	FormatVersion = 2
 	magic         = "STENODIX"
-	headerSize    = 96
+	headerSize    = 112
 	blockSize     = 24
 	maxIfaceName  = 256
 	flagMonotone  = 1
 	// headerCRCOffset is where the header's own checksum sits.
-	headerCRCOffset = 92
+	headerCRCOffset = 108
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -226,6 +230,9 @@ func encode(sum Summary, iface string, blocks []Block, flows []Flow, posSec []by
 	le.PutUint64(out[64:], uint64(len(flowsSec)))
 	le.PutUint64(out[72:], uint64(len(posSec)))
 	le.PutUint16(out[80:], uint16(len(iface)))
+	le.PutUint32(out[84:], sum.FirstSum)
+	le.PutUint64(out[88:], uint64(sum.LastOffset))
+	le.PutUint32(out[96:], sum.LastSum)
 	le.PutUint32(out[headerCRCOffset:], crc32.Checksum(out[:headerCRCOffset], castagnoli))
 	out = append(out, iface...)
 	for _, b := range blocks {

@@ -36,6 +36,13 @@ type Summary struct {
 	// Monotone: every packet's timestamp is >= the one before it in the
 	// file, so reading in file order yields time order.
 	Monotone bool
+	// FirstSum is the checksum (pcapio.RecordSum) of the file's first
+	// record (at the end of the pcap file header), LastSum that of its last
+	// one, at LastOffset: reading the two tells an index from another
+	// file's without loading it.
+	FirstSum   uint32
+	LastOffset int64
+	LastSum    uint32
 }
 
 // View is the read side of an index, live or sealed.

@@ -7,6 +7,7 @@ import (
 	"io"
 	"math"
 	"os"
+	"syscall"
 )
 
 // Reader is a sealed index, read completely into memory and verified.
@@ -24,10 +25,28 @@ type Reader struct {
 	sums     []byte
 }
 
-// Open reads and verifies the index file at path.
+// MaxFileSize bounds the size of an index file Open reads into memory: far
+// more than the index of the largest spool file takes (a few bytes a
+// packet), far less than an absurd file would ask for.
+const MaxFileSize = 1 << 31
+
+// Open reads and verifies the index file at path. Anything but a regular
+// file of at most MaxFileSize bytes is refused before it is read.
 func Open(path string) (*Reader, error) {
-	data, err := os.ReadFile(path)
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
 	if err != nil {
+		return nil, fmt.Errorf("index %s: %w", path, err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("index %s: %w", path, err)
+	}
+	if !fi.Mode().IsRegular() || fi.Size() > MaxFileSize {
+		return nil, fmt.Errorf("index %s: %w: a %v of %d bytes", path, ErrCorrupt, fi.Mode().Type(), fi.Size())
+	}
+	data := make([]byte, fi.Size())
+	if _, err := io.ReadFull(f, data); err != nil {
 		return nil, fmt.Errorf("index %s: %w", path, err)
 	}
 	r, err := Decode(data)
@@ -52,12 +71,15 @@ func Decode(data []byte) (*Reader, error) {
 		return nil, fmt.Errorf("%w: checksum %08x, want %08x", ErrCorrupt, got, want)
 	}
 	r := &Reader{sum: Summary{
-		Monotone: le.Uint32(data[12:])&flagMonotone != 0,
-		First:    int64(le.Uint64(data[16:])),
-		Last:     int64(le.Uint64(data[24:])),
-		Packets:  le.Uint64(data[32:]),
-		Bytes:    le.Uint64(data[40:]),
-		DataEnd:  int64(le.Uint64(data[48:])),
+		Monotone:   le.Uint32(data[12:])&flagMonotone != 0,
+		First:      int64(le.Uint64(data[16:])),
+		Last:       int64(le.Uint64(data[24:])),
+		Packets:    le.Uint64(data[32:]),
+		Bytes:      le.Uint64(data[40:]),
+		DataEnd:    int64(le.Uint64(data[48:])),
+		FirstSum:   le.Uint32(data[84:]),
+		LastOffset: int64(le.Uint64(data[88:])),
+		LastSum:    le.Uint32(data[96:]),
 	}}
 	nFlows := uint64(le.Uint32(data[56:]))
 	nBlocks := uint64(le.Uint32(data[60:]))
@@ -207,12 +229,15 @@ func ReadSummary(path string) (Summary, error) {
 	}
 	le := binary.LittleEndian
 	return Summary{
-		Monotone: le.Uint32(h[12:])&flagMonotone != 0,
-		First:    int64(le.Uint64(h[16:])),
-		Last:     int64(le.Uint64(h[24:])),
-		Packets:  le.Uint64(h[32:]),
-		Bytes:    le.Uint64(h[40:]),
-		DataEnd:  int64(le.Uint64(h[48:])),
-		Flows:    int(le.Uint32(h[56:])),
+		Monotone:   le.Uint32(h[12:])&flagMonotone != 0,
+		First:      int64(le.Uint64(h[16:])),
+		Last:       int64(le.Uint64(h[24:])),
+		Packets:    le.Uint64(h[32:]),
+		Bytes:      le.Uint64(h[40:]),
+		DataEnd:    int64(le.Uint64(h[48:])),
+		Flows:      int(le.Uint32(h[56:])),
+		FirstSum:   le.Uint32(h[84:]),
+		LastOffset: int64(le.Uint64(h[88:])),
+		LastSum:    le.Uint32(h[96:]),
 	}, nil
 }

@@ -21,6 +21,8 @@ func (b *Builder) Encode(iface string) []byte {
 	}
 	if sum.Packets == 0 {
 		sum.First, sum.Last = 0, 0
+	} else {
+		sum.FirstSum, sum.LastOffset, sum.LastSum = b.ends()
 	}
 	posSec, posLen, sumSec := b.positions()
 	return encode(sum, iface, b.blocks, flows, posSec, posLen, sumSec)

@@ -94,6 +94,7 @@ type counters struct {
 	writeErrors, packetsLost, enospc           atomic.Uint64
 	shortfalls                                 atomic.Uint64
 	damagedSkipped, filesRepaired              atomic.Uint64
+	filesQuarantined                           atomic.Uint64
 }
 
 // Counters are what the spool has deleted and lost since Open, for export
@@ -125,6 +126,9 @@ type Counters struct {
 	// FilesRepaired counts the files whose index was rebuilt because the
 	// pcap was found shorter than the index covers.
 	FilesRepaired uint64
+	// FilesQuarantined counts the files start-up moved into a spool
+	// directory's quarantine folder instead of reading them.
+	FilesQuarantined uint64
 }
 
 // Counters returns the spool's counts so far.
@@ -140,6 +144,7 @@ func (s *Spool) Counters() Counters {
 		BudgetShortfalls:         c.shortfalls.Load(),
 		DamagedRecordsSkipped:    c.damagedSkipped.Load(),
 		FilesRepaired:            c.filesRepaired.Load(),
+		FilesQuarantined:         c.filesQuarantined.Load(),
 	}
 }
 

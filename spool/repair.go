@@ -49,6 +49,9 @@ func (s *Spool) scan(dir string) ([]*File, error) {
 		pcaps[strings.TrimSuffix(name, pcapExt)] = true
 		f := &File{Path: path, Dir: dir, Stream: stream, Start: start}
 		sum, err := index.ReadSummary(indexPath(path))
+		if err == nil {
+			err = s.checkBelongs(path, sum)
+		}
 		if err != nil {
 			if !errors.Is(err, os.ErrNotExist) {
 				s.log.Warn("index unreadable, rebuilding it", "file", path, "err", err)

@@ -63,10 +63,25 @@ func Open(cfg Config, log *slog.Logger) (*Spool, error) {
 		if err != nil {
 			return nil, errors.Join(err, s.unlock())
 		}
-		d := &dirState{path: dir}
-		s.account(d, files)
-		s.dirs = append(s.dirs, d)
+		s.dirs = append(s.dirs, &dirState{path: dir})
 		s.files = append(s.files, files...)
+	}
+	// A copy of a file answers nothing its original does not.
+	dups := duplicates(s.files)
+	for _, f := range dups {
+		if !cfg.ReadOnly {
+			s.quarantine(f.Path, "a copy of another spool file (the same packets under another name)")
+		}
+	}
+	s.files = slices.DeleteFunc(s.files, func(f *File) bool { return slices.Contains(dups, f) })
+	for _, d := range s.dirs {
+		var files []*File
+		for _, f := range s.files {
+			if f.Dir == d.path {
+				files = append(files, f)
+			}
+		}
+		s.account(d, files)
 	}
 	s.sortFiles()
 	if !cfg.ReadOnly {

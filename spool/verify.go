@@ -1,0 +1,146 @@
+package spool
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+
+	"github.com/stenod/stenod/index"
+	"github.com/stenod/stenod/pcapio"
+)
+
+// checkEnds reads the first and the last record of pcap and checks them
+// against the checksums its index keeps of them. If neither matches and the
+// file does not have the length the index covers, the index describes
+// other bytes: the pcap or the index was swapped, replaced or copied from
+// another file, and start-up rebuilds the index from the pcap. Anything
+// less is damage to some records (a file of the right length whose end
+// records are damaged, one end gone with a file cut short): the index is
+// kept, and queries skip the damaged records by their checksums, where a
+// rebuilt index would take them for packets. It costs two reads per file.
+func checkEnds(pcap *os.File, sum index.Summary) error {
+	if sum.Packets == 0 {
+		return nil
+	}
+	first := recordMatches(pcap, pcapio.PcapHeaderSize, sum.FirstSum, sum.DataEnd)
+	if first == nil || recordMatches(pcap, sum.LastOffset, sum.LastSum, sum.DataEnd) == nil {
+		return nil
+	}
+	fi, err := pcap.Stat()
+	if err != nil {
+		return err
+	}
+	if fi.Size() == sum.DataEnd {
+		return nil
+	}
+	return fmt.Errorf("%d bytes where its index covers %d, and neither its first nor its last record is the one the index describes (%v): the index is another file's", fi.Size(), sum.DataEnd, first)
+}
+
+// recordMatches reads the record at off, which must end by end, and checks
+// it against sum.
+func recordMatches(pcap *os.File, off int64, sum uint32, end int64) error {
+	var h [pcapio.RecordHeaderSize]byte
+	if _, err := pcap.ReadAt(h[:], off); err != nil {
+		return fmt.Errorf("read the record at %d: %w", off, err)
+	}
+	n := pcapio.ParseRecordHeader(h[:]).CapLen
+	if n > pcapio.MaxPacket || off+int64(pcapio.RecordHeaderSize+n) > end {
+		return fmt.Errorf("the record at %d: length %d does not fit the index", off, n)
+	}
+	data := make([]byte, n)
+	if _, err := pcap.ReadAt(data, off+pcapio.RecordHeaderSize); err != nil {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return fmt.Errorf("read the record at %d: %w", off, err)
+	}
+	if got := pcapio.RecordSumParts(h[:], data); got != sum {
+		return fmt.Errorf("the record at %d: checksum %08x, the index says %08x", off, got, sum)
+	}
+	return nil
+}
+
+// duplicates returns the files that repeat another file of files: the
+// same packets (first record, packets, bytes, time range and length) under
+// another name, which a copy or a restore leaves. Answering both would
+// return every packet of them twice. Of each group the file whose name
+// best matches its first packet's time stays (the writer names a file
+// after it); the others are returned, in no particular order.
+func duplicates(files []*File) []*File {
+	type identity struct {
+		first, last, end int64
+		packets, bytes   uint64
+		firstSum         uint32
+	}
+	groups := map[identity][]*File{}
+	for _, f := range files {
+		s := f.sum
+		if s.Packets == 0 {
+			continue
+		}
+		id := identity{s.First, s.Last, s.DataEnd, s.Packets, s.Bytes, s.FirstSum}
+		groups[id] = append(groups[id], f)
+	}
+	var out []*File
+	for _, g := range groups {
+		if len(g) < 2 {
+			continue
+		}
+		slices.SortFunc(g, func(a, b *File) int {
+			return cmp.Or(cmp.Compare(absDiff(a.Start, a.sum.First), absDiff(b.Start, b.sum.First)), cmp.Compare(a.Path, b.Path))
+		})
+		out = append(out, g[1:]...)
+	}
+	return out
+}
+
+func absDiff(a, b int64) int64 {
+	if a > b {
+		return a - b
+	}
+	return b - a
+}
+
+// quarantineDir is the folder of a spool directory that holds the files
+// start-up cannot use and will not delete.
+const quarantineDir = "quarantine"
+
+// quarantine moves a spool file (a pcap and its index, if any) into its
+// directory's quarantine folder, where the operator can look at it and
+// stenod no longer reads it, and logs why at WARN. Nothing is deleted.
+func (s *Spool) quarantine(pcapPath, why string) {
+	dir := filepath.Join(filepath.Dir(pcapPath), quarantineDir)
+	if err := os.Mkdir(dir, 0o750); err != nil && !errors.Is(err, os.ErrExist) {
+		s.log.Error("cannot create the quarantine folder; the file stays where it is", "file", pcapPath, "why", why, "err", err)
+		return
+	}
+	var errs []error
+	for _, p := range []string{pcapPath, indexPath(pcapPath)} {
+		if err := os.Rename(p, filepath.Join(dir, filepath.Base(p))); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		s.log.Error("moving a spool file to quarantine failed", "file", pcapPath, "why", why, "err", err)
+		return
+	}
+	s.ctr.filesQuarantined.Add(1)
+	s.log.Warn("spool file moved to quarantine", "file", pcapPath, "to", dir, "why", why)
+}
+
+// checkBelongs is checkEnds of the pcap at path.
+func (s *Spool) checkBelongs(path string, sum index.Summary) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := checkEnds(f, sum); err != nil {
+		return fmt.Errorf("spool %s: %w", path, err)
+	}
+	return nil
+}
