@@ -34,7 +34,9 @@ func checkEnds(pcap *os.File, sum index.Summary) error {
 	if err != nil {
 		return err
 	}
-	if fi.Size() == sum.DataEnd {
+	if fi.Size() == sum.DataEnd || errors.Is(first, io.EOF) || errors.Is(first, io.ErrUnexpectedEOF) {
+		// Damaged ends, or a file cut short before its first record
+		// ends: no other file's bytes are there.
 		return nil
 	}
 	return fmt.Errorf("%d bytes where its index covers %d, and neither its first nor its last record is the one the index describes (%v): the index is another file's", fi.Size(), sum.DataEnd, first)
