@@ -93,6 +93,8 @@ type counters struct {
 	filesDeleted, bytesDeleted, packetsDeleted atomic.Uint64
 	writeErrors, packetsLost, enospc           atomic.Uint64
 	shortfalls                                 atomic.Uint64
+	damagedRegions, damagedBytes               atomic.Uint64
+	filesQuarantined, filesRepaired            atomic.Uint64
 }
 
 // Counters are what the spool has deleted and lost since Open, for export
@@ -118,6 +120,22 @@ type Counters struct {
 	// because only active files were left to delete: the budget is too
 	// small for the number of writers and the rotate size.
 	BudgetShortfalls uint64
+	// DamagedRegions and DamagedBytes count the damaged byte ranges that
+	// repair stepped over while indexing a pcap file (at Open, or when an
+	// index is rebuilt), and their bytes: no plausible record starts in
+	// them, so whatever packets they held are not indexed. The bytes stay
+	// in the file. A file re-indexed twice in one run counts twice.
+	DamagedRegions uint64
+	DamagedBytes   uint64
+	// FilesQuarantined counts spool files (or what stood in their place: a
+	// directory, a symbolic link, ...) moved into a directory's quarantine
+	// folder because no packet could be read from them.
+	FilesQuarantined uint64
+	// FilesRepaired counts pcap files repaired beyond what a crash leaves
+	// (a torn last record, zeros at the end, a missing index): a damaged
+	// file header rewritten, damaged regions stepped over, or a file
+	// shorter than its index re-indexed.
+	FilesRepaired uint64
 }
 
 // Counters returns the spool's counts so far.
@@ -131,6 +149,10 @@ func (s *Spool) Counters() Counters {
 		PacketsLostToWriteErrors: c.packetsLost.Load(),
 		ENOSPCEvents:             c.enospc.Load(),
 		BudgetShortfalls:         c.shortfalls.Load(),
+		DamagedRegions:           c.damagedRegions.Load(),
+		DamagedBytes:             c.damagedBytes.Load(),
+		FilesQuarantined:         c.filesQuarantined.Load(),
+		FilesRepaired:            c.filesRepaired.Load(),
 	}
 }
 

@@ -33,6 +33,7 @@ type Spool struct {
 	ctr   counters
 
 	sealing   sync.WaitGroup
+	repairing sync.WaitGroup // index rebuilds Damaged started
 	sealErr   error
 	unmapping sync.WaitGroup // mappings the spool let go of, being unmapped
 }
@@ -242,7 +243,13 @@ func (s *Spool) view(f *File, pcap *os.File) (index.View, string, error) {
 		return r, r.Interface(), nil
 	}
 	f.mu.Unlock()
-	r, err := index.Open(indexPath(f.Path))
+	var r *index.Reader
+	st, err := pcap.Stat()
+	if err == nil {
+		// Bounded by what the pcap can need, so that a huge file in the
+		// index's place is refused before it is read.
+		r, err = index.OpenLimit(indexPath(f.Path), indexBound(st.Size()))
+	}
 	if err != nil {
 		if r, err = s.rebuild(f, pcap, err); err != nil {
 			return nil, "", err
@@ -272,15 +279,22 @@ func (s *Spool) rebuild(f *File, pcap *os.File, cause error) (*index.Reader, err
 	if !deleted && !errors.Is(cause, os.ErrNotExist) {
 		s.log.Warn("index unusable, rebuilding it from its pcap", "file", f.Path, "err", cause)
 	}
-	b, end, tail, err := indexRecords(io.NewSectionReader(pcap, 0, math.MaxInt64))
+	st, err := pcap.Stat()
 	if err != nil {
 		return nil, fmt.Errorf("spool %s: rebuild index: %w", f.Path, err)
 	}
-	if tail != nil {
-		// A sealed file was fsynced whole; this is damage from outside,
-		// and the index ends before it.
-		s.log.Warn("pcap ends in a torn or corrupt record; indexed up to it", "file", f.Path, "err", tail)
+	res, err := scanRecords(pcap, st.Size(), f.Start)
+	if err != nil {
+		return nil, fmt.Errorf("spool %s: rebuild index: %w", f.Path, err)
 	}
+	s.logDamage(f.Path, res)
+	if res.cut >= 0 {
+		// A sealed file was fsynced whole; this is damage from outside,
+		// and the index ends before it. Nothing is cut while queries may
+		// have the file mapped.
+		s.log.Warn("pcap ends in a torn or corrupt record; indexed up to it", "file", f.Path, "offset", res.cut, "reason", res.why)
+	}
+	b, end := res.b, res.end
 	b.SetVisible(end)
 	data := b.Encode(ifaceOf(f.Stream))
 	r, err := index.Decode(data)
@@ -303,6 +317,62 @@ func (s *Spool) rebuild(f *File, pcap *os.File, cause error) (*index.Reader, err
 		s.setIndexSize(f, int64(len(data)))
 	}
 	return r, nil
+}
+
+// Damaged tells the spool that a query found f's pcap at odds with its
+// sealed index (cause): a record past the end of a file cut short, or a
+// record the index does not describe. It rebuilds f's index from its pcap
+// in the background (the plausible records, as at Open; nothing in the pcap
+// is changed) and logs it; queries that start after the rebuild use the
+// new index, and the mapping of the old one is let go. It does so at most
+// once per file while the spool is open, so a file that stays damaged
+// cannot keep it busy; active and deleted files are left alone. It returns
+// at once; Close waits for the rebuild.
+func (s *Spool) Damaged(f *File, cause error) {
+	f.mu.Lock()
+	skip := f.live != nil || f.deleted || f.damaged
+	f.damaged = true
+	f.mu.Unlock()
+	if skip {
+		return
+	}
+	s.log.Warn("query found a spool file damaged; rebuilding its index from its pcap", "file", f.Path, "err", cause)
+	s.repairing.Add(1)
+	go func() {
+		defer s.repairing.Done()
+		if err := s.rebuildDamaged(f, cause); err != nil {
+			s.log.Error("index of a damaged spool file not rebuilt", "file", f.Path, "err", err)
+		}
+	}()
+}
+
+// rebuildDamaged is Damaged's rebuild.
+func (s *Spool) rebuildDamaged(f *File, cause error) error {
+	pcap, _, err := openPcap(f.Path, os.O_RDONLY)
+	if err != nil {
+		return err
+	}
+	defer pcap.Close()
+	r, err := s.rebuild(f, pcap, fmt.Errorf("%w (reported by a query)", cause))
+	if err != nil {
+		return err
+	}
+	s.ctr.filesRepaired.Add(1)
+	f.mu.Lock()
+	var m *mapping
+	if !f.deleted {
+		f.sum = r.Summary()
+		if f.sealed != nil {
+			f.sealed = r
+		}
+		// The mapping covered the old data end; the next query maps
+		// what the new index covers.
+		m = f.takeMapping()
+	}
+	f.mu.Unlock()
+	s.dropMapping(m, f)
+	s.log.Warn("index of a damaged spool file rebuilt", "file", f.Path, "packets", r.Summary().Packets, "data_end", r.Summary().DataEnd)
+	return nil
 }
 
 // touch marks f's sealed index as recently used and evicts the least
@@ -331,6 +401,7 @@ func (s *Spool) touch(f *File) {
 // Writers must be closed first.
 func (s *Spool) Close() error {
 	s.sealing.Wait()
+	s.repairing.Wait()
 	cerr := errors.Join(s.closeDirs(), s.unlock())
 	s.mu.Lock()
 	defer s.mu.Unlock()
