@@ -463,8 +463,10 @@ func (s *Spool) account(d *dirState, files []*File) {
 }
 
 func fileSize(path string) int64 {
-	st, err := os.Stat(path)
-	if err != nil {
+	// Lstat: a symbolic link or directory left in an index's place (it
+	// could not be quarantined) holds none of the spool's bytes.
+	st, err := os.Lstat(path)
+	if err != nil || !st.Mode().IsRegular() {
 		return 0
 	}
 	return st.Size()

@@ -492,3 +492,34 @@ func TestRepairRandomDamage(t *testing.T) {
 		}
 	}
 }
+
+// TestRepairSealedFileHeader: a sealed file's damaged file header is
+// rewritten at Open although its index is intact, so that tcpdump reads
+// the file again.
+func TestRepairSealedFileHeader(t *testing.T) {
+	dir := t.TempDir()
+	sent := sealed(t, dir, "eth1-q0", 2, 300)
+	path := glob(t, dir, "*eth1-q0.pcap")[0]
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = f.WriteAt([]byte{0xd4}, 0) // the microsecond magic's first byte
+	must(t, err, f.Close())
+	sp := open(t, testConfig(dir))
+	sameAnswer(t, "after Open", sorted(answer(t, sp, everything)), sorted(sent))
+	if c := sp.Counters(); c.FilesRepaired != 1 {
+		t.Fatalf("counters %+v", c)
+	}
+	must(t, sp.Close())
+	fh, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fh.Close()
+	got, err := readPcap(fh)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameAnswer(t, "the file read directly", got, sent)
+}

@@ -112,6 +112,7 @@ func (s *Spool) scanFile(dir, path string, start int64, stream string) (*File, e
 	sum, cutShort, err := s.sealedSummary(dir, path, st.Size())
 	if err == nil {
 		f.sum = sum
+		s.repairFileHeader(path)
 		return f, nil
 	}
 	if !errors.Is(err, os.ErrNotExist) {
@@ -311,6 +312,38 @@ func (s *Spool) reindex(path, stream string, start int64, cutShort bool) (r *ind
 		return r, data, nil
 	}
 	return r, nil, nil
+}
+
+// repairFileHeader rewrites the damaged file header of a sealed pcap whose
+// index is intact: queries read records by offset and do not need it, but
+// tcpdump and Wireshark, reading the file directly, do. It costs a 24-byte
+// read per file at Open. Failures are logged: queries are not affected.
+func (s *Spool) repairFileHeader(path string) {
+	if s.cfg.ReadOnly {
+		return
+	}
+	f, _, err := openPcap(path, os.O_RDWR)
+	if err != nil {
+		s.log.Error("pcap file header not checked", "file", path, "err", err)
+		return
+	}
+	defer f.Close()
+	var h [pcapio.PcapHeaderSize]byte
+	if _, err := f.ReadAt(h[:], 0); err != nil {
+		s.log.Error("pcap file header not checked", "file", path, "err", err)
+		return
+	}
+	if ok, _ := checkFileHeader(h[:]); ok {
+		return
+	}
+	s.log.Warn("rewriting damaged pcap file header", "file", path, "offset", 0, "length", pcapio.PcapHeaderSize)
+	// The records' lengths are unknown without reading them; the
+	// largest a spool file can hold keeps every reader content.
+	if _, err := f.WriteAt(ourFileHeader(s.cfg.SnapLen, pcapio.MaxPacket), 0); err != nil {
+		s.log.Error("pcap file header not rewritten", "file", path, "err", err)
+		return
+	}
+	s.ctr.filesRepaired.Add(1)
 }
 
 // logDamage logs and counts the damaged regions repair found in a file.

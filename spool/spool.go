@@ -12,6 +12,7 @@ import (
 	"runtime"
 	"slices"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/stenod/stenod/index"
@@ -187,7 +188,9 @@ func (s *Spool) Snapshot(lo, hi int64) ([]*Handle, error) {
 		if !f.overlaps(lo, hi) {
 			continue
 		}
-		pcap, err := os.Open(f.Path)
+		// Not followed if something has put a symbolic link in the
+		// file's place since Open.
+		pcap, err := os.OpenFile(f.Path, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
 		if errors.Is(err, os.ErrNotExist) {
 			continue // deleted since the listing
 		}
