@@ -89,6 +89,13 @@ func TestRepairResync(t *testing.T) {
 			clear(data[off : off+300])
 			return off, off + 300
 		}},
+		{name: "zeros-over-a-timestamp", regions: 1, damage: func(t *testing.T, data []byte, sent []pkt) (int64, int64) {
+			// A zero block ending inside a record header, after its
+			// timestamp: the lengths survive, the time does not.
+			off := recordOffset(sent, 150)
+			clear(data[off-100 : off+8])
+			return off - 100, off + 8
+		}},
 		{name: "bad-caplen", regions: 1, damage: setCapLen(120, func(uint32) uint32 { return 0x00f00000 })},
 		{name: "caplen-raised", regions: 1, damage: setCapLen(120, func(c uint32) uint32 { return c + 200 })},
 		{name: "caplen-far-too-large-for-the-file", regions: 1, damage: setCapLen(120, func(c uint32) uint32 { return c | 0x20000 })},
@@ -154,6 +161,12 @@ func TestRepairResync(t *testing.T) {
 				got := answer(t, sp, everything)
 				byFlow := answer(t, sp, "ip or not ip")
 				sameAnswer(t, "time-only and flow queries", sorted(byFlow), sorted(got))
+				all := sorted(ok, sent)
+				for _, p := range got {
+					if p.ts < all[0].ts || p.ts > all[len(all)-1].ts {
+						t.Fatalf("packet %+v stamped outside the packets sent", p)
+					}
+				}
 				if tc.check != nil {
 					tc.check(t, sorted(got), ok, sent)
 				} else {

@@ -19,7 +19,10 @@ import (
 // A record header is plausible when it is not all zero, its nanoseconds
 // are below one second, its captured length is at most the file's snap
 // length and at most its original length, and its timestamp is not later
-// than the file's first packet (the name's time) plus maxSpan. A record is
+// than the file's first packet (the name's time) plus maxSpan, nor earlier
+// than that time or any record taken so far minus maxSpan (imports may go
+// back in time; zeros over a timestamp must not make a packet of 1970).
+// A record is
 // taken in sequence when its header is plausible, it ends within the file,
 // and the next record's header is plausible too (or the file ends there,
 // or only zeros follow). A candidate found by the byte-by-byte search must
@@ -90,6 +93,7 @@ type recordScan struct {
 
 	snap     uint32 // largest plausible captured length
 	hardHi   int64  // latest plausible timestamp
+	floor    int64  // earliest plausible timestamp: maxSpan before the oldest so far
 	lo, hi   int64  // timestamps of the records taken so far
 	zFrom    int64  // [zFrom, zNon) is known to be all zero,
 	zNon     int64  // and zNon is a non-zero byte or the end of the file
@@ -129,6 +133,7 @@ func scanRecords(r io.ReaderAt, size, start int64) (*scanResult, error) {
 		r: r, size: size, mem: make([]byte, min(scanBuffer, size)),
 		snap:   pcapio.MaxPacket,
 		hardHi: start + int64(maxSpan),
+		floor:  start - int64(maxSpan),
 		lo:     start, hi: start,
 		zFrom: 1, // nothing known
 	}
@@ -190,7 +195,8 @@ func (x *recordScan) at(off int64, n int) []byte {
 
 // plausible applies the rules every record must meet to a header.
 func (x *recordScan) plausible(h recordHeader) bool {
-	return !h.zero && h.nanos < 1_000_000_000 && h.capLen <= x.snap && h.capLen <= h.origLen && h.ts <= x.hardHi
+	return !h.zero && h.nanos < 1_000_000_000 && h.capLen <= x.snap && h.capLen <= h.origLen &&
+		h.ts >= x.floor && h.ts <= x.hardHi
 }
 
 // followed reports whether what follows a record ending at end is
@@ -298,6 +304,7 @@ func (x *recordScan) take(off int64, h recordHeader) {
 		x.lo, x.hi, x.accepted = h.ts, h.ts, true
 	}
 	x.lo, x.hi = min(x.lo, h.ts), max(x.hi, h.ts)
+	x.floor = min(x.floor, h.ts-int64(maxSpan))
 	x.res.maxCap = max(x.res.maxCap, int(h.capLen))
 	x.res.end = off + pcapio.RecordHeaderSize + int64(h.capLen)
 }

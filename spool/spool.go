@@ -334,7 +334,9 @@ func (s *Spool) rebuild(f *File, pcap *os.File, cause error) (*index.Reader, err
 func (s *Spool) Damaged(f *File, cause error) {
 	f.mu.Lock()
 	skip := f.live != nil || f.deleted || f.damaged
-	f.damaged = true
+	if !skip {
+		f.damaged = true
+	}
 	f.mu.Unlock()
 	if skip {
 		return
