@@ -136,6 +136,15 @@ func declaredSize(h []byte) (size uint64, ok bool) {
 		le.Uint64(h[64:]),
 		le.Uint64(h[72:]),
 	}
+	if le.Uint32(h[8:]) >= 2 {
+		// From version 2 on, a section of 4-byte record checksums, one
+		// per packet, follows the positions.
+		packets := le.Uint64(h[32:])
+		if packets > MaxFileSize/4 {
+			return 0, false
+		}
+		parts = append(parts, 4*packets)
+	}
 	for _, p := range parts {
 		if p > MaxFileSize || size+p > MaxFileSize {
 			return 0, false

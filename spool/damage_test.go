@@ -275,39 +275,6 @@ func TestRepairCutShortSealed(t *testing.T) {
 	}
 }
 
-// TestDamagedRebuilds: a query that meets a file cut short while the spool
-// is open reports it, and the rebuilt index answers from what is left.
-func TestDamagedRebuilds(t *testing.T) {
-	dir := t.TempDir()
-	ok := sealed(t, dir, "ok-q0", 1, 500)
-	sent := sealed(t, dir, "eth1-q0", 2, 300)
-	sp := open(t, testConfig(dir))
-	defer sp.Close()
-	path := glob(t, dir, "*eth1-q0.pcap")[0]
-	if err := os.Truncate(path, recordOffset(sent, 200)); err != nil {
-		t.Fatal(err)
-	}
-	var f *spool.File
-	for _, x := range sp.Files() {
-		if x.Path == path {
-			f = x
-		}
-	}
-	sp.Damaged(f, os.ErrClosed)
-	sp.Damaged(f, os.ErrClosed) // at most once
-	deadline := time.Now().Add(10 * time.Second)
-	for f.Summary().Packets != 200 {
-		if time.Now().After(deadline) {
-			t.Fatalf("index not rebuilt: %+v", f.Summary())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	sameAnswer(t, "after the rebuild", sorted(answer(t, sp, everything)), sorted(ok, sent[:200]))
-	if c := sp.Counters(); c.FilesRepaired != 1 {
-		t.Fatalf("counters %+v", c)
-	}
-}
-
 // TestRepairImpossibleFiles: things in place of an index or a pcap that
 // cannot be one are refused without being read, moved into quarantine
 // where they are not regular files, and never stop Open.

@@ -34,9 +34,8 @@
 // without a usable index is re-indexed from its plausible records, stepping
 // over damaged regions, which stay in the file and are logged and counted
 // (Counters); files with no plausible record, and anything that is not a
-// regular file under a spool file's name, go to <dir>/quarantine. A query
-// that finds a file at odds with its index calls Spool.Damaged, which
-// re-indexes it in the background. docs/formats.md has the rules.
+// regular file under a spool file's name, go to <dir>/quarantine.
+// docs/formats.md has the rules.
 //
 // A Snapshot handle reads its pcap with Handle.ReadAt: from memory when the
 // file is sealed and its index cached (the spool maps such files and keeps

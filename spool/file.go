@@ -30,8 +30,6 @@ type File struct {
 	// deleted: removed from the spool by the budget; handles opened before
 	// keep reading it.
 	deleted bool
-	// damaged: Damaged has rebuilt, or is rebuilding, the file's index.
-	damaged bool
 	// unsaved is an index rebuilt at Open that could not be written (disk
 	// full); Open writes it once the budget has made room.
 	unsaved []byte

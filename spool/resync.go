@@ -294,11 +294,11 @@ func (x *recordScan) resync(from int64) int64 {
 // take indexes the record at off. Every packet repair keeps is added here,
 // and only here.
 func (x *recordScan) take(off int64, h recordHeader) {
-	data := x.at(off+pcapio.RecordHeaderSize, int(h.capLen))
-	if data == nil {
+	rec := x.at(off, pcapio.RecordHeaderSize+int(h.capLen))
+	if rec == nil {
 		return
 	}
-	flow.Parse(data, &x.key)
+	flow.Parse(rec[pcapio.RecordHeaderSize:], &x.key)
 	x.res.b.Add(&x.key, off, h.ts, int(h.origLen))
 	if !x.accepted {
 		x.lo, x.hi, x.accepted = h.ts, h.ts, true

@@ -34,7 +34,6 @@ type Spool struct {
 	ctr   counters
 
 	sealing   sync.WaitGroup
-	repairing sync.WaitGroup // index rebuilds Damaged started
 	sealErr   error
 	unmapping sync.WaitGroup // mappings the spool let go of, being unmapped
 }
@@ -322,64 +321,6 @@ func (s *Spool) rebuild(f *File, pcap *os.File, cause error) (*index.Reader, err
 	return r, nil
 }
 
-// Damaged tells the spool that a query found f's pcap at odds with its
-// sealed index (cause): a record past the end of a file cut short, or a
-// record the index does not describe. It rebuilds f's index from its pcap
-// in the background (the plausible records, as at Open; nothing in the pcap
-// is changed) and logs it; queries that start after the rebuild use the
-// new index, and the mapping of the old one is let go. It does so at most
-// once per file while the spool is open, so a file that stays damaged
-// cannot keep it busy; active and deleted files are left alone. It returns
-// at once; Close waits for the rebuild.
-func (s *Spool) Damaged(f *File, cause error) {
-	f.mu.Lock()
-	skip := f.live != nil || f.deleted || f.damaged
-	if !skip {
-		f.damaged = true
-	}
-	f.mu.Unlock()
-	if skip {
-		return
-	}
-	s.log.Warn("query found a spool file damaged; rebuilding its index from its pcap", "file", f.Path, "err", cause)
-	s.repairing.Add(1)
-	go func() {
-		defer s.repairing.Done()
-		if err := s.rebuildDamaged(f, cause); err != nil {
-			s.log.Error("index of a damaged spool file not rebuilt", "file", f.Path, "err", err)
-		}
-	}()
-}
-
-// rebuildDamaged is Damaged's rebuild.
-func (s *Spool) rebuildDamaged(f *File, cause error) error {
-	pcap, _, err := openPcap(f.Path, os.O_RDONLY)
-	if err != nil {
-		return err
-	}
-	defer pcap.Close()
-	r, err := s.rebuild(f, pcap, fmt.Errorf("%w (reported by a query)", cause))
-	if err != nil {
-		return err
-	}
-	s.ctr.filesRepaired.Add(1)
-	f.mu.Lock()
-	var m *mapping
-	if !f.deleted {
-		f.sum = r.Summary()
-		if f.sealed != nil {
-			f.sealed = r
-		}
-		// The mapping covered the old data end; the next query maps
-		// what the new index covers.
-		m = f.takeMapping()
-	}
-	f.mu.Unlock()
-	s.dropMapping(m, f)
-	s.log.Warn("index of a damaged spool file rebuilt", "file", f.Path, "packets", r.Summary().Packets, "data_end", r.Summary().DataEnd)
-	return nil
-}
-
 // touch marks f's sealed index as recently used and evicts the least
 // recently used ones beyond the cache size.
 func (s *Spool) touch(f *File) {
@@ -406,7 +347,6 @@ func (s *Spool) touch(f *File) {
 // Writers must be closed first.
 func (s *Spool) Close() error {
 	s.sealing.Wait()
-	s.repairing.Wait()
 	cerr := errors.Join(s.closeDirs(), s.unlock())
 	s.mu.Lock()
 	defer s.mu.Unlock()
