@@ -104,7 +104,8 @@ func TestRepairResync(t *testing.T) {
 			// snap length; only the misaligned record after it shows
 			// the damage, so the cut packet is kept, shorter, and the
 			// bytes it lost are a damaged region. Telling it from a
-			// snapped packet needs the index's record checksums.
+			// snapped packet needs record checksums kept from before
+			// the damage, which a file without an index does not have.
 			name: "caplen-lowered", regions: 1, damage: setCapLen(120, func(c uint32) uint32 { return c - 8 }),
 			check: func(t *testing.T, got, ok, sent []pkt) {
 				cut := sent[120]
