@@ -29,6 +29,8 @@ type Builder struct {
 	// packet of the same flow, as most packets of a busy flow are,
 	// skips the hash and the look-up.
 	prev int32
+	// split: the next packet starts a new block, after a Skip.
+	split bool
 
 	// touched keeps the loads of AddBatch's prefetch passes alive.
 	touched int64
@@ -169,7 +171,8 @@ func (b *Builder) addTo(id int32, off, ts int64, wireLen int, sum uint32) {
 	f.First = min(f.First, ts)
 	f.Last = max(f.Last, ts)
 
-	if int(p)%BlockPackets == 0 {
+	if int(p)%BlockPackets == 0 || b.split {
+		b.split = false
 		b.blocks = append(b.blocks, Block{Offset: off, Min: ts, Max: ts})
 	} else {
 		blk := &b.blocks[len(b.blocks)-1]
@@ -186,6 +189,20 @@ func (b *Builder) addTo(id int32, off, ts int64, wireLen int, sum uint32) {
 	}
 	b.last = ts
 	s.Flows = len(b.flows)
+}
+
+// Skip records that the file's bytes from off up to the next packet added
+// hold no packet (a damaged region that repair stepped over). It adds a
+// hole block there, whose Min is above its Max so that it overlaps no time
+// range: a reader that reads a time range record by record, block after
+// block, stops before the hole and resumes at the next block, which the
+// next packet starts. Call it only between packets, with off past the last
+// packet's record.
+func (b *Builder) Skip(off int64) {
+	b.mu.Lock()
+	b.blocks = append(b.blocks, Block{Offset: off, Min: math.MaxInt64, Max: math.MinInt64})
+	b.split = true
+	b.mu.Unlock()
 }
 
 // SetVisible publishes the file as readable up to offset end: queries see

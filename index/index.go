@@ -20,7 +20,9 @@ type Flow struct {
 }
 
 // Block is one entry of the sparse time index: the packets from Offset up to
-// the next block's Offset have timestamps within [Min, Max].
+// the next block's Offset have timestamps within [Min, Max]. A hole block
+// (Min > Max, see Builder.Skip) covers bytes that hold no packet: damage
+// that repair stepped over; it overlaps no time range.
 type Block struct {
 	Offset   int64
 	Min, Max int64

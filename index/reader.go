@@ -2,6 +2,7 @@ package index
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"hash/crc32"
 	"io"
@@ -9,6 +10,12 @@ import (
 	"os"
 	"syscall"
 )
+
+// MaxFileSize bounds the index files Open reads into memory. The positions
+// section cannot exceed 4 GiB (Decode), and an index takes one to three
+// bytes per packet plus a record per flow: a file larger than this is not
+// an index, whatever its header says, and reading it could exhaust memory.
+const MaxFileSize = 4 << 30
 
 // Reader is a sealed index, read completely into memory and verified.
 // It is immutable and safe for concurrent use.
@@ -25,28 +32,23 @@ type Reader struct {
 	sums     []byte
 }
 
-// MaxFileSize bounds the size of an index file Open reads into memory: far
-// more than the index of the largest spool file takes (a few bytes a
-// packet), far less than an absurd file would ask for.
-const MaxFileSize = 1 << 31
+// Open reads and verifies the index file at path; it is OpenLimit with
+// MaxFileSize.
+func Open(path string) (*Reader, error) { return OpenLimit(path, MaxFileSize) }
 
-// Open reads and verifies the index file at path. Anything but a regular
-// file of at most MaxFileSize bytes is refused before it is read.
-func Open(path string) (*Reader, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+// OpenLimit reads and verifies the index file at path, refusing before it
+// reads more than the header a file that is not a regular file (it does not
+// follow a symbolic link), that is larger than limit bytes, or whose size
+// differs from the size its header adds up to. Every refusal wraps
+// ErrCorrupt, except a missing file (os.ErrNotExist).
+func OpenLimit(path string, limit int64) (*Reader, error) {
+	f, size, err := openIndex(path)
 	if err != nil {
 		return nil, fmt.Errorf("index %s: %w", path, err)
 	}
 	defer f.Close()
-	fi, err := f.Stat()
+	data, err := readBounded(f, size, min(limit, MaxFileSize))
 	if err != nil {
-		return nil, fmt.Errorf("index %s: %w", path, err)
-	}
-	if !fi.Mode().IsRegular() || fi.Size() > MaxFileSize {
-		return nil, fmt.Errorf("index %s: %w: a %v of %d bytes", path, ErrCorrupt, fi.Mode().Type(), fi.Size())
-	}
-	data := make([]byte, fi.Size())
-	if _, err := io.ReadFull(f, data); err != nil {
 		return nil, fmt.Errorf("index %s: %w", path, err)
 	}
 	r, err := Decode(data)
@@ -54,6 +56,106 @@ func Open(path string) (*Reader, error) {
 		return nil, fmt.Errorf("index %s: %w", path, err)
 	}
 	return r, nil
+}
+
+// openIndex opens an index file for reading without following a symbolic
+// link and without blocking on a FIFO, and returns it with its size if it
+// is a regular file.
+func openIndex(path string) (*os.File, int64, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	if errors.Is(err, syscall.ELOOP) {
+		return nil, 0, fmt.Errorf("%w: a symbolic link (not followed)", ErrCorrupt)
+	}
+	if err != nil {
+		return nil, 0, err
+	}
+	st, err := f.Stat()
+	if err != nil {
+		return nil, 0, errors.Join(err, f.Close())
+	}
+	if !st.Mode().IsRegular() {
+		return nil, 0, errors.Join(fmt.Errorf("%w: not a regular file (%v)", ErrCorrupt, st.Mode().Type()), f.Close())
+	}
+	return f, st.Size(), nil
+}
+
+// readBounded reads a whole index file of size bytes from f, after checking
+// the size against limit and against the size its header adds up to, so
+// that nothing is allocated for a file that cannot be an index.
+func readBounded(f *os.File, size, limit int64) ([]byte, error) {
+	if size > limit {
+		return nil, fmt.Errorf("%w: %d bytes, more than the %d an index may have", ErrCorrupt, size, limit)
+	}
+	var h [headerSize]byte
+	if err := readHeader(f, size, h[:]); err != nil {
+		return nil, err
+	}
+	data := make([]byte, size)
+	copy(data, h[:])
+	if _, err := f.ReadAt(data[headerSize:], headerSize); err != nil {
+		if err == io.EOF {
+			return nil, fmt.Errorf("%w: shorter than its header says (shrank while read)", ErrCorrupt)
+		}
+		return nil, err
+	}
+	return data, nil
+}
+
+// readHeader reads and checks the header of an index file of size bytes
+// into h: its magic, version and checksum, and that the sections it
+// declares add up to size.
+func readHeader(f *os.File, size int64, h []byte) error {
+	if size < headerSize+4 {
+		return fmt.Errorf("%w: %d bytes, shorter than a header: not an index file", ErrCorrupt, size)
+	}
+	if _, err := f.ReadAt(h, 0); err != nil {
+		if err == io.EOF {
+			return fmt.Errorf("%w: shorter than a header: not an index file", ErrCorrupt)
+		}
+		return err
+	}
+	if string(h[:8]) != magic {
+		return fmt.Errorf("%w: not an index file", ErrCorrupt)
+	}
+	if err := checkHeader(h); err != nil {
+		return err
+	}
+	if want, ok := declaredSize(h); !ok || want != uint64(size) {
+		if ok && want > uint64(size) {
+			return fmt.Errorf("%w: %d bytes, shorter than the %d its header says", ErrCorrupt, size, want)
+		}
+		return fmt.Errorf("%w: %d bytes, not the size its header says", ErrCorrupt, size)
+	}
+	return nil
+}
+
+// declaredSize returns the file size a header's section lengths add up
+// to; ok is false if the sum overflows or exceeds MaxFileSize.
+func declaredSize(h []byte) (size uint64, ok bool) {
+	le := binary.LittleEndian
+	parts := []uint64{
+		headerSize, 4,
+		uint64(le.Uint16(h[80:])),
+		uint64(le.Uint32(h[60:])) * blockSize,
+		le.Uint64(h[64:]),
+		le.Uint64(h[72:]),
+	}
+	if le.Uint32(h[8:]) >= 2 {
+		// From version 2 on, a section of 4-byte record checksums, one
+		// per packet, follows the positions.
+		packets := le.Uint64(h[32:])
+		if packets > MaxFileSize/4 {
+			return 0, false
+		}
+		parts = append(parts, 4*packets)
+	}
+	for _, p := range parts {
+		if p > MaxFileSize || size+p > MaxFileSize {
+			return 0, false
+		}
+		size += p
+	}
+	return size, true
 }
 
 // Decode verifies and parses an index file's bytes. It keeps references into
@@ -212,19 +314,19 @@ func checkHeader(h []byte) error {
 }
 
 // ReadSummary reads only the header of the index file at path: enough to
-// prune files by time without loading them. It does not verify the
-// checksum; Open does, before anything is read from the index.
+// prune files by time without loading them. It checks the header's own
+// checksum and that the file has the size the header says (so a truncated
+// or padded index is found at once), but not the file's checksum; Open
+// does, before anything is read from the index. Like Open, it refuses
+// anything but a regular file and does not follow symbolic links.
 func ReadSummary(path string) (Summary, error) {
-	f, err := os.Open(path)
+	f, size, err := openIndex(path)
 	if err != nil {
 		return Summary{}, fmt.Errorf("index %s: %w", path, err)
 	}
 	defer f.Close()
 	var h [headerSize]byte
-	if _, err := io.ReadFull(f, h[:]); err != nil || string(h[:8]) != magic {
-		return Summary{}, fmt.Errorf("index %s: %w: not an index file", path, ErrCorrupt)
-	}
-	if err := checkHeader(h[:]); err != nil {
+	if err := readHeader(f, size, h[:]); err != nil {
 		return Summary{}, fmt.Errorf("index %s: %w", path, err)
 	}
 	le := binary.LittleEndian

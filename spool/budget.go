@@ -93,8 +93,9 @@ type counters struct {
 	filesDeleted, bytesDeleted, packetsDeleted atomic.Uint64
 	writeErrors, packetsLost, enospc           atomic.Uint64
 	shortfalls                                 atomic.Uint64
-	damagedSkipped, filesRepaired              atomic.Uint64
-	filesQuarantined                           atomic.Uint64
+	damagedSkipped                             atomic.Uint64
+	damagedRegions, damagedBytes               atomic.Uint64
+	filesQuarantined, filesRepaired            atomic.Uint64
 }
 
 // Counters are what the spool has deleted and lost since Open, for export
@@ -123,12 +124,22 @@ type Counters struct {
 	// DamagedRecordsSkipped counts the records queries left out of their
 	// answers because they are not what their index says (Damaged).
 	DamagedRecordsSkipped uint64
-	// FilesRepaired counts the files whose index was rebuilt because the
-	// pcap was found shorter than the index covers.
-	FilesRepaired uint64
-	// FilesQuarantined counts the files start-up moved into a spool
-	// directory's quarantine folder instead of reading them.
+	// DamagedRegions and DamagedBytes count the damaged byte ranges that
+	// repair stepped over while indexing a pcap file (at Open, or when an
+	// index is rebuilt), and their bytes: no plausible record starts in
+	// them, so whatever packets they held are not indexed. The bytes stay
+	// in the file. A file re-indexed twice in one run counts twice.
+	DamagedRegions uint64
+	DamagedBytes   uint64
+	// FilesQuarantined counts spool files (or what stood in their place: a
+	// directory, a symbolic link, ...) moved into a directory's quarantine
+	// folder because no packet could be read from them.
 	FilesQuarantined uint64
+	// FilesRepaired counts pcap files repaired beyond what a crash leaves
+	// (a torn last record, zeros at the end, a missing index): a damaged
+	// file header rewritten, damaged regions stepped over, or a file
+	// shorter than its index re-indexed.
+	FilesRepaired uint64
 }
 
 // Counters returns the spool's counts so far.
@@ -143,8 +154,10 @@ func (s *Spool) Counters() Counters {
 		ENOSPCEvents:             c.enospc.Load(),
 		BudgetShortfalls:         c.shortfalls.Load(),
 		DamagedRecordsSkipped:    c.damagedSkipped.Load(),
-		FilesRepaired:            c.filesRepaired.Load(),
+		DamagedRegions:           c.damagedRegions.Load(),
+		DamagedBytes:             c.damagedBytes.Load(),
 		FilesQuarantined:         c.filesQuarantined.Load(),
+		FilesRepaired:            c.filesRepaired.Load(),
 	}
 }
 
@@ -455,8 +468,10 @@ func (s *Spool) account(d *dirState, files []*File) {
 }
 
 func fileSize(path string) int64 {
-	st, err := os.Stat(path)
-	if err != nil {
+	// Lstat: a symbolic link or directory left in an index's place (it
+	// could not be quarantined) holds none of the spool's bytes.
+	st, err := os.Lstat(path)
+	if err != nil || !st.Mode().IsRegular() {
 		return 0
 	}
 	return st.Size()

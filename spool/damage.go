@@ -44,23 +44,19 @@ func (s *Spool) Damaged(f *File, n int64, cause error) {
 // pcap, replaces the cached index and drops the mapping, which covers bytes
 // the file no longer has.
 func (s *Spool) reindexShort(f *File) error {
-	pcap, err := os.Open(f.Path)
+	pcap, size, err := openPcap(f.Path, os.O_RDONLY)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil // deleted meanwhile
 	}
 	if err != nil {
-		return fmt.Errorf("spool %s: %w", f.Path, err)
+		return err
 	}
 	defer pcap.Close()
-	fi, err := pcap.Stat()
-	if err != nil {
-		return fmt.Errorf("spool %s: %w", f.Path, err)
-	}
-	if fi.Size() >= f.Summary().DataEnd {
+	if size >= f.Summary().DataEnd {
 		return nil // repaired already
 	}
 	s.ctr.filesRepaired.Add(1)
-	r, err := s.rebuild(f, pcap, fmt.Errorf("spool %s: %d bytes, its index covers %d: %w", f.Path, fi.Size(), f.Summary().DataEnd, io.ErrUnexpectedEOF))
+	r, err := s.rebuild(f, pcap, fmt.Errorf("spool %s: %d bytes, its index covers %d: %w", f.Path, size, f.Summary().DataEnd, io.ErrUnexpectedEOF))
 	if err != nil {
 		return err
 	}

@@ -30,6 +30,13 @@
 // index in the same name ending .idx. Hidden files (".name.tmp") are
 // half-written and removed at Open.
 //
+// Open repairs what a crash or damage left (repair.go, resync.go): a file
+// without a usable index is re-indexed from its plausible records, stepping
+// over damaged regions, which stay in the file and are logged and counted
+// (Counters); files with no plausible record, and anything that is not a
+// regular file under a spool file's name, go to <dir>/quarantine.
+// docs/formats.md has the rules.
+//
 // A Snapshot handle reads its pcap with Handle.ReadAt: from memory when the
 // file is sealed and its index cached (the spool maps such files and keeps
 // them mapped while the index stays cached, reference-counted so that a

@@ -5,13 +5,13 @@ import (
 	"container/list"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"math"
 	"os"
 	"runtime"
 	"slices"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/stenod/stenod/index"
@@ -69,8 +69,9 @@ func Open(cfg Config, log *slog.Logger) (*Spool, error) {
 	// A copy of a file answers nothing its original does not.
 	dups := duplicates(s.files)
 	for _, f := range dups {
-		if !cfg.ReadOnly {
-			s.quarantine(f.Path, "a copy of another spool file (the same packets under another name)")
+		s.log.Warn("spool file is a copy of another (the same packets under another name); moving it into quarantine", "file", f.Path)
+		if s.quarantine(f.Dir, f.Path) {
+			s.quarantine(f.Dir, indexPath(f.Path))
 		}
 	}
 	s.files = slices.DeleteFunc(s.files, func(f *File) bool { return slices.Contains(dups, f) })
@@ -196,7 +197,9 @@ func (s *Spool) Snapshot(lo, hi int64) ([]*Handle, error) {
 		if !f.overlaps(lo, hi) {
 			continue
 		}
-		pcap, err := os.Open(f.Path)
+		// Not followed if something has put a symbolic link in the
+		// file's place since Open.
+		pcap, err := os.OpenFile(f.Path, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
 		if errors.Is(err, os.ErrNotExist) {
 			continue // deleted since the listing
 		}
@@ -252,7 +255,13 @@ func (s *Spool) view(f *File, pcap *os.File) (index.View, string, error) {
 		return r, r.Interface(), nil
 	}
 	f.mu.Unlock()
-	r, err := index.Open(indexPath(f.Path))
+	var r *index.Reader
+	st, err := pcap.Stat()
+	if err == nil {
+		// Bounded by what the pcap can need, so that a huge file in the
+		// index's place is refused before it is read.
+		r, err = index.OpenLimit(indexPath(f.Path), indexBound(st.Size()))
+	}
 	if err != nil {
 		if r, err = s.rebuild(f, pcap, err); err != nil {
 			return nil, "", err
@@ -282,15 +291,22 @@ func (s *Spool) rebuild(f *File, pcap *os.File, cause error) (*index.Reader, err
 	if !deleted && !errors.Is(cause, os.ErrNotExist) {
 		s.log.Warn("index unusable, rebuilding it from its pcap", "file", f.Path, "err", cause)
 	}
-	b, end, tail, err := indexRecords(io.NewSectionReader(pcap, 0, math.MaxInt64))
+	st, err := pcap.Stat()
 	if err != nil {
 		return nil, fmt.Errorf("spool %s: rebuild index: %w", f.Path, err)
 	}
-	if tail != nil {
-		// A sealed file was fsynced whole; this is damage from outside,
-		// and the index ends before it.
-		s.log.Warn("pcap ends in a torn or corrupt record; indexed up to it", "file", f.Path, "err", tail)
+	res, err := scanRecords(pcap, st.Size(), f.Start)
+	if err != nil {
+		return nil, fmt.Errorf("spool %s: rebuild index: %w", f.Path, err)
 	}
+	s.logDamage(f.Path, res)
+	if res.cut >= 0 {
+		// A sealed file was fsynced whole; this is damage from outside,
+		// and the index ends before it. Nothing is cut while queries may
+		// have the file mapped.
+		s.log.Warn("pcap ends in a torn or corrupt record; indexed up to it", "file", f.Path, "offset", res.cut, "reason", res.why)
+	}
+	b, end := res.b, res.end
 	b.SetVisible(end)
 	data := b.Encode(ifaceOf(f.Stream))
 	r, err := index.Decode(data)

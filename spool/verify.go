@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"slices"
 
 	"github.com/stenod/stenod/index"
@@ -107,36 +106,9 @@ func absDiff(a, b int64) int64 {
 	return b - a
 }
 
-// quarantineDir is the folder of a spool directory that holds the files
-// start-up cannot use and will not delete.
-const quarantineDir = "quarantine"
-
-// quarantine moves a spool file (a pcap and its index, if any) into its
-// directory's quarantine folder, where the operator can look at it and
-// stenod no longer reads it, and logs why at WARN. Nothing is deleted.
-func (s *Spool) quarantine(pcapPath, why string) {
-	dir := filepath.Join(filepath.Dir(pcapPath), quarantineDir)
-	if err := os.Mkdir(dir, 0o750); err != nil && !errors.Is(err, os.ErrExist) {
-		s.log.Error("cannot create the quarantine folder; the file stays where it is", "file", pcapPath, "why", why, "err", err)
-		return
-	}
-	var errs []error
-	for _, p := range []string{pcapPath, indexPath(pcapPath)} {
-		if err := os.Rename(p, filepath.Join(dir, filepath.Base(p))); err != nil && !errors.Is(err, os.ErrNotExist) {
-			errs = append(errs, err)
-		}
-	}
-	if err := errors.Join(errs...); err != nil {
-		s.log.Error("moving a spool file to quarantine failed", "file", pcapPath, "why", why, "err", err)
-		return
-	}
-	s.ctr.filesQuarantined.Add(1)
-	s.log.Warn("spool file moved to quarantine", "file", pcapPath, "to", dir, "why", why)
-}
-
 // checkBelongs is checkEnds of the pcap at path.
 func (s *Spool) checkBelongs(path string, sum index.Summary) error {
-	f, err := os.Open(path)
+	f, _, err := openPcap(path, os.O_RDONLY)
 	if err != nil {
 		return err
 	}
