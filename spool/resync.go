@@ -146,6 +146,11 @@ func scanRecords(r io.ReaderAt, size, start int64) (*scanResult, error) {
 	if x.res.headerOK {
 		x.snap = uint32(x.res.snapLen)
 	}
+	if ts, ok := x.firstRecordTime(); ok {
+		// The name is not the file's: it was renamed, or swapped with
+		// another. Its records say what time they are from.
+		x.hardHi, x.floor, x.lo, x.hi = ts+int64(maxSpan), ts-int64(maxSpan), ts, ts
+	}
 	x.run()
 	if x.err != nil {
 		return nil, x.err
@@ -191,6 +196,48 @@ func (x *recordScan) at(off int64, n int) []byte {
 	}
 	x.buf, x.bufOff = x.mem[:m], off
 	return x.buf[:n]
+}
+
+// firstRecordTime returns the timestamp of the file's first record if it
+// lies outside the time the name allows but the record is otherwise
+// plausible and so is the one after it, stamped within maxSpan of it: the
+// file's time, whatever its name says. A damaged first record is left to
+// the usual rules.
+func (x *recordScan) firstRecordTime() (int64, bool) {
+	const first = pcapio.PcapHeaderSize
+	if x.size < first+pcapio.RecordHeaderSize {
+		return 0, false
+	}
+	b := x.at(first, pcapio.RecordHeaderSize)
+	if b == nil {
+		return 0, false
+	}
+	h := decodeHeader(b)
+	if x.plausible(h) || !x.framed(h) {
+		return 0, false
+	}
+	end := first + pcapio.RecordHeaderSize + int64(h.capLen)
+	switch {
+	case end > x.size:
+		return 0, false
+	case x.size-end < pcapio.RecordHeaderSize:
+		return h.ts, true
+	}
+	b = x.at(end, pcapio.RecordHeaderSize)
+	if b == nil {
+		return 0, false
+	}
+	next := decodeHeader(b)
+	if !x.framed(next) || next.ts < h.ts-int64(maxSpan) || next.ts > h.ts+int64(maxSpan) {
+		return 0, false
+	}
+	return h.ts, true
+}
+
+// framed applies the rules every record must meet to a header, but for its
+// timestamp.
+func (x *recordScan) framed(h recordHeader) bool {
+	return !h.zero && h.nanos < 1_000_000_000 && h.capLen <= x.snap && h.capLen <= h.origLen
 }
 
 // plausible applies the rules every record must meet to a header.

@@ -66,13 +66,15 @@ func recordMatches(pcap *os.File, off int64, sum uint32, end int64) error {
 }
 
 // duplicates returns the files that repeat another file of files: the
-// same packets (first record, packets, bytes, time range and length) under
-// another name, which a copy or a restore leaves. Answering both would
+// same packets of the same stream (first record, packets, bytes, time range
+// and length) under another name, which a copy or a restore leaves. (Two
+// streams may hold the same packets: two interfaces saw them.) Answering both would
 // return every packet of them twice. Of each group the file whose name
 // best matches its first packet's time stays (the writer names a file
 // after it); the others are returned, in no particular order.
 func duplicates(files []*File) []*File {
 	type identity struct {
+		stream           string
 		first, last, end int64
 		packets, bytes   uint64
 		firstSum         uint32
@@ -83,7 +85,7 @@ func duplicates(files []*File) []*File {
 		if s.Packets == 0 {
 			continue
 		}
-		id := identity{s.First, s.Last, s.DataEnd, s.Packets, s.Bytes, s.FirstSum}
+		id := identity{f.Stream, s.First, s.Last, s.DataEnd, s.Packets, s.Bytes, s.FirstSum}
 		groups[id] = append(groups[id], f)
 	}
 	var out []*File

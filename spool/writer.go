@@ -126,7 +126,10 @@ func (w *Writer) Append(ts int64, origLen int, data []byte, k *flow.Key) error {
 	}
 	origLen = max(origLen, len(data))
 	rec := pcapio.RecordHeaderSize + len(data)
-	if w.f != nil && (w.end+int64(rec) > cfg.RotateSize || ts-w.first >= int64(cfg.RotateAge)) {
+	// A file spans at most RotateAge of packet time either way from its
+	// first packet (imports can go back in time): repair relies on it to
+	// tell a record's timestamp from damage.
+	if w.f != nil && (w.end+int64(rec) > cfg.RotateSize || ts-w.first >= int64(cfg.RotateAge) || w.first-ts >= int64(cfg.RotateAge)) {
 		if err := w.Rotate(); err != nil {
 			return w.lostToo(err)
 		}
