@@ -515,6 +515,12 @@ func testDropsPrivileges(t *testing.T, method string) {
 		}
 	}
 
+	// --listen on loopback without certificates is the operator's choice,
+	// said out loud.
+	if !strings.Contains(d.logText(), "any local user can read every captured packet") {
+		t.Errorf("no warning about the API on loopback TCP without certificates")
+	}
+
 	d.stop(t)
 	if id := xdpProgID(t, v.Host); id != 0 {
 		t.Errorf("XDP program %d still attached to %s after stop", id, v.Host)
