@@ -67,6 +67,16 @@ func TestRunConfigAndFlags(t *testing.T) {
 		t.Errorf("--listen at its default did not override the file: exit %d\n%s", code, out)
 	}
 
+	// A boolean flag alone sets its key; --flag=false clears it.
+	code, out, _ = runCmd(t, "run", "--config", file, "--print-config", "--pprof", "--socket", "/run/x/s.sock")
+	if code != 0 || !strings.Contains(out, `"pprof": true`) || !strings.Contains(out, `"socket": "/run/x/s.sock"`) {
+		t.Errorf("--pprof --socket: exit %d\n%s", code, out)
+	}
+	code, out, _ = runCmd(t, "run", "--config", file, "--print-config", "--pprof=false")
+	if code != 0 || !strings.Contains(out, `"pprof": false`) {
+		t.Errorf("--pprof=false: exit %d\n%s", code, out)
+	}
+
 	for _, tc := range []struct {
 		name, file string
 		args       []string
@@ -78,6 +88,7 @@ func TestRunConfigAndFlags(t *testing.T) {
 		{"flag out of range", `{"capture": {"interfaces": ["eth9"]}}`, []string{"--snaplen", "5"}, `--snaplen: spool: snap length 5`},
 		{"no interface", `{}`, nil, `key "capture.interfaces"`},
 		{"unsafe listen", `{"capture": {"interfaces": ["eth9"]}}`, []string{"--listen", "0.0.0.0:1234"}, `--listen: api: refusing to listen`},
+		{"relative socket", `{"capture": {"interfaces": ["eth9"]}}`, []string{"--socket", "stenod.sock"}, `--socket: api: socket "stenod.sock": want an absolute path`},
 	} {
 		write(tc.file)
 		code, _, stderr := runCmd(t, append([]string{"run", "--config", file, "--print-config"}, tc.args...)...)
