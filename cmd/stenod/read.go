@@ -21,8 +21,10 @@ import (
 
 func cmdRead(ctx context.Context, e *env, args []string) error {
 	const doc = "Sends QUERY to a running stenod (POST /query, as stenoread does) and pipes\n" +
-		"the answer into 'tcpdump -r - [tcpdump args...]'. QUERY is one argument: quote\n" +
-		"it. Everything after it goes to tcpdump, e.g. -nn, -w FILE or a filter.\n" +
+		"the answer into 'tcpdump -r - [tcpdump args...]'. Without --server and --certs\n" +
+		"it asks the daemon's Unix socket, which root and the group stenod may use.\n" +
+		"QUERY is one argument: quote it. Everything after it goes to tcpdump, e.g.\n" +
+		"-nn, -w FILE or a filter.\n" +
 		"Without tcpdump on PATH, '-w FILE' alone still works: the pcap is written to\n" +
 		"FILE directly. The exit status is non-zero when the server reports an error\n" +
 		"or the answer breaks off."
