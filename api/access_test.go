@@ -304,3 +304,22 @@ func TestUnixSocket(t *testing.T) {
 		t.Errorf("the regular file was touched: %q %v", b, err)
 	}
 }
+
+// TestTLSHandshakeTimeout: a connection to the TLS server that never starts
+// its handshake is closed after the header timeout, its slot given back.
+func TestTLSHandshakeTimeout(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.CertsDir = makeCerts(t)
+	s := newServer(t, cfg, importSpool(t))
+	base := serve(t, s)
+	c := dialFrom(t, "127.0.0.1", strings.TrimPrefix(base, "https://"))
+	waitMetric(t, s, "stenod_api_connections_open", nil, 1)
+	start := time.Now()
+	if !closedBy(c, readHeaderTimeout+5*time.Second) {
+		t.Fatalf("a connection without a TLS handshake was kept beyond %v", readHeaderTimeout+5*time.Second)
+	}
+	if d := time.Since(start); d < readHeaderTimeout-time.Second {
+		t.Errorf("closed after %v, before the header timeout %v", d, readHeaderTimeout)
+	}
+	waitMetric(t, s, "stenod_api_connections_open", nil, 0)
+}
