@@ -63,13 +63,23 @@ func TestRunSocketAccess(t *testing.T) {
 	if _, err := user.Lookup("nobody"); err != nil {
 		testutil.SkipOrFail(t, "needs the user nobody: %v", err)
 	}
-	uid, _ := requireTestUser(t)
+	// Names of this process's own, as other test runs on the machine may
+	// create and remove theirs meanwhile: the daemon's user, the socket's
+	// group and an analyst in it.
 	id := os.Getpid() % 100000
-	group, analyst := fmt.Sprintf("stnapi%d", id), fmt.Sprintf("stnan%d", id)
+	daemonUser, group, analyst := fmt.Sprintf("stnd%d", id), fmt.Sprintf("stnapi%d", id), fmt.Sprintf("stnan%d", id)
 	testutil.Run(t, "groupadd", "--system", group)
 	t.Cleanup(func() { _ = exec.Command("groupdel", group).Run() })
-	testutil.Run(t, "useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "--user-group", "--groups", group, analyst)
-	t.Cleanup(func() { _ = exec.Command("userdel", analyst).Run() })
+	for _, u := range [][]string{{daemonUser}, {"--groups", group, analyst}} {
+		testutil.Run(t, "useradd", append([]string{"--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "--user-group"}, u...)...)
+		name := u[len(u)-1]
+		t.Cleanup(func() { _ = exec.Command("userdel", name).Run() })
+	}
+	du, err := user.Lookup(daemonUser)
+	if err != nil {
+		t.Fatal(err)
+	}
+	uid, _ := strconv.Atoi(du.Uid)
 	g, err := user.LookupGroup(group)
 	if err != nil {
 		t.Fatal(err)
@@ -80,7 +90,7 @@ func TestRunSocketAccess(t *testing.T) {
 	bin := buildStenod(t)
 	work := reachableTempDir(t)
 	sock := filepath.Join(work, "run", "stenod.sock")
-	d := startStenod(t, bin, "run", "--iface", v.Host, "--capture", "afpacket", "--user", testUser,
+	d := startStenod(t, bin, "run", "--iface", v.Host, "--capture", "afpacket", "--user", daemonUser,
 		"--socket", sock, "--socket-group", group, "--spool", filepath.Join(work, "spool"), "--pin-root", bpffsDir(t, "stenod-sock-test"))
 	tr := api.UnixTransport(sock)
 	t.Cleanup(tr.CloseIdleConnections)
