@@ -38,6 +38,7 @@ func TestConnLimits(t *testing.T) {
 		{"1300", 0, 0, 1024, 1300, 138, 34, false, false},
 		{"no room", 0, 0, 1024, 1024, minConns, 1, false, true},
 		{"configured within", 100, 0, 1024, 1 << 20, 100, 25, false, false},
+		{"configured, unknown limit", 5000, 0, 1024, 0, 5000, 64, false, false},
 		{"configured above the room", 5000, 0, 1024, 4096, 1536, 64, true, false},
 		{"configured per client", 0, 500, 1024, 1 << 20, 1024, 500, false, false},
 		{"per client above total", 10, 50, 1024, 1 << 20, 10, 10, false, false},

@@ -2,6 +2,7 @@ package api
 
 import (
 	"log/slog"
+	"math"
 	"net"
 	"sync"
 	"time"
@@ -66,7 +67,9 @@ type ConnLimits struct {
 // that is lowered to it.
 func (c *Config) ConnLimits(fdLimit uint64) ConnLimits {
 	l := ConnLimits{FDLimit: fdLimit, FDReserve: c.FDReserve}
-	room := DefaultMaxConns
+	// room is what the descriptor limit allows; an unknown limit does not
+	// lower a configured cap.
+	room := math.MaxInt32
 	if fdLimit > 0 {
 		free := int64(fdLimit) - int64(c.FDReserve)
 		room = int(min(max(free/2, 0), 1<<30))
