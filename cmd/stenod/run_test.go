@@ -23,6 +23,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stenod/stenod/api"
 	"github.com/stenod/stenod/config"
 	"github.com/stenod/stenod/internal/demotap"
 	"github.com/stenod/stenod/internal/testutil"
@@ -250,8 +251,10 @@ func bpffsDir(t *testing.T, name string) string {
 var httpClient = &http.Client{Timeout: 30 * time.Second}
 
 // queryPackets POSTs q to /query and returns the packets of the answer.
-func queryPackets(base, q string) (int, error) {
-	resp, err := httpClient.Post(base+"/query", "text/plain", strings.NewReader(q))
+func queryPackets(base, q string) (int, error) { return queryPacketsWith(httpClient, base, q) }
+
+func queryPacketsWith(c *http.Client, base, q string) (int, error) {
+	resp, err := c.Post(base+"/query", "text/plain", strings.NewReader(q))
 	if err != nil {
 		return 0, err
 	}
@@ -333,14 +336,27 @@ func TestRunDemo(t *testing.T) {
 	bin := buildStenod(t)
 	for _, method := range []string{"auto", "xdp"} {
 		t.Run(method, func(t *testing.T) {
-			listen := freePort(t)
-			base := "http://" + listen
+			// auto on loopback TCP, as an operator may choose; xdp on the
+			// Unix socket, the default.
+			work := reachableTempDir(t)
+			client, base, curl := httpClient, "", "curl -s"
+			var apiArgs []string
+			if method == "auto" {
+				listen := freePort(t)
+				base, apiArgs = "http://"+listen, []string{"--listen", listen}
+			} else {
+				sock := filepath.Join(work, "run", "demo.sock")
+				tr := api.UnixTransport(sock)
+				t.Cleanup(tr.CloseIdleConnections)
+				client = &http.Client{Transport: tr, Timeout: 30 * time.Second}
+				base, curl, apiArgs = "http://stenod", "curl -s --unix-socket "+sock, []string{"--socket", sock}
+			}
 			pinRoot := bpffsDir(t, "stenod-demo-test")
-			spoolDir := filepath.Join(reachableTempDir(t), "spool")
-			d := startStenod(t, bin, "run", "--demo", "--capture", method, "--listen", listen, "--spool", spoolDir, "--pin-root", pinRoot)
+			spoolDir := filepath.Join(work, "spool")
+			d := startStenod(t, bin, append([]string{"run", "--demo", "--capture", method, "--spool", spoolDir, "--pin-root", pinRoot}, apiArgs...)...)
 
 			waitFor(t, d, "packets queryable through POST /query", time.Minute, func() error {
-				n, err := queryPackets(base, "tcp or udp")
+				n, err := queryPacketsWith(client, base, "tcp or udp")
 				if err == nil && n == 0 {
 					err = errors.New("no packets yet")
 				}
@@ -352,7 +368,7 @@ func TestRunDemo(t *testing.T) {
 					t.Errorf("no XDP program attached to %s", demotap.HostIface)
 				}
 			}
-			resp, err := httpClient.Get(base + "/v1/flows?q=" + url.QueryEscape("tcp or udp"))
+			resp, err := client.Get(base + "/v1/flows?q=" + url.QueryEscape("tcp or udp"))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -362,7 +378,7 @@ func TestRunDemo(t *testing.T) {
 				t.Errorf("GET /v1/flows: %s: %.300s", resp.Status, body)
 			}
 			waitFor(t, d, "the demo to say how to query it", 10*time.Second, func() error {
-				if !strings.Contains(d.logText(), "curl -s --data-binary 'tcp' "+base+"/query | tcpdump -nr -") {
+				if !strings.Contains(d.logText(), curl+" --data-binary 'tcp' "+base+"/query | tcpdump -nr -") {
 					return errors.New("not said")
 				}
 				return nil
