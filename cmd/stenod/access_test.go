@@ -279,11 +279,20 @@ func TestRunConnectionFlood(t *testing.T) {
 			c.Close()
 		}
 	})
-	floodDone := make(chan struct{})
+	// Halfway, the flood waits for the query that must be answered during
+	// it.
+	floodDone, halfway, resume := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	var resumeOnce sync.Once
+	resumeFlood := func() { resumeOnce.Do(func() { close(resume) }) }
+	t.Cleanup(resumeFlood)
 	start := time.Now()
 	go func() {
 		defer close(floodDone)
 		for i := range conns {
+			if i == conns/2 {
+				close(halfway)
+				<-resume
+			}
 			dl := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(2+i%sources))},
 				Timeout: 2 * time.Second, Control: setNoPortBind}
 			c, err := dl.Dial("tcp", listen)
@@ -314,9 +323,9 @@ func TestRunConnectionFlood(t *testing.T) {
 			// An authenticated query during the flood: the flood holds its
 			// own addresses' slots, not this client's.
 			select {
-			case <-floodDone:
-				t.Error("the flood ended before the query meant to run during it")
-			default:
+			case <-halfway:
+			case <-time.After(time.Minute):
+				t.Fatal("the flood did not get halfway within a minute")
 			}
 			tr.CloseIdleConnections() // a new connection, as a client's
 			resp, err := client.Post(base+"/query", "text/plain", strings.NewReader("udp and port 7000"))
@@ -329,6 +338,7 @@ func TestRunConnectionFlood(t *testing.T) {
 				t.Fatalf("query during the flood: %s, %d packets, %v", resp.Status, n, err)
 			}
 			t.Logf("query during the flood: %d packets", n)
+			resumeFlood()
 		}
 	}
 	<-floodDone
@@ -412,15 +422,20 @@ func TestRunConnectionFlood(t *testing.T) {
 		f, _ := strconv.ParseFloat(string(m[1]), 64)
 		return f
 	}
-	refused := metric(`stenod_api_connections_refused_total{reason="per_client"}`)
+	refused := metric(`stenod_api_connections_refused_total{reason="per_client"}`) + metric(`stenod_api_connections_refused_total{reason="total"}`)
+	accepted := metric("stenod_api_connections_accepted_total")
 	limit := metric(`stenod_api_connections_limit{scope="total"}`)
-	if refused < float64(made-sources*64) {
-		t.Errorf("%v connections refused per client, want all but %d of the %d made", refused, sources*64, made)
+	// Every connection made was accepted within the caps or refused; with
+	// 8 addresses of at most 64 slots each, most were refused (idle ones
+	// give their slot back after the header timeout, so a slow flood has
+	// a few more accepted).
+	if accepted+refused < float64(made) || refused < float64(made)/2 {
+		t.Errorf("%v accepted and %v refused of the %d connections made", accepted, refused, made)
 	}
 	if open := metric("stenod_api_connections_open"); open > limit {
 		t.Errorf("%v connections open, above the cap %v", open, limit)
 	}
-	t.Logf("refused per client: %v; total cap %v", refused, limit)
+	t.Logf("%v connections accepted, %v refused; total cap %v", accepted, refused, limit)
 	if strings.Contains(d.logText(), "level=ERROR") {
 		t.Errorf("errors logged")
 	}
