@@ -390,15 +390,30 @@ func TestStatsMetricsHealthPprof(t *testing.T) {
 	if body = mustOK(t, resp, body, err); string(body) != "ok\n" {
 		t.Errorf("healthz %q", body)
 	}
-	resp, body, err = get(t, c, ts.URL+"/debug/pprof/")
+	// The profiler is off by default: its profiles show memory that holds
+	// packets.
+	for _, path := range []string{"/debug/pprof/", "/debug/pprof/goroutine?debug=1", "/debug/pprof/cmdline"} {
+		resp, _, err := get(t, c, ts.URL+path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode != http.StatusNotFound {
+			t.Errorf("%s without pprof: %s, want 404", path, resp.Status)
+		}
+	}
+	cfg := DefaultConfig()
+	cfg.PProf = true
+	ts2 := httptest.NewServer(newServer(t, cfg, sp).Handler())
+	defer ts2.Close()
+	resp, body, err = get(t, c, ts2.URL+"/debug/pprof/")
 	if body = mustOK(t, resp, body, err); !bytes.Contains(body, []byte("goroutine")) {
 		t.Errorf("pprof index: %.200s", body)
 	}
-	resp, body, err = get(t, c, ts.URL+"/debug/pprof/goroutine?debug=1")
+	resp, body, err = get(t, c, ts2.URL+"/debug/pprof/goroutine?debug=1")
 	if body = mustOK(t, resp, body, err); !bytes.Contains(body, []byte("goroutine profile")) {
 		t.Errorf("pprof goroutine: %.200s", body)
 	}
-	resp, body, err = get(t, c, ts.URL+"/debug/pprof/cmdline")
+	resp, body, err = get(t, c, ts2.URL+"/debug/pprof/cmdline")
 	mustOK(t, resp, body, err)
 }
 

@@ -236,6 +236,27 @@ func TestStenodRead(t *testing.T) {
 			t.Errorf("read with another CA's certificates succeeded")
 		}
 	})
+	t.Run("unix socket", func(t *testing.T) {
+		scfg := DefaultConfig()
+		scfg.Socket, scfg.SocketGroup = filepath.Join(t.TempDir(), "run", "stenod.sock"), ""
+		serveUnix(t, newServer(t, scfg, sp))
+		out := filepath.Join(work, "socket.pcap")
+		r := runBin(t, noTcpdump, bin, "read", "--socket", scfg.Socket, "port 53", "-w", out)
+		if r.err != nil {
+			t.Fatalf("stenod read --socket: %v\n%s", r.err, r.stderr)
+		}
+		if got, err := os.ReadFile(out); err != nil || !bytes.Equal(got, exp) {
+			t.Errorf("%s: %d bytes (%v), want the engine's %d", out, len(got), err, len(exp))
+		}
+		r = runBin(t, noTcpdump, bin, "read", "--socket", filepath.Join(t.TempDir(), "none.sock"), "port 53", "-w", out)
+		if r.err == nil || !strings.Contains(r.stderr, "is stenod running?") {
+			t.Errorf("read from a missing socket: %v %q", r.err, r.stderr)
+		}
+		r = runBin(t, noTcpdump, bin, "read", "--socket", scfg.Socket, "--server", base, "port 53", "-w", out)
+		if r.err == nil || !strings.Contains(r.stderr, "--socket goes without --server") {
+			t.Errorf("read with --socket and --server: %v %q", r.err, r.stderr)
+		}
+	})
 	t.Run("damaged records", func(t *testing.T) {
 		sp2, files := syntheticSpool(t)
 		base2 := serve(t, newServer(t, DefaultConfig(), sp2))

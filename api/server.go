@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"time"
@@ -21,9 +22,17 @@ import (
 	"github.com/stenod/stenod/spool"
 )
 
-// Bounds on what a request may ask for.
+// Addresses and bounds on what a request may ask for.
 const (
-	// DefaultListen is stenographer's default port, on loopback, so that
+	// DefaultSocket is the Unix socket the API listens on when no TCP
+	// address is configured and there are no client certificates: only
+	// root and the members of SocketGroup can connect to it.
+	DefaultSocket = "/run/stenod/stenod.sock"
+	// DefaultSocketGroup is the group that may connect to the socket: the
+	// group that may also read the spool files (mode 0640).
+	DefaultSocketGroup = "stenod"
+	// DefaultListen is stenographer's default port, on loopback: the TCP
+	// address used with client certificates when Listen is empty, so that
 	// stenoread configured for stenographer finds stenod unchanged.
 	DefaultListen = "127.0.0.1:1234"
 	// DefaultMaxQueryBytes bounds a /query body; real queries are a few
@@ -34,57 +43,123 @@ const (
 	MaxFlows     = 100_000
 	DefaultFlows = 1000
 
-	readHeaderTimeout = 10 * time.Second
+	// readHeaderTimeout bounds the wait for a request's headers, and so
+	// (net/http takes the smallest of its timeouts) the TLS handshake: a
+	// connection that says nothing gives its descriptor back within it.
+	readHeaderTimeout = 5 * time.Second
 	// readTimeout covers headers and body; a /query body is small, so a
 	// client that trickles it is hostile.
-	readTimeout    = 30 * time.Second
-	idleTimeout    = 2 * time.Minute
+	readTimeout = 30 * time.Second
+	// idleTimeout bounds how long a kept-alive connection may wait for its
+	// next request while holding a descriptor and a connection slot.
+	idleTimeout    = 30 * time.Second
 	maxHeaderBytes = 64 << 10
 	// shutdownGrace is how long running answers may go on after Serve's
 	// context ends, before their connections are closed.
 	shutdownGrace = 5 * time.Second
 )
 
-// Config is the server's listening address and query bounds.
+// Config is where the server listens, who may connect and what a request
+// may ask for.
 type Config struct {
-	// Listen is the TCP address to serve on. Anything but a loopback
-	// address needs CertsDir.
+	// Listen is a TCP address to serve on. Empty (the default): the Unix
+	// socket Socket without CertsDir, DefaultListen with it. A loopback
+	// address without CertsDir is allowed, with a warning (any local user
+	// can connect); any other address needs CertsDir.
 	Listen string
+	// Socket is the Unix socket's path, used when Listen is empty and
+	// CertsDir is not set. Its directory is created mode 0750 when missing.
+	Socket string
+	// SocketGroup is the group given the socket (mode 0660) and the
+	// directories created for it: its members, and root, can connect. When
+	// the group does not exist, the socket keeps the daemon's own group.
+	SocketGroup string
 	// CertsDir, when set, holds the files of `stenod certs init`; the server
 	// then speaks only TLS and requires a client certificate signed by
 	// ca_cert.pem.
 	CertsDir string
+	// PProf mounts Go's profiler at /debug/pprof/. Off, that path is 404:
+	// profiles show memory that holds packets.
+	PProf bool
 	// QueryTimeout stops a query that runs longer (0: no limit). An answer
 	// stopped this way is aborted, never delivered as if it were whole.
 	QueryTimeout time.Duration
 	// MaxQueryBytes bounds the body of POST /query.
 	MaxQueryBytes int64
+	// MaxConns caps the connections open at once, and MaxConnsPerClient
+	// those from one client address (Unix socket clients count toward
+	// MaxConns only); a connection over a cap is closed at once. 0 derives
+	// the cap from the file descriptor limit (see ConnLimits).
+	MaxConns          int
+	MaxConnsPerClient int
+	// FDReserve is the number of file descriptors the connection caps
+	// leave to capture: spool files, rings, BPF maps, indexes.
+	FDReserve int
 }
 
-// DefaultConfig returns a loopback-only server without TLS and without a
-// query time limit.
+// DefaultConfig returns a server on the Unix socket DefaultSocket, without
+// TLS, pprof or a query time limit, with connection caps derived from the
+// file descriptor limit.
 func DefaultConfig() Config {
-	return Config{Listen: DefaultListen, MaxQueryBytes: DefaultMaxQueryBytes}
+	return Config{
+		Socket:        DefaultSocket,
+		SocketGroup:   DefaultSocketGroup,
+		MaxQueryBytes: DefaultMaxQueryBytes,
+		FDReserve:     DefaultFDReserve,
+	}
 }
+
+// Network returns where the server listens: "unix" and the socket's path,
+// or "tcp" and an address.
+func (c *Config) Network() (network, address string) {
+	switch {
+	case c.Listen != "":
+		return "tcp", c.Listen
+	case c.CertsDir != "":
+		return "tcp", DefaultListen
+	}
+	return "unix", c.Socket
+}
+
+// maxSocketPath is the longest path a Unix socket address holds
+// (sun_path's 108 bytes, with the terminating NUL).
+const maxSocketPath = 107
 
 // Validate reports the first impossible or unsafe setting. Serving packets
 // on a reachable address without client certificates is refused: a
 // full-packet capture holds every password and session cookie that crossed
 // the wire.
 func (c *Config) Validate() error {
-	host, _, err := net.SplitHostPort(c.Listen)
-	if err != nil {
-		return fmt.Errorf("api: listen address %q: %w", c.Listen, err)
+	network, addr := c.Network()
+	if network == "tcp" {
+		host, _, err := net.SplitHostPort(addr)
+		if err != nil {
+			return fmt.Errorf("api: listen address %q: %w", addr, err)
+		}
+		if c.CertsDir == "" && !isLoopbackHost(host) {
+			return fmt.Errorf("api: refusing to listen on %s without TLS: "+
+				"any address but loopback (127.0.0.1, ::1, localhost) needs client certificates "+
+				"(create them with 'stenod certs init DIR' and set the certs directory)", addr)
+		}
+	} else {
+		switch {
+		case !filepath.IsAbs(addr):
+			return fmt.Errorf("api: socket %q: want an absolute path", addr)
+		case len(addr) > maxSocketPath:
+			return fmt.Errorf("api: socket %q: longer than the %d bytes a Unix socket path may have", addr, maxSocketPath)
+		}
 	}
 	switch {
-	case c.CertsDir == "" && !isLoopbackHost(host):
-		return fmt.Errorf("api: refusing to listen on %s without TLS: "+
-			"any address but loopback (127.0.0.1, ::1, localhost) needs client certificates "+
-			"(create them with 'stenod certs init DIR' and set the certs directory)", c.Listen)
 	case c.QueryTimeout < 0:
 		return fmt.Errorf("api: query timeout %v is negative", c.QueryTimeout)
 	case c.MaxQueryBytes < 1<<10 || c.MaxQueryBytes > 16<<20:
 		return fmt.Errorf("api: max query bytes %d outside [1 KiB, 16 MiB]", c.MaxQueryBytes)
+	case c.MaxConns < 0:
+		return fmt.Errorf("api: max connections %d is negative (0: derived from the file descriptor limit)", c.MaxConns)
+	case c.MaxConnsPerClient < 0:
+		return fmt.Errorf("api: max connections per client %d is negative (0: derived)", c.MaxConnsPerClient)
+	case c.FDReserve < 0:
+		return fmt.Errorf("api: file descriptor reserve %d is negative", c.FDReserve)
 	}
 	return nil
 }
@@ -111,6 +186,9 @@ type Options struct {
 	Stats func() any
 	// Logger receives request and error logs. When nil, nothing is logged.
 	Logger *slog.Logger
+	// FDLimit is the process's soft limit on open files (RLIMIT_NOFILE),
+	// which the connection caps are derived from; 0: unknown.
+	FDLimit uint64
 }
 
 // Server serves the HTTP API. It owns no listener until Serve is called.
@@ -122,6 +200,8 @@ type Server struct {
 	log     *slog.Logger
 	tls     *tls.Config
 	metrics *metrics
+	conns   *connMetrics
+	limits  ConnLimits
 	handler http.Handler
 	// priorityWarn says once that query threads cannot be lowered.
 	priorityWarn sync.Once
@@ -158,6 +238,13 @@ func New(cfg Config, opts Options) (*Server, error) {
 	if s.metrics, err = newMetrics(s.reg); err != nil {
 		return nil, err
 	}
+	s.conns = newConnMetrics()
+	for _, c := range s.conns.collectors() {
+		if err := s.reg.Register(c); err != nil {
+			return nil, fmt.Errorf("api: register connection metrics: %w", err)
+		}
+	}
+	s.limits = cfg.ConnLimits(opts.FDLimit)
 	if err := s.reg.Register(newSpoolCollector(s.sp)); err != nil {
 		return nil, fmt.Errorf("api: register spool metrics: %w", err)
 	}
@@ -171,6 +258,9 @@ func (s *Server) Handler() http.Handler { return s.handler }
 
 // TLS reports whether the server requires TLS client certificates.
 func (s *Server) TLS() bool { return s.tls != nil }
+
+// Limits returns the connection caps Serve enforces.
+func (s *Server) Limits() ConnLimits { return s.limits }
 
 func (s *Server) routes() http.Handler {
 	r := chi.NewRouter()
@@ -189,6 +279,9 @@ func (s *Server) routes() http.Handler {
 			s.log.Debug("write healthz", "err", err)
 		}
 	})
+	if !s.cfg.PProf {
+		return r
+	}
 	// Mounted explicitly: importing net/http/pprof registers on
 	// http.DefaultServeMux, which stenod never serves.
 	r.HandleFunc("/debug/pprof/", pprof.Index)
@@ -200,12 +293,12 @@ func (s *Server) routes() http.Handler {
 	return r
 }
 
-// ListenAndServe listens on cfg.Listen and serves until ctx is done.
+// ListenAndServe listens where cfg says (Listen, with KeepOwner) and serves
+// until ctx is done.
 func (s *Server) ListenAndServe(ctx context.Context) error {
-	var lc net.ListenConfig
-	ln, err := lc.Listen(ctx, "tcp", s.cfg.Listen)
+	ln, err := s.Listen(ctx, KeepOwner())
 	if err != nil {
-		return fmt.Errorf("api: %w", err)
+		return err
 	}
 	return s.Serve(ctx, ln)
 }
@@ -213,13 +306,29 @@ func (s *Server) ListenAndServe(ctx context.Context) error {
 // Serve serves on ln until ctx is done, then stops accepting, gives running
 // answers a few seconds and closes what is left; it closes ln. It returns
 // nil after such a shutdown. Without TLS it refuses a listener that is not
-// on a loopback address, whatever cfg.Listen said.
+// on a loopback address, whatever cfg.Listen said, and warns about one
+// that is. It enforces the connection caps of Limits on ln.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	if s.tls == nil {
-		if ta, ok := ln.Addr().(*net.TCPAddr); ok && !ta.IP.IsLoopback() {
-			return errors.Join(fmt.Errorf("api: refusing to serve on %v without TLS client certificates", ta), ln.Close())
+		if ta, ok := ln.Addr().(*net.TCPAddr); ok {
+			if !ta.IP.IsLoopback() {
+				return errors.Join(fmt.Errorf("api: refusing to serve on %v without TLS client certificates", ta), ln.Close())
+			}
+			s.log.Warn("API on loopback TCP without client certificates: any local user can read every captured packet; "+
+				"leave the listen address empty for the Unix socket (root and the socket group only), or set a certs directory",
+				"addr", ta.String())
 		}
 	}
+	l := s.limits
+	if l.Clipped {
+		s.log.Warn("API max connections lowered to what the file descriptor limit leaves after the reserve for capture",
+			"configured", s.cfg.MaxConns, "max_connections", l.Total, "fd_limit", l.FDLimit, "fd_reserve", l.FDReserve)
+	}
+	if l.Starved {
+		s.log.Warn("the file descriptor limit leaves almost nothing for API connections after the reserve for capture: raise it (LimitNOFILE, ulimit -n)",
+			"fd_limit", l.FDLimit, "fd_reserve", l.FDReserve, "max_connections", l.Total)
+	}
+	ln = newLimitListener(ln, l, s.conns, s.log)
 	srv := &http.Server{
 		Handler:           s.handler,
 		TLSConfig:         s.tls,
@@ -239,7 +348,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			errc <- srv.Serve(ln)
 		}
 	}()
-	s.log.Info("API listening", "addr", ln.Addr().String(), "tls", s.tls != nil)
+	s.log.Info("API listening", "network", ln.Addr().Network(), "addr", ln.Addr().String(), "tls", s.tls != nil, "pprof", s.cfg.PProf,
+		"max_connections", l.Total, "max_connections_per_client", l.PerClient, "fd_limit", l.FDLimit, "fd_reserve", l.FDReserve,
+		"header_timeout", readHeaderTimeout, "idle_timeout", idleTimeout)
 	select {
 	case err := <-errc:
 		return fmt.Errorf("api: %w", err)

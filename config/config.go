@@ -183,10 +183,16 @@ var keys = []key{
 	{"spool.min_free_percent", kFloat, "share of each spool file system kept free (0: off); the oldest files go first", func(c *Config) any { return &c.Spool.MinFreePercent }},
 	{"spool.max_files", kInt, "most files each spool directory may hold (0: no limit)", func(c *Config) any { return &c.Spool.MaxFiles }},
 
-	{"api.listen", kString, "HTTP API address; anything but loopback needs api.certs_dir", func(c *Config) any { return &c.API.Listen }},
+	{"api.listen", kString, "TCP address of the HTTP API instead of the Unix socket (\"\": the socket, or 127.0.0.1:1234 with api.certs_dir); loopback without api.certs_dir lets every local user read packets, any other address needs api.certs_dir", func(c *Config) any { return &c.API.Listen }},
+	{"api.socket", kString, "Unix socket of the HTTP API, used when api.listen and api.certs_dir are empty; its directory is created mode 0750", func(c *Config) any { return &c.API.Socket }},
+	{"api.socket_group", kString, "group that may connect to the socket (mode 0660) besides root; when it does not exist the socket keeps the daemon's own group", func(c *Config) any { return &c.API.SocketGroup }},
 	{"api.certs_dir", kString, "directory of 'stenod certs init': serve HTTPS, require client certificates", func(c *Config) any { return &c.API.CertsDir }},
+	{"api.pprof", kBool, "serve Go's profiler at /debug/pprof/ (off: 404)", func(c *Config) any { return &c.API.PProf }},
 	{"api.query_timeout", kDuration, "longest time a query may run (0s: no limit)", func(c *Config) any { return &c.API.QueryTimeout }},
 	{"api.max_query_bytes", kSize, "largest POST /query body", func(c *Config) any { return &c.API.MaxQueryBytes }},
+	{"api.max_connections", kInt, "most API connections open at once (0: half of what the open files limit leaves after api.fd_reserve, at most 1024)", func(c *Config) any { return &c.API.MaxConns }},
+	{"api.max_connections_per_client", kInt, "most API connections from one client address (0: a quarter of api.max_connections, at most 64)", func(c *Config) any { return &c.API.MaxConnsPerClient }},
+	{"api.fd_reserve", kInt, "file descriptors the API's connection caps leave to capture", func(c *Config) any { return &c.API.FDReserve }},
 
 	{"demo.spool", kString, "spool directory of stenod run --demo", func(c *Config) any { return &c.Demo.Spool }},
 	{"demo.captures", kString, "pcap/pcapng file or directory the demo replays; \"\": the sample captures if found, else generated traffic", func(c *Config) any { return &c.Demo.Captures }},

@@ -102,9 +102,15 @@ func TestEveryKeyParsed(t *testing.T) {
   },
   "api": {
     "listen": "0.0.0.0:1234",
+    "socket": "/run/sensor/api.sock",
+    "socket_group": "analysts",
     "certs_dir": "/etc/stenod/certs",
+    "pprof": true,
     "query_timeout": "10m",
-    "max_query_bytes": 1048576
+    "max_query_bytes": 1048576,
+    "max_connections": 200,
+    "max_connections_per_client": 20,
+    "fd_reserve": 4096
   },
   "demo": {
     "spool": "/tmp/demo",
@@ -150,9 +156,15 @@ func TestEveryKeyParsed(t *testing.T) {
 	want.Spool.MinFreePercent = 5.5
 	want.Spool.MaxFiles = 10000
 	want.API.Listen = "0.0.0.0:1234"
+	want.API.Socket = "/run/sensor/api.sock"
+	want.API.SocketGroup = "analysts"
 	want.API.CertsDir = "/etc/stenod/certs"
+	want.API.PProf = true
 	want.API.QueryTimeout = 10 * time.Minute
 	want.API.MaxQueryBytes = 1 << 20
+	want.API.MaxConns = 200
+	want.API.MaxConnsPerClient = 20
+	want.API.FDReserve = 4096
 	want.Demo = Demo{Spool: "/tmp/demo", Captures: "/srv/pcaps", Rate: 50, MaxBytes: 3 << 30}
 
 	// Every key must differ from its default in the test file, or the test
@@ -234,6 +246,9 @@ func TestBadFiles(t *testing.T) {
 		{"listen without TLS", `{"api": {"listen": "0.0.0.0:1234"}}`, "api.listen", false},
 		{"listen no port", `{"api": {"listen": "127.0.0.1"}}`, "api.listen", false},
 		{"max query bytes", `{"api": {"max_query_bytes": "1GiB"}}`, "api.max_query_bytes", false},
+		{"relative socket", `{"api": {"socket": "stenod.sock"}}`, "api.socket", false},
+		{"max connections", `{"api": {"max_connections": -1}}`, "api.max_connections", false},
+		{"fd reserve", `{"api": {"fd_reserve": -1}}`, "api.fd_reserve", false},
 		{"user", `{"user": "a:b"}`, "user", false},
 		{"demo rate", `{"demo": {"rate": 0}}`, "demo.rate", false},
 		{"demo budget", `{"demo": {"max_bytes": "1MiB"}}`, "demo.max_bytes", false},
@@ -315,6 +330,8 @@ func TestSetGet(t *testing.T) {
 		{"spool.min_free_percent", "2.5", "2.5"},
 		{"spool.rotate_age", "1h", "1h"},
 		{"api.listen", "[::1]:9000", "[::1]:9000"},
+		{"api.pprof", "true", "true"},
+		{"api.socket", "/run/x/api.sock", "/run/x/api.sock"},
 		{"demo.rate", "10", "10"},
 	} {
 		if err := c.Set(tc.key, tc.value); err != nil {

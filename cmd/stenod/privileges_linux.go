@@ -17,6 +17,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/stenod/stenod/api"
 	"github.com/stenod/stenod/config"
 )
 
@@ -184,6 +185,16 @@ func (d *dropper) inGroup(gid int) bool {
 		}
 	}
 	return false
+}
+
+// socketOwner is who the API's Unix socket is given to: the user a root
+// start drops to, so that the unprivileged daemon can remove the socket
+// when it stops; otherwise whoever creates it.
+func (d *dropper) socketOwner() api.SocketOwner {
+	if d == nil || !d.root {
+		return api.KeepOwner()
+	}
+	return api.SocketOwner{UID: d.uid, GID: d.gid}
 }
 
 // drop switches to cfg.User and clears every capability, once

@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"golang.org/x/term"
 
@@ -19,8 +21,10 @@ import (
 
 func cmdRead(ctx context.Context, e *env, args []string) error {
 	const doc = "Sends QUERY to a running stenod (POST /query, as stenoread does) and pipes\n" +
-		"the answer into 'tcpdump -r - [tcpdump args...]'. QUERY is one argument: quote\n" +
-		"it. Everything after it goes to tcpdump, e.g. -nn, -w FILE or a filter.\n" +
+		"the answer into 'tcpdump -r - [tcpdump args...]'. Without --server and --certs\n" +
+		"it asks the daemon's Unix socket, which root and the group stenod may use.\n" +
+		"QUERY is one argument: quote it. Everything after it goes to tcpdump, e.g.\n" +
+		"-nn, -w FILE or a filter.\n" +
 		"Without tcpdump on PATH, '-w FILE' alone still works: the pcap is written to\n" +
 		"FILE directly. The exit status is non-zero when the server reports an error\n" +
 		"or the answer breaks off, and 3 when the answer is whole except for damaged\n" +
@@ -28,7 +32,8 @@ func cmdRead(ctx context.Context, e *env, args []string) error {
 	fs := newFlagSet(e, "read", "QUERY [tcpdump args...]", doc)
 	limitPackets := fs.Int64("limit-packets", 0, "stop after `N` packets (0: no limit)")
 	limitBytes := fs.Int64("limit-bytes", 0, "stop before exceeding `N` bytes of pcap records (0: no limit)")
-	server := fs.String("server", "", "API `URL` (default https://"+api.DefaultListen+" with --certs, http://"+api.DefaultListen+" without)")
+	server := fs.String("server", "", "API `URL` or TCP address, instead of the Unix socket (default https://"+api.DefaultListen+" with --certs)")
+	socket := fs.String("socket", "", "the API's Unix `socket` (default "+api.DefaultSocket+" without --server and --certs)")
 	certsDir := fs.String("certs", "", "`directory` holding ca_cert.pem, client_cert.pem and client_key.pem (from 'stenod certs init'); the connection then uses TLS")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -41,9 +46,21 @@ func cmdRead(ctx context.Context, e *env, args []string) error {
 		return usagef("limits must not be negative")
 	}
 	text, tdArgs := fs.Arg(0), fs.Args()[1:]
-	base, err := serverURL(*server, *certsDir != "")
-	if err != nil {
-		return usageError{err}
+	// Without an address and without certificates, the Unix socket: the
+	// daemon's default, which only root and the socket's group reach.
+	sock := *socket
+	switch {
+	case sock != "" && (*server != "" || *certsDir != ""):
+		return usagef("--socket goes without --server and --certs")
+	case sock == "" && *server == "" && *certsDir == "":
+		sock = api.DefaultSocket
+	}
+	base := "http://stenod"
+	if sock == "" {
+		var err error
+		if base, err = serverURL(*server, *certsDir != ""); err != nil {
+			return usageError{err}
+		}
 	}
 
 	// Decide where the answer goes before asking for it, so a missing
@@ -67,6 +84,9 @@ func cmdRead(ctx context.Context, e *env, args []string) error {
 	}
 
 	client := &http.Client{Transport: &http.Transport{Proxy: http.ProxyFromEnvironment}}
+	if sock != "" {
+		client.Transport = api.UnixTransport(sock)
+	}
 	if *certsDir != "" {
 		tc, err := api.ClientTLSConfig(*certsDir)
 		if err != nil {
@@ -87,6 +107,9 @@ func cmdRead(ctx context.Context, e *env, args []string) error {
 	}
 	resp, err := client.Do(req)
 	if err != nil {
+		if sock != "" {
+			return socketError(sock, err)
+		}
 		return fmt.Errorf("query %s: %w", base, err)
 	}
 	defer resp.Body.Close()
@@ -132,6 +155,18 @@ func serverURL(s string, tls bool) (string, error) {
 		return "", fmt.Errorf("--server %s: want an http:// or https:// URL", s)
 	}
 	return strings.TrimRight(s, "/"), nil
+}
+
+// socketError says what a failure to reach the socket usually means.
+func socketError(sock string, err error) error {
+	switch {
+	case errors.Is(err, fs.ErrPermission):
+		return fmt.Errorf("query %s: %w: only root and the members of the socket's group (stenod by default) may read packets "+
+			"(docs/operations.md, Access)", sock, err)
+	case errors.Is(err, fs.ErrNotExist), errors.Is(err, syscall.ECONNREFUSED):
+		return fmt.Errorf("query %s: %w: is stenod running? (one listening on TCP needs --server, and --certs for TLS)", sock, err)
+	}
+	return fmt.Errorf("query %s: %w", sock, err)
 }
 
 // onlyWriteArg finds tcpdump's -w FILE (or -wFILE) in args, and reports

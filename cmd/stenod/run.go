@@ -7,7 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
+	"log/slog"
 	"net/http"
 	"os"
 	"os/exec"
@@ -30,26 +30,33 @@ import (
 // runFlags are stenod run's flags that set a configuration key. A flag
 // given on the command line overrides the file; one not given leaves the
 // file's value (or the default) alone.
-var runFlags = []struct{ flag, key, usage string }{
-	{"iface", "capture.interfaces", "`interfaces` to capture from, comma separated (required, here or in the file)"},
-	{"spool", "spool.dirs", "spool `directories`, comma separated (one per disk)"},
-	{"capture", "capture.method", "capture `method`: auto, xdp or afpacket"},
-	{"xdp-mode", "capture.xdp_mode", "XDP attach `mode`: auto (native, else generic), native or generic"},
-	{"snaplen", "spool.snap_length", "`bytes` kept of each packet"},
-	{"cpus", "capture.cpus", "`CPUs` for the receive loops, comma separated (default: round robin over all)"},
-	{"flush-interval", "capture.flush_interval", "longest `time` a received packet waits before it is queryable, under load"},
-	{"umem-frames", "capture.umem_frames", "4 KiB packet buffers `per RX queue`: how long a disk stall is ridden out"},
-	{"pin-root", "capture.pin_root", "bpffs `directory` for the pinned XDP objects"},
-	{"drop", "capture.drop_rules", "pre-capture drop `rules`, ';' separated, such as 'udp port 53; net 10.9.0.0/16'"},
-	{"rotate-size", "spool.rotate_size", "start a new spool file past this `size`"},
-	{"rotate-age", "spool.rotate_age", "start a new spool file after this much packet `time`"},
-	{"max-bytes", "spool.max_bytes", "disk budget per spool directory, such as 2TiB (0: none); the oldest files go first"},
-	{"min-free-percent", "spool.min_free_percent", "`percent` of each spool file system kept free (0: off)"},
-	{"max-files", "spool.max_files", "most files per spool directory (0: no limit)"},
-	{"listen", "api.listen", "HTTP API `address`; any but loopback needs --certs"},
-	{"certs", "api.certs_dir", "`directory` from 'stenod certs init': serve HTTPS and require client certificates"},
-	{"query-timeout", "api.query_timeout", "longest `time` a query may run (0: no limit)"},
-	{"user", "user", "`user` to run as after start-up, when started as root (\"\": stay root)"},
+var runFlags = []struct {
+	flag, key, usage string
+	// boolean flags are given alone (--pprof) or as --pprof=false.
+	boolean bool
+}{
+	{"iface", "capture.interfaces", "`interfaces` to capture from, comma separated (required, here or in the file)", false},
+	{"spool", "spool.dirs", "spool `directories`, comma separated (one per disk)", false},
+	{"capture", "capture.method", "capture `method`: auto, xdp or afpacket", false},
+	{"xdp-mode", "capture.xdp_mode", "XDP attach `mode`: auto (native, else generic), native or generic", false},
+	{"snaplen", "spool.snap_length", "`bytes` kept of each packet", false},
+	{"cpus", "capture.cpus", "`CPUs` for the receive loops, comma separated (default: round robin over all)", false},
+	{"flush-interval", "capture.flush_interval", "longest `time` a received packet waits before it is queryable, under load", false},
+	{"umem-frames", "capture.umem_frames", "4 KiB packet buffers `per RX queue`: how long a disk stall is ridden out", false},
+	{"pin-root", "capture.pin_root", "bpffs `directory` for the pinned XDP objects", false},
+	{"drop", "capture.drop_rules", "pre-capture drop `rules`, ';' separated, such as 'udp port 53; net 10.9.0.0/16'", false},
+	{"rotate-size", "spool.rotate_size", "start a new spool file past this `size`", false},
+	{"rotate-age", "spool.rotate_age", "start a new spool file after this much packet `time`", false},
+	{"max-bytes", "spool.max_bytes", "disk budget per spool directory, such as 2TiB (0: none); the oldest files go first", false},
+	{"min-free-percent", "spool.min_free_percent", "`percent` of each spool file system kept free (0: off)", false},
+	{"max-files", "spool.max_files", "most files per spool directory (0: no limit)", false},
+	{"listen", "api.listen", "HTTP API TCP `address` instead of the Unix socket; loopback without --certs lets every local user read packets, any other address needs --certs", false},
+	{"socket", "api.socket", "the API's Unix socket `path`, used when neither --listen nor --certs is given", false},
+	{"socket-group", "api.socket_group", "`group` that may connect to the API's Unix socket (besides root)", false},
+	{"pprof", "api.pprof", "serve Go's profiler at /debug/pprof/", true},
+	{"certs", "api.certs_dir", "`directory` from 'stenod certs init': serve HTTPS and require client certificates", false},
+	{"query-timeout", "api.query_timeout", "longest `time` a query may run (0: no limit)", false},
+	{"user", "user", "`user` to run as after start-up, when started as root (\"\": stay root)", false},
 }
 
 func cmdRun(ctx context.Context, e *env, args []string) error {
@@ -71,7 +78,11 @@ func cmdRun(ctx context.Context, e *env, args []string) error {
 		if err != nil {
 			panic(err)
 		}
-		fs.String(f.flag, v, f.usage)
+		if f.boolean {
+			fs.Bool(f.flag, v == "true", f.usage)
+		} else {
+			fs.String(f.flag, v, f.usage)
+		}
 		keyOfFlag[f.flag] = f.key
 	}
 	if err := fs.Parse(args); err != nil {
@@ -156,6 +167,7 @@ func runDaemon(ctx context.Context, e *env, cfg config.Config) error {
 	if err != nil {
 		return err
 	}
+	fdLimit := raiseFileLimit(e.log)
 	sp, err := spool.Open(cfg.Spool, e.log)
 	if err != nil {
 		return err
@@ -176,16 +188,17 @@ func runDaemon(ctx context.Context, e *env, cfg config.Config) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	reg.MustRegister(c.Collectors()...)
-	srv, err := api.New(cfg.API, api.Options{Spool: sp, Registry: reg, Stats: func() any { return c.Stats() }, Logger: e.log})
+	srv, err := api.New(cfg.API, api.Options{Spool: sp, Registry: reg, Stats: func() any { return c.Stats() }, Logger: e.log,
+		FDLimit: fdLimit})
 	if err != nil {
 		return errors.Join(err, stopCapture())
 	}
 	// The listener is bound before privileges are dropped, so a port below
-	// 1024 needs no capability afterwards.
-	var lc net.ListenConfig
-	ln, err := lc.Listen(ctx, "tcp", cfg.API.Listen)
+	// 1024 needs no capability afterwards, and the socket is given to the
+	// user the daemon becomes, so that it can remove it when it stops.
+	ln, err := srv.Listen(ctx, priv.socketOwner())
 	if err != nil {
-		return errors.Join(fmt.Errorf("api: %w", err), stopCapture())
+		return errors.Join(err, stopCapture())
 	}
 	if err := priv.drop(); err != nil {
 		return errors.Join(err, ln.Close(), stopCapture())
@@ -208,6 +221,28 @@ func runDaemon(ctx context.Context, e *env, cfg config.Config) error {
 		return fmt.Errorf("shut down: %w", err)
 	}
 	return nil
+}
+
+// raiseFileLimit raises the soft limit on open files to the hard limit and
+// returns it (0 when unknown). The API sizes its connection caps from it,
+// after a reserve for capture (docs/operations.md, "Connection limits").
+func raiseFileLimit(log *slog.Logger) uint64 {
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+		log.Warn("cannot read the limit on open files", "err", err)
+		return 0
+	}
+	if rl.Cur < rl.Max {
+		raised := rl
+		raised.Cur = rl.Max
+		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &raised); err != nil {
+			log.Warn("cannot raise the soft limit on open files to the hard limit", "soft", rl.Cur, "hard", rl.Max, "err", err)
+		} else {
+			rl = raised
+		}
+	}
+	log.Info("open files limit", "soft", rl.Cur, "hard", rl.Max)
+	return rl.Cur
 }
 
 // runDemo runs the demo: it creates the demo tap and supervises a daemon
@@ -320,13 +355,22 @@ const demoStopTimeout = time.Minute
 
 // announceDemo says how to query the demo once its API answers.
 func announceDemo(ctx context.Context, e *env, cfg config.Config) {
+	network, addr := cfg.API.Network()
 	scheme := "http"
 	if cfg.API.CertsDir != "" {
 		scheme = "https"
 	}
-	base := scheme + "://" + cfg.API.Listen
+	base, curl, read := scheme+"://"+addr, "curl -s", os.Args[0]+" read --server "+scheme+"://"+addr
+	client := &http.Client{Timeout: time.Second}
+	if network == "unix" {
+		base, curl = "http://stenod", "curl -s --unix-socket "+addr
+		read = os.Args[0] + " read"
+		if addr != api.DefaultSocket {
+			read += " --socket " + addr
+		}
+		client.Transport = api.UnixTransport(addr)
+	}
 	if scheme == "http" {
-		client := &http.Client{Timeout: time.Second}
 		for ctx.Err() == nil {
 			resp, err := client.Get(base + "/healthz")
 			if err == nil {
@@ -342,12 +386,12 @@ func announceDemo(ctx context.Context, e *env, cfg config.Config) {
 			}
 		}
 	}
-	e.log.Info("demo running", "api", base)
+	e.log.Info("demo running", "api", network+":"+addr)
 	fmt.Fprintf(e.stderr, "\nThe demo is running: packets flow into %s and are queryable at once. Try:\n\n"+
-		"  curl -s --data-binary 'tcp' %s/query | tcpdump -nr -\n"+
-		"  curl -s '%s/v1/flows?q=udp+and+port+53'\n"+
-		"  %s read --server %s 'udp and port 53 and after 1m ago' -n\n"+
-		"  curl -s %s/v1/stats\n\n"+
+		"  %s --data-binary 'tcp' %s/query | tcpdump -nr -\n"+
+		"  %s '%s/v1/flows?q=udp+and+port+53'\n"+
+		"  %s 'udp and port 53 and after 1m ago' -n\n"+
+		"  %s %s/v1/stats\n\n"+
 		"Ctrl-C stops the demo and removes the tap.\n\n",
-		demotap.HostIface, base, base, os.Args[0], base, base)
+		demotap.HostIface, curl, base, curl, base, read, curl, base)
 }

@@ -23,6 +23,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stenod/stenod/api"
 	"github.com/stenod/stenod/config"
 	"github.com/stenod/stenod/internal/demotap"
 	"github.com/stenod/stenod/internal/testutil"
@@ -67,6 +68,16 @@ func TestRunConfigAndFlags(t *testing.T) {
 		t.Errorf("--listen at its default did not override the file: exit %d\n%s", code, out)
 	}
 
+	// A boolean flag alone sets its key; --flag=false clears it.
+	code, out, _ = runCmd(t, "run", "--config", file, "--print-config", "--pprof", "--socket", "/run/x/s.sock")
+	if code != 0 || !strings.Contains(out, `"pprof": true`) || !strings.Contains(out, `"socket": "/run/x/s.sock"`) {
+		t.Errorf("--pprof --socket: exit %d\n%s", code, out)
+	}
+	code, out, _ = runCmd(t, "run", "--config", file, "--print-config", "--pprof=false")
+	if code != 0 || !strings.Contains(out, `"pprof": false`) {
+		t.Errorf("--pprof=false: exit %d\n%s", code, out)
+	}
+
 	for _, tc := range []struct {
 		name, file string
 		args       []string
@@ -78,6 +89,7 @@ func TestRunConfigAndFlags(t *testing.T) {
 		{"flag out of range", `{"capture": {"interfaces": ["eth9"]}}`, []string{"--snaplen", "5"}, `--snaplen: spool: snap length 5`},
 		{"no interface", `{}`, nil, `key "capture.interfaces"`},
 		{"unsafe listen", `{"capture": {"interfaces": ["eth9"]}}`, []string{"--listen", "0.0.0.0:1234"}, `--listen: api: refusing to listen`},
+		{"relative socket", `{"capture": {"interfaces": ["eth9"]}}`, []string{"--socket", "stenod.sock"}, `--socket: api: socket "stenod.sock": want an absolute path`},
 	} {
 		write(tc.file)
 		code, _, stderr := runCmd(t, append([]string{"run", "--config", file, "--print-config"}, tc.args...)...)
@@ -239,8 +251,10 @@ func bpffsDir(t *testing.T, name string) string {
 var httpClient = &http.Client{Timeout: 30 * time.Second}
 
 // queryPackets POSTs q to /query and returns the packets of the answer.
-func queryPackets(base, q string) (int, error) {
-	resp, err := httpClient.Post(base+"/query", "text/plain", strings.NewReader(q))
+func queryPackets(base, q string) (int, error) { return queryPacketsWith(httpClient, base, q) }
+
+func queryPacketsWith(c *http.Client, base, q string) (int, error) {
+	resp, err := c.Post(base+"/query", "text/plain", strings.NewReader(q))
 	if err != nil {
 		return 0, err
 	}
@@ -322,14 +336,27 @@ func TestRunDemo(t *testing.T) {
 	bin := buildStenod(t)
 	for _, method := range []string{"auto", "xdp"} {
 		t.Run(method, func(t *testing.T) {
-			listen := freePort(t)
-			base := "http://" + listen
+			// auto on loopback TCP, as an operator may choose; xdp on the
+			// Unix socket, the default.
+			work := reachableTempDir(t)
+			client, base, curl := httpClient, "", "curl -s"
+			var apiArgs []string
+			if method == "auto" {
+				listen := freePort(t)
+				base, apiArgs = "http://"+listen, []string{"--listen", listen}
+			} else {
+				sock := filepath.Join(work, "run", "demo.sock")
+				tr := api.UnixTransport(sock)
+				t.Cleanup(tr.CloseIdleConnections)
+				client = &http.Client{Transport: tr, Timeout: 30 * time.Second}
+				base, curl, apiArgs = "http://stenod", "curl -s --unix-socket "+sock, []string{"--socket", sock}
+			}
 			pinRoot := bpffsDir(t, "stenod-demo-test")
-			spoolDir := filepath.Join(reachableTempDir(t), "spool")
-			d := startStenod(t, bin, "run", "--demo", "--capture", method, "--listen", listen, "--spool", spoolDir, "--pin-root", pinRoot)
+			spoolDir := filepath.Join(work, "spool")
+			d := startStenod(t, bin, append([]string{"run", "--demo", "--capture", method, "--spool", spoolDir, "--pin-root", pinRoot}, apiArgs...)...)
 
 			waitFor(t, d, "packets queryable through POST /query", time.Minute, func() error {
-				n, err := queryPackets(base, "tcp or udp")
+				n, err := queryPacketsWith(client, base, "tcp or udp")
 				if err == nil && n == 0 {
 					err = errors.New("no packets yet")
 				}
@@ -341,7 +368,7 @@ func TestRunDemo(t *testing.T) {
 					t.Errorf("no XDP program attached to %s", demotap.HostIface)
 				}
 			}
-			resp, err := httpClient.Get(base + "/v1/flows?q=" + url.QueryEscape("tcp or udp"))
+			resp, err := client.Get(base + "/v1/flows?q=" + url.QueryEscape("tcp or udp"))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -351,7 +378,7 @@ func TestRunDemo(t *testing.T) {
 				t.Errorf("GET /v1/flows: %s: %.300s", resp.Status, body)
 			}
 			waitFor(t, d, "the demo to say how to query it", 10*time.Second, func() error {
-				if !strings.Contains(d.logText(), "curl -s --data-binary 'tcp' "+base+"/query | tcpdump -nr -") {
+				if !strings.Contains(d.logText(), curl+" --data-binary 'tcp' "+base+"/query | tcpdump -nr -") {
 					return errors.New("not said")
 				}
 				return nil
@@ -513,6 +540,12 @@ func testDropsPrivileges(t *testing.T, method string) {
 		if s := info.Sys().(*syscall.Stat_t); int(s.Uid) != uid || int(s.Gid) != gid || info.Mode().Perm()&0o027 != 0 {
 			t.Errorf("spool file %s: owner %d:%d mode %v, want %d:%d and no group write or other access", e.Name(), s.Uid, s.Gid, info.Mode().Perm(), uid, gid)
 		}
+	}
+
+	// --listen on loopback without certificates is the operator's choice,
+	// said out loud.
+	if !strings.Contains(d.logText(), "any local user can read every captured packet") {
+		t.Errorf("no warning about the API on loopback TCP without certificates")
 	}
 
 	d.stop(t)
