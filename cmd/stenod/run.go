@@ -23,7 +23,6 @@ import (
 	"github.com/stenod/stenod/capture"
 	"github.com/stenod/stenod/config"
 	"github.com/stenod/stenod/internal/demotap"
-	"github.com/stenod/stenod/spool"
 	"github.com/stenod/stenod/xdp"
 )
 
@@ -165,7 +164,7 @@ func runDaemon(ctx context.Context, e *env, cfg config.Config) error {
 	if err != nil {
 		return err
 	}
-	sp, err := spool.Open(cfg.Spool, e.log)
+	sp, err := priv.openSpool(cfg.Spool, e.log)
 	if err != nil {
 		return err
 	}
