@@ -6,6 +6,8 @@ import (
 	"os"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/stenod/stenod/internal/ifacelock"
 )
 
 // Errors of lockDir, to test with errors.Is.
@@ -36,8 +38,11 @@ func lockDir(dir string) (*os.File, error) {
 	}
 	f := os.NewFile(uintptr(fd), dir)
 	if err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		f.Close()
+		defer f.Close()
 		if errors.Is(err, unix.EWOULDBLOCK) {
+			if pid, cmdline := ifacelock.Holder(f); pid != 0 {
+				return nil, fmt.Errorf("spool %s: %w: process %d (%s)", dir, ErrInUse, pid, cmdline)
+			}
 			return nil, fmt.Errorf("spool %s: %w", dir, ErrInUse)
 		}
 		return nil, fmt.Errorf("spool %s: lock: %w", dir, err)

@@ -230,9 +230,23 @@ func holder(f *os.File, iface string, st *unix.Stat_t) error {
 		}
 	}
 	if e.PID != 0 {
-		e.Cmdline = cmdline(e.PID)
+		e.Cmdline = cmdlineOf(e.PID)
 	}
 	return e
+}
+
+// Holder returns the process holding an exclusive flock on the open file
+// f (any file: the spool's directory locks too), from /proc/locks, and its
+// command line ("" when unreadable); pid 0 when none is found.
+func Holder(f *os.File) (pid int, cmdline string) {
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		return 0, ""
+	}
+	if pid = lockHolder(&st); pid != 0 {
+		cmdline = cmdlineOf(pid)
+	}
+	return pid, cmdline
 }
 
 // lockHolder returns the pid of the process holding a flock on the file
@@ -259,9 +273,9 @@ func lockHolder(st *unix.Stat_t) int {
 	return 0
 }
 
-// cmdline returns pid's command line, arguments separated by spaces, or ""
-// when it cannot be read.
-func cmdline(pid int) string {
+// cmdlineOf returns pid's command line, arguments separated by spaces, or
+// "" when it cannot be read.
+func cmdlineOf(pid int) string {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
 	if err != nil {
 		return ""

@@ -126,3 +126,15 @@ func TestBadName(t *testing.T) {
 		}
 	}
 }
+
+// TestHolder: the holder of any flock is found in /proc/locks.
+func TestHolder(t *testing.T) {
+	l, err := Acquire(t.TempDir(), "eth9")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if pid, cmd := Holder(l.File()); pid != os.Getpid() || !strings.Contains(cmd, os.Args[0]) {
+		t.Errorf("Holder: %d %q, want %d and %q", pid, cmd, os.Getpid(), os.Args[0])
+	}
+}
