@@ -111,6 +111,9 @@ type Options struct {
 	Stats func() any
 	// Logger receives request and error logs. When nil, nothing is logged.
 	Logger *slog.Logger
+	// Health reports whether the capture side still works; a non-nil
+	// error makes /healthz answer 503 with its text. May be nil.
+	Health func() error
 }
 
 // Server serves the HTTP API. It owns no listener until Serve is called.
@@ -119,6 +122,7 @@ type Server struct {
 	sp      *spool.Spool
 	reg     *prometheus.Registry
 	stats   func() any
+	health  func() error
 	log     *slog.Logger
 	tls     *tls.Config
 	metrics *metrics
@@ -141,7 +145,7 @@ func New(cfg Config, opts Options) (*Server, error) {
 	if opts.Spool == nil {
 		return nil, errors.New("api: no spool")
 	}
-	s := &Server{cfg: cfg, sp: opts.Spool, reg: opts.Registry, stats: opts.Stats, log: opts.Logger}
+	s := &Server{cfg: cfg, sp: opts.Spool, reg: opts.Registry, stats: opts.Stats, health: opts.Health, log: opts.Logger}
 	if s.reg == nil {
 		s.reg = prometheus.NewRegistry()
 	}
@@ -185,7 +189,14 @@ func (s *Server) routes() http.Handler {
 	}))
 	r.Get("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		if _, err := w.Write([]byte("ok\n")); err != nil {
+		body := "ok\n"
+		if s.health != nil {
+			if err := s.health(); err != nil {
+				w.WriteHeader(http.StatusServiceUnavailable)
+				body = err.Error() + "\n"
+			}
+		}
+		if _, err := w.Write([]byte(body)); err != nil {
 			s.log.Debug("write healthz", "err", err)
 		}
 	})
