@@ -98,6 +98,14 @@ func testSecondSensorRefused(t *testing.T, bin, first, second string) {
 		t.Errorf("XDP program %d after the refused start, was %d", got, progBefore)
 	}
 
+	if first == "xdp" {
+		// stenod status names the sensor holding the interface.
+		out, err := exec.Command(bin, "status", "--pin-root", pinRoot, v.Host).CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "sensor pid") || !strings.Contains(string(out), " "+strconv.Itoa(pid)+" ") {
+			t.Errorf("stenod status: %v, want the sensor's pid %d:\n%s", err, pid, out)
+		}
+	}
+
 	// The first sensor still captures every packet.
 	const n = 500
 	s := testutil.NewSender(t, v)

@@ -249,6 +249,29 @@ func Holder(f *os.File) (pid int, cmdline string) {
 	return pid, cmdline
 }
 
+// HolderOf returns the process holding the lock of iface in dir
+// (DefaultDir when empty), for status displays; pid 0 when none does. It
+// takes no lock.
+func HolderOf(dir, iface string) (pid int, cmdline string, err error) {
+	if dir == "" {
+		dir = DefaultDir
+	}
+	if err := checkName(iface); err != nil {
+		return 0, "", err
+	}
+	path := filepath.Join(dir, iface+".lock")
+	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, "", nil
+	}
+	if err != nil {
+		return 0, "", fmt.Errorf("lock %s: %w", path, err)
+	}
+	defer f.Close()
+	pid, cmdline = Holder(f)
+	return pid, cmdline, nil
+}
+
 // lockHolder returns the pid of the process holding a flock on the file
 // st describes, from /proc/locks ("1: FLOCK  ADVISORY  WRITE 1234
 // 00:19:5678 0 EOF"), or 0.

@@ -137,4 +137,11 @@ func TestHolder(t *testing.T) {
 	if pid, cmd := Holder(l.File()); pid != os.Getpid() || !strings.Contains(cmd, os.Args[0]) {
 		t.Errorf("Holder: %d %q, want %d and %q", pid, cmd, os.Getpid(), os.Args[0])
 	}
+	dir := filepath.Dir(l.Path())
+	if pid, _, err := HolderOf(dir, "eth9"); err != nil || pid != os.Getpid() {
+		t.Errorf("HolderOf: %d %v, want %d", pid, err, os.Getpid())
+	}
+	if pid, _, err := HolderOf(dir, "eth8"); err != nil || pid != 0 {
+		t.Errorf("HolderOf of a free interface: %d %v, want 0", pid, err)
+	}
 }
