@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/stenod/stenod/internal/ifacelock"
 	"github.com/stenod/stenod/spool"
 )
 
@@ -25,7 +26,7 @@ import (
 //
 //   - gives everything in the spool directories to the user first
 //     (chownTree: no link is followed), so the user can repair what an
-//     earlier run as root left;
+//     earlier run as root left, unless another writer holds a directory;
 //   - removes symbolic links named like spool files (stenod never creates
 //     one);
 //   - opens, repairs and indexes the spool with the user's file-system
@@ -41,8 +42,8 @@ import (
 func (d *dropper) openSpool(cfg spool.Config, log *slog.Logger) (*spool.Spool, error) {
 	if d != nil && d.root {
 		for _, dir := range cfg.Dirs {
-			if err := chownTree(dir, d.uid, d.gid); err != nil {
-				return nil, fmt.Errorf("spool directory %s: %w", dir, err)
+			if err := handOverSpoolDir(dir, d.uid, d.gid); err != nil {
+				return nil, err
 			}
 		}
 	}
@@ -65,6 +66,31 @@ func (d *dropper) openSpool(cfg spool.Config, log *slog.Logger) (*spool.Spool, e
 		return nil
 	})
 	return sp, err
+}
+
+// handOverSpoolDir gives dir and its files to uid:gid (chownTree), unless
+// another writer holds the directory (spool.ErrInUse: then spool.Open
+// refuses it anyway, and its files are left alone).
+func handOverSpoolDir(dir string, uid, gid int) error {
+	fd, err := openDirNoFollow(dir)
+	if err != nil {
+		return fmt.Errorf("spool directory %s: %w", dir, err)
+	}
+	f := os.NewFile(uintptr(fd), dir)
+	defer f.Close()
+	if err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB); errors.Is(err, unix.EWOULDBLOCK) {
+		if pid, cmdline := ifacelock.Holder(f); pid != 0 {
+			return fmt.Errorf("spool %s: %w: process %d (%s)", dir, spool.ErrInUse, pid, cmdline)
+		}
+		return fmt.Errorf("spool %s: %w", dir, spool.ErrInUse)
+	} else if err != nil {
+		return fmt.Errorf("spool %s: lock: %w", dir, err)
+	}
+	// Released when f is closed, for spool.Open to take.
+	if err := chownTree(dir, uid, gid); err != nil {
+		return fmt.Errorf("spool directory %s: %w", dir, err)
+	}
+	return nil
 }
 
 // asUser runs f with the file-system identity of the user the daemon will

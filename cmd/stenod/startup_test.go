@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -180,4 +181,57 @@ func TestChownTree(t *testing.T) {
 	if err := chownTree(link, 0, 0); !errors.Is(err, errSymlinkDir) {
 		t.Errorf("chownTree of a symlink: %v, want errSymlinkDir", err)
 	}
+}
+
+// TestRunSpoolInUse: a sensor whose spool directory another running
+// sensor writes is refused, naming that sensor's pid, and leaves the
+// other sensor's files as they were (their owner included: the hand-over
+// to the user does not happen).
+func TestRunSpoolInUse(t *testing.T) {
+	testutil.RequireRoot(t)
+	requireTestUser(t)
+	v1, v2 := testutil.NewVeth(t), testutil.NewVeth(t)
+	bin := buildStenod(t)
+	spoolDir := filepath.Join(reachableTempDir(t), "spool")
+	listen := freePort(t)
+	d := startStenod(t, bin, "run", "--iface", v1.Host, "--capture", "afpacket", "--user", "",
+		"--listen", listen, "--spool", spoolDir)
+	waitFor(t, d, "the API", time.Minute, func() error {
+		resp, err := httpClient.Get("http://" + listen + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err
+	})
+	s := testutil.NewSender(t, v1)
+	waitFor(t, d, "a packet in the spool", 30*time.Second, func() error {
+		s.Send(t, crashFrame(1))
+		n, err := queryPackets("http://"+listen, "udp and port 7000")
+		if err == nil && n == 0 {
+			err = errors.New("not yet")
+		}
+		return err
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, bin, "run", "--iface", v2.Host, "--capture", "afpacket", "--user", testUser,
+		"--listen", freePort(t), "--spool", spoolDir).CombinedOutput()
+	want := "in use by another process (a running stenod, or an import): process " + strconv.Itoa(d.cmd.Process.Pid)
+	if err == nil || !strings.Contains(string(out), want) {
+		t.Errorf("second sensor on the same spool: %v, want a non-zero exit and %q:\n%s", err, want, out)
+	}
+	ents, err := os.ReadDir(spoolDir)
+	if err != nil || len(ents) == 0 {
+		t.Fatalf("spool: %v %v", ents, err)
+	}
+	for _, e := range ents {
+		fi, err := os.Lstat(filepath.Join(spoolDir, e.Name()))
+		if err != nil {
+			continue
+		}
+		if st := fi.Sys().(*syscall.Stat_t); st.Uid != 0 {
+			t.Errorf("%s: owner changed to %d by the refused sensor", e.Name(), st.Uid)
+		}
+	}
+	d.stop(t)
 }
