@@ -24,27 +24,31 @@ import (
 // stenod captures exits at once, non-zero, naming the first one's pid and
 // command line, and touches nothing: the first one's XDP program and pins
 // stay, its spool is not opened, and it captures every packet sent
-// afterwards, counted exactly. Every pair of capture methods.
+// afterwards, counted exactly. Every pair of capture methods; the lock
+// survives the first sensor's privilege drop.
 func TestRunOneSensorPerInterface(t *testing.T) {
 	testutil.RequireRoot(t)
 	bin := buildStenod(t)
-	for _, tc := range []struct{ first, second string }{
-		{"xdp", "xdp"}, {"xdp", "afpacket"}, {"afpacket", "xdp"},
+	requireTestUser(t)
+	// The first sensor drops to testUser in one case: the lock survives
+	// the drop.
+	for _, tc := range []struct{ first, second, user string }{
+		{"xdp", "xdp", testUser}, {"xdp", "afpacket", ""}, {"afpacket", "xdp", ""},
 	} {
 		t.Run(tc.first+"-then-"+tc.second, func(t *testing.T) {
-			testSecondSensorRefused(t, bin, tc.first, tc.second)
+			testSecondSensorRefused(t, bin, tc.first, tc.second, tc.user)
 		})
 	}
 }
 
-func testSecondSensorRefused(t *testing.T, bin, first, second string) {
+func testSecondSensorRefused(t *testing.T, bin, first, second, user string) {
 	v := testutil.NewVeth(t)
 	t.Cleanup(func() { os.Remove(filepath.Join(ifacelock.DefaultDir, v.Host+".lock")) })
 	listen := freePort(t)
 	base := "http://" + listen
 	pinRoot := bpffsDir(t, "stenod-lock-test")
 	spoolDir := filepath.Join(reachableTempDir(t), "spool")
-	d := startStenod(t, bin, "run", "--iface", v.Host, "--capture", first, "--user", "",
+	d := startStenod(t, bin, "run", "--iface", v.Host, "--capture", first, "--user", user,
 		"--listen", listen, "--spool", spoolDir, "--pin-root", pinRoot)
 	waitFor(t, d, "the API", time.Minute, func() error {
 		resp, err := httpClient.Get(base + "/healthz")
@@ -53,6 +57,9 @@ func testSecondSensorRefused(t *testing.T, bin, first, second string) {
 		}
 		return err
 	})
+	if user != "" && !strings.Contains(d.logText(), "dropped privileges") {
+		t.Errorf("the first sensor did not drop privileges")
+	}
 	pinDir := filepath.Join(pinRoot, v.Host)
 	pins := func() []string {
 		ents, _ := os.ReadDir(pinDir)
