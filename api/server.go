@@ -189,6 +189,9 @@ type Options struct {
 	// FDLimit is the process's soft limit on open files (RLIMIT_NOFILE),
 	// which the connection caps are derived from; 0: unknown.
 	FDLimit uint64
+	// Health reports whether the capture side still works; a non-nil
+	// error makes /healthz answer 503 with its text. May be nil.
+	Health func() error
 }
 
 // Server serves the HTTP API. It owns no listener until Serve is called.
@@ -197,6 +200,7 @@ type Server struct {
 	sp      *spool.Spool
 	reg     *prometheus.Registry
 	stats   func() any
+	health  func() error
 	log     *slog.Logger
 	tls     *tls.Config
 	metrics *metrics
@@ -221,7 +225,7 @@ func New(cfg Config, opts Options) (*Server, error) {
 	if opts.Spool == nil {
 		return nil, errors.New("api: no spool")
 	}
-	s := &Server{cfg: cfg, sp: opts.Spool, reg: opts.Registry, stats: opts.Stats, log: opts.Logger}
+	s := &Server{cfg: cfg, sp: opts.Spool, reg: opts.Registry, stats: opts.Stats, health: opts.Health, log: opts.Logger}
 	if s.reg == nil {
 		s.reg = prometheus.NewRegistry()
 	}
@@ -275,7 +279,14 @@ func (s *Server) routes() http.Handler {
 	}))
 	r.Get("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		if _, err := w.Write([]byte("ok\n")); err != nil {
+		body := "ok\n"
+		if s.health != nil {
+			if err := s.health(); err != nil {
+				w.WriteHeader(http.StatusServiceUnavailable)
+				body = err.Error() + "\n"
+			}
+		}
+		if _, err := w.Write([]byte(body)); err != nil {
 			s.log.Debug("write healthz", "err", err)
 		}
 	})

@@ -281,6 +281,23 @@ func (p *Program) Remove() error {
 	return removePins(p.pinDir)
 }
 
+// Attached reports whether the program is still attached to its
+// interface through its link. It is not once someone holding the link
+// (its pin) detached it, as bpftool link detach does, or once the
+// interface is gone: the link stays, its interface index reads 0. Not safe
+// to call concurrently with Close.
+func (p *Program) Attached() (bool, error) {
+	if p.link == nil {
+		return false, nil
+	}
+	info, err := p.link.Info()
+	if err != nil {
+		return false, fmt.Errorf("link info: %w", err)
+	}
+	x := info.XDP()
+	return x != nil && x.Ifindex != 0, nil
+}
+
 // Interface returns the interface the program is attached to, or "".
 func (p *Program) Interface() string { return p.iface }
 

@@ -141,13 +141,20 @@ func (d *dropper) makeDir(dir string) error {
 	}
 	// Set-group-ID: a file created as root in the moment between the
 	// hand-over and the user switch (capture is running) still belongs to
-	// the user's group, which may read it (0640).
-	st, err := os.Stat(dir)
+	// the user's group, which may read it (0640). Through a descriptor of
+	// the directory itself, never through a symbolic link the user may
+	// have put in its place.
+	fd, err := openDirNoFollow(dir)
 	if err != nil {
-		return fmt.Errorf("spool directory: %w", err)
+		return fmt.Errorf("spool directory %s: %w", dir, err)
 	}
-	if err := os.Chmod(dir, st.Mode().Perm()|os.ModeSetgid|st.Mode()&os.ModeSticky); err != nil {
-		return fmt.Errorf("spool directory: %w", err)
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return fmt.Errorf("spool directory %s: %w", dir, err)
+	}
+	if err := unix.Fchmod(fd, st.Mode&0o7777|unix.S_ISGID); err != nil {
+		return fmt.Errorf("spool directory %s: %w", dir, err)
 	}
 	for p := filepath.Dir(dir); ; p = filepath.Dir(p) {
 		if !d.canSearch(p) {
@@ -328,20 +335,76 @@ func isMountPoint(p string) bool {
 	return a.Dev != b.Dev || filepath.Dir(p) == p
 }
 
-// chownTree gives dir and everything below it to uid:gid.
+// errSymlinkDir: a spool directory is a symbolic link.
+var errSymlinkDir = errors.New("a symbolic link: configure the directory it points to")
+
+// openDirNoFollow opens directory dir without following a symbolic link in
+// its last element (errSymlinkDir).
+func openDirNoFollow(dir string) (int, error) {
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if errors.Is(err, unix.ELOOP) || errors.Is(err, unix.ENOTDIR) {
+		if fi, lerr := os.Lstat(dir); lerr == nil && fi.Mode()&fs.ModeSymlink != 0 {
+			return -1, errSymlinkDir
+		}
+	}
+	return fd, err
+}
+
+// maxChownDepth bounds how deep chownTree descends: a spool directory has
+// no subdirectories of stenod's.
+const maxChownDepth = 16
+
+// chownTree gives dir and everything below it to uid:gid, as root, in a
+// tree the user may have written: it never follows a symbolic link (it
+// changes the link itself), and it walks through directory descriptors
+// (openat, fchownat), so a directory swapped for a link during the walk
+// leads nowhere outside the tree.
 func chownTree(dir string, uid, gid int) error {
-	return filepath.WalkDir(dir, func(p string, _ fs.DirEntry, err error) error {
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil // removed meanwhile (a temporary file)
+	fd, err := openDirNoFollow(dir)
+	if err != nil {
+		return fmt.Errorf("chown %s: %w", dir, err)
+	}
+	return chownAt(fd, dir, uid, gid, 0)
+}
+
+// chownAt gives the directory open as fd (path, for messages) and what is
+// below it to uid:gid, and closes fd.
+func chownAt(fd int, path string, uid, gid, depth int) error {
+	f := os.NewFile(uintptr(fd), path)
+	defer f.Close()
+	if depth > maxChownDepth {
+		return fmt.Errorf("chown %s: deeper than %d directories", path, maxChownDepth)
+	}
+	if err := unix.Fchown(fd, uid, gid); err != nil {
+		return fmt.Errorf("chown %s: %w", path, err)
+	}
+	ents, err := f.ReadDir(-1)
+	if err != nil {
+		return fmt.Errorf("chown %s: %w", path, err)
+	}
+	for _, e := range ents {
+		p := filepath.Join(path, e.Name())
+		if e.IsDir() {
+			sub, err := unix.Openat(fd, e.Name(), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+			switch {
+			case err == nil:
+				if err := chownAt(sub, p, uid, gid, depth+1); err != nil {
+					return err
+				}
+				continue
+			case errors.Is(err, unix.ENOENT):
+				continue // removed meanwhile
+			case !errors.Is(err, unix.ELOOP) && !errors.Is(err, unix.ENOTDIR):
+				return fmt.Errorf("chown %s: %w", p, err)
+			}
+			// Swapped for a link or a file meanwhile: change it, not
+			// what it points to.
 		}
-		if err != nil {
-			return err
+		if err := unix.Fchownat(fd, e.Name(), uid, gid, unix.AT_SYMLINK_NOFOLLOW); err != nil && !errors.Is(err, unix.ENOENT) {
+			return fmt.Errorf("chown %s: %w", p, err)
 		}
-		if err := os.Lchown(p, uid, gid); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return err
-		}
-		return nil
-	})
+	}
+	return nil
 }
 
 // allThreadsPrctl runs prctl on every thread of the process. It returns

@@ -23,7 +23,6 @@ import (
 	"github.com/stenod/stenod/capture"
 	"github.com/stenod/stenod/config"
 	"github.com/stenod/stenod/internal/demotap"
-	"github.com/stenod/stenod/spool"
 	"github.com/stenod/stenod/xdp"
 )
 
@@ -163,12 +162,21 @@ func runDaemon(ctx context.Context, e *env, cfg config.Config) error {
 	// this, its next log line would kill it with SIGPIPE.
 	signal.Ignore(syscall.SIGPIPE)
 	ctx = watchSupervisor(ctx, e)
+	// First of all: a second sensor on an interface must not touch the
+	// first one's pins, link, rings or spool. The locks outlive the
+	// privilege drop (a descriptor) and are released last, once the XDP
+	// programs are detached and unpinned.
+	locks, err := lockInterfaces(cfg.Capture.Interfaces)
+	if err != nil {
+		return err
+	}
+	defer locks.Close()
 	priv, err := preparePrivileges(cfg, e.log)
 	if err != nil {
 		return err
 	}
 	fdLimit := raiseFileLimit(e.log)
-	sp, err := spool.Open(cfg.Spool, e.log)
+	sp, err := priv.openSpool(cfg.Spool, e.log)
 	if err != nil {
 		return err
 	}
@@ -188,7 +196,7 @@ func runDaemon(ctx context.Context, e *env, cfg config.Config) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	reg.MustRegister(c.Collectors()...)
-	srv, err := api.New(cfg.API, api.Options{Spool: sp, Registry: reg, Stats: func() any { return c.Stats() }, Logger: e.log,
+	srv, err := api.New(cfg.API, api.Options{Spool: sp, Registry: reg, Stats: func() any { return c.Stats() }, Health: c.Health, Logger: e.log,
 		FDLimit: fdLimit})
 	if err != nil {
 		return errors.Join(err, stopCapture())
@@ -271,6 +279,13 @@ func runDemo(ctx context.Context, e *env, cfg config.Config, given map[string]st
 	if err != nil {
 		return err
 	}
+	// Before the tap of a running demo is removed: the daemon adopts this
+	// lock (ifaceLockFDEnv).
+	locks, err := lockInterfaces(cfg.Capture.Interfaces)
+	if err != nil {
+		return err
+	}
+	defer locks.Close()
 	tap, err := demotap.Start(ctx, demotap.Options{Captures: cfg.Demo.Captures, Rate: cfg.Demo.Rate, Logger: e.log})
 	if err != nil {
 		return err
@@ -290,8 +305,8 @@ func runDemo(ctx context.Context, e *env, cfg config.Config, given map[string]st
 	daemon := exec.Command(exe, "run", "--config", "/dev/stdin")
 	daemon.Stdin = bytes.NewReader(cfg.Format())
 	daemon.Stdout, daemon.Stderr = e.stdout, e.stderr
-	daemon.ExtraFiles = []*os.File{lifeR}
-	daemon.Env = append(os.Environ(), supervisorFDEnv+"=3")
+	daemon.ExtraFiles = []*os.File{lifeR, locks[0].File()}
+	daemon.Env = append(os.Environ(), supervisorFDEnv+"=3", ifaceLockFDEnv+"="+demotap.HostIface+":4")
 	err = daemon.Start()
 	lifeR.Close()
 	if err != nil {

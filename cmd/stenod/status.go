@@ -3,8 +3,10 @@ package main
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"text/tabwriter"
 
+	"github.com/stenod/stenod/internal/ifacelock"
 	"github.com/stenod/stenod/xdp"
 )
 
@@ -25,14 +27,20 @@ func cmdStatus(_ context.Context, e *env, args []string) error {
 		}
 	}
 	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "interface\tattached\tpackets\tbytes\tredirected\tpassed\tno socket\tno meta\tringbuf lost\trule drops\tover snap\tflows\t")
+	fmt.Fprintln(tw, "interface\tsensor pid\tattached\tpackets\tbytes\tredirected\tpassed\tno socket\tno meta\tringbuf lost\trule drops\tover snap\tflows\t")
 	for _, ifc := range ifaces {
 		st, err := xdp.ReadPinned(*pinRoot, ifc)
 		if err != nil {
 			return err
 		}
+		// The sensor capturing it (its interface lock), "-" for pins a
+		// dead sensor left.
+		sensor := "-"
+		if pid, _, err := ifacelock.HolderOf("", ifc); err == nil && pid != 0 {
+			sensor = strconv.Itoa(pid)
+		}
 		s := st.Stats
-		fmt.Fprintf(tw, "%s\t%v\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d/%d\t\n", ifc, st.Attached, s.Packets, s.Bytes,
+		fmt.Fprintf(tw, "%s\t%s\t%v\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d/%d\t\n", ifc, sensor, st.Attached, s.Packets, s.Bytes,
 			s.Redirected, s.Passed, s.RedirectFailed, s.MetaFailed, s.RingBufFull, s.DroppedByRule, s.OverSnapLen, st.Flows, st.MaxFlows)
 	}
 	return tw.Flush()

@@ -11,11 +11,14 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
+
+	"github.com/stenod/stenod/internal/ifacelock"
 )
 
 // InCI reports whether the tests run under CI, where nothing may be skipped
@@ -79,6 +82,10 @@ func NewVeth(tb testing.TB) *Veth {
 	n := seq.Add(1)
 	id := fmt.Sprintf("%d%d", os.Getpid()%10000, n)
 	v := &Veth{Host: "stn" + id + "a", Peer: "stn" + id + "b", NS: "stenod-test-" + id}
+	// The lock file a stenod started on Host leaves (internal/ifacelock
+	// never removes one): registered first, so it goes after the test's
+	// daemons have stopped.
+	tb.Cleanup(func() { _ = os.Remove(filepath.Join(ifacelock.DefaultDir, v.Host+".lock")) })
 	Run(tb, "ip", "netns", "add", v.NS)
 	tb.Cleanup(func() { _ = exec.Command("ip", "netns", "del", v.NS).Run() })
 	Run(tb, "ip", "link", "add", v.Host, "type", "veth", "peer", "name", v.Peer)
