@@ -16,7 +16,7 @@ import (
 func TestOpenRefusesImpossibleFiles(t *testing.T) {
 	b, _, _ := buildRandom(t, 1, 5000, 100, true)
 	b.SetVisible(1 << 30)
-	data := b.Encode("eth0")
+	data := b.Encode("eth0", "")
 	for _, tc := range []struct {
 		name string
 		make func(t *testing.T, path string)
@@ -110,7 +110,7 @@ func TestSkipMakesHoleBlock(t *testing.T) {
 	b.AddBatch([]Entry{{Off: 500, TS: 300, WireLen: 60}})
 	b.SetVisible(576)
 	want := []Block{{24, 100, 200}, {176, math.MaxInt64, math.MinInt64}, {500, 300, 300}}
-	r, err := Decode(b.Encode(""))
+	r, err := Decode(b.Encode("", ""))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -26,7 +26,7 @@ import (
 //	 84  checksum of the first record u32 (Summary.FirstSum)
 //	 88  offset of the last record i64 (Summary.LastOffset)
 //	 96  checksum of the last record u32 (Summary.LastSum)
-//	100  8 bytes reserved (zero)
+//	100  hash of the pcap file's base name u64 (Summary.NameHash)
 //	108  crc32c of header bytes 0-107, so that the header alone (all that
 //	     ReadSummary reads to prune files by time) is never trusted unchecked
 //	interface name
@@ -233,6 +233,7 @@ func encode(sum Summary, iface string, blocks []Block, flows []Flow, posSec []by
 	le.PutUint32(out[84:], sum.FirstSum)
 	le.PutUint64(out[88:], uint64(sum.LastOffset))
 	le.PutUint32(out[96:], sum.LastSum)
+	le.PutUint64(out[100:], sum.NameHash)
 	le.PutUint32(out[headerCRCOffset:], crc32.Checksum(out[:headerCRCOffset], castagnoli))
 	out = append(out, iface...)
 	for _, b := range blocks {

@@ -2,6 +2,7 @@ package index
 
 import (
 	"errors"
+	"hash/fnv"
 
 	"github.com/stenod/stenod/flow"
 )
@@ -45,6 +46,21 @@ type Summary struct {
 	FirstSum   uint32
 	LastOffset int64
 	LastSum    uint32
+	// NameHash is NameHash of the base name of the pcap file the index was
+	// written for: an index beside a file of another name came with a
+	// copy (or a rename) of that file.
+	NameHash uint64
+}
+
+// NameHash hashes a pcap file's base name for Summary.NameHash (64-bit
+// FNV-1a); "" hashes to 0.
+func NameHash(name string) uint64 {
+	if name == "" {
+		return 0
+	}
+	h := fnv.New64a()
+	h.Write([]byte(name))
+	return h.Sum64()
 }
 
 // View is the read side of an index, live or sealed.

@@ -128,7 +128,7 @@ func TestBuilderAndSealedAgree(t *testing.T) {
 		b, keys, pkts := buildRandom(t, 1, 20000, 300, monotone)
 		checkView(t, b, keys, pkts)
 		path := filepath.Join(t.TempDir(), "x.idx")
-		if err := WriteFile(path, b.Encode("eth1")); err != nil {
+		if err := WriteFile(path, b.Encode("eth1", "")); err != nil {
 			t.Fatal(err)
 		}
 		r, err := Open(path)
@@ -200,7 +200,7 @@ func TestVisibleEndHidesUnwrittenPackets(t *testing.T) {
 
 func TestCorruptionDetected(t *testing.T) {
 	b, _, _ := buildRandom(t, 2, 3000, 50, true)
-	data := b.Encode("eth0")
+	data := b.Encode("eth0", "")
 	if _, err := Decode(data); err != nil {
 		t.Fatal(err)
 	}
@@ -227,7 +227,7 @@ func TestCorruptionDetected(t *testing.T) {
 // range without reading the rest, refuses a header with any byte changed.
 func TestHeaderChecksum(t *testing.T) {
 	b, _, _ := buildRandom(t, 5, 2000, 20, true)
-	data := b.Encode("eth0")
+	data := b.Encode("eth0", "")
 	path := filepath.Join(t.TempDir(), "h.idx")
 	if err := WriteFile(path, data); err != nil {
 		t.Fatal(err)
@@ -262,8 +262,8 @@ func TestWriteFileLeavesNoTemporary(t *testing.T) {
 // read of what it accepted must not panic, and positions stay in range.
 func FuzzDecode(f *testing.F) {
 	b, _, _ := buildRandom(f, 3, 500, 20, false)
-	f.Add(b.Encode("eth0"))
-	f.Add(NewBuilder(0).Encode(""))
+	f.Add(b.Encode("eth0", ""))
+	f.Add(NewBuilder(0).Encode("", ""))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		r, err := Decode(data)
 		if err != nil {
@@ -359,13 +359,13 @@ func BenchmarkEncode(b *testing.B) {
 	bl, _, _ := buildRandom(b, 4, 100000, 1000, true)
 	b.ReportAllocs()
 	for b.Loop() {
-		bl.Encode("eth0")
+		bl.Encode("eth0", "")
 	}
 }
 
 func BenchmarkDecode(b *testing.B) {
 	bl, _, _ := buildRandom(b, 4, 100000, 1000, true)
-	data := bl.Encode("eth0")
+	data := bl.Encode("eth0", "")
 	b.SetBytes(int64(len(data)))
 	for b.Loop() {
 		if _, err := Decode(data); err != nil {

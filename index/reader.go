@@ -182,6 +182,7 @@ func Decode(data []byte) (*Reader, error) {
 		FirstSum:   le.Uint32(data[84:]),
 		LastOffset: int64(le.Uint64(data[88:])),
 		LastSum:    le.Uint32(data[96:]),
+		NameHash:   le.Uint64(data[100:]),
 	}}
 	nFlows := uint64(le.Uint32(data[56:]))
 	nBlocks := uint64(le.Uint32(data[60:]))
@@ -341,5 +342,6 @@ func ReadSummary(path string) (Summary, error) {
 		FirstSum:   le.Uint32(h[84:]),
 		LastOffset: int64(le.Uint64(h[88:])),
 		LastSum:    le.Uint32(h[96:]),
+		NameHash:   le.Uint64(h[100:]),
 	}, nil
 }

@@ -9,9 +9,11 @@ import (
 )
 
 // Encode returns the sealed index file contents for everything the Builder
-// has indexed up to its visible end. The Builder should receive no more
-// packets (the writer has moved to a new file), but concurrent readers are fine.
-func (b *Builder) Encode(iface string) []byte {
+// has indexed up to its visible end, for the pcap file named name (its base
+// name, as the writer gave it; Summary.NameHash) captured on iface. The
+// Builder should receive no more packets (the writer has moved to a new
+// file), but concurrent readers are fine.
+func (b *Builder) Encode(iface, name string) []byte {
 	b.mu.RLock()
 	defer b.mu.RUnlock()
 	sum := b.sum
@@ -24,6 +26,7 @@ func (b *Builder) Encode(iface string) []byte {
 	} else {
 		sum.FirstSum, sum.LastOffset, sum.LastSum = b.ends()
 	}
+	sum.NameHash = NameHash(name)
 	posSec, posLen, sumSec := b.positions()
 	return encode(sum, iface, b.blocks, flows, posSec, posLen, sumSec)
 }

@@ -93,7 +93,7 @@ type counters struct {
 	filesDeleted, bytesDeleted, packetsDeleted atomic.Uint64
 	writeErrors, packetsLost, enospc           atomic.Uint64
 	shortfalls                                 atomic.Uint64
-	damagedSkipped                             atomic.Uint64
+	damagedSkipped, recordsMissing             atomic.Uint64
 	damagedRegions, damagedBytes               atomic.Uint64
 	filesQuarantined, filesRepaired            atomic.Uint64
 }
@@ -124,6 +124,10 @@ type Counters struct {
 	// DamagedRecordsSkipped counts the records queries left out of their
 	// answers because they are not what their index says (Damaged).
 	DamagedRecordsSkipped uint64
+	// RecordsMissing counts the records a file's sums journal lists that
+	// repair did not find intact (damaged, or cut off with the file's
+	// end): packets known to be lost.
+	RecordsMissing uint64
 	// DamagedRegions and DamagedBytes count the damaged byte ranges that
 	// repair stepped over while indexing a pcap file (at Open, or when an
 	// index is rebuilt), and their bytes: no plausible record starts in
@@ -154,6 +158,7 @@ func (s *Spool) Counters() Counters {
 		ENOSPCEvents:             c.enospc.Load(),
 		BudgetShortfalls:         c.shortfalls.Load(),
 		DamagedRecordsSkipped:    c.damagedSkipped.Load(),
+		RecordsMissing:           c.recordsMissing.Load(),
 		DamagedRegions:           c.damagedRegions.Load(),
 		DamagedBytes:             c.damagedBytes.Load(),
 		FilesQuarantined:         c.filesQuarantined.Load(),
@@ -286,8 +291,8 @@ func (s *Spool) remove(d *dirState, f *File, budget bool) int64 {
 		s.log.Error("deleting spool file failed", "file", f.Path, "err", err)
 		return 0
 	}
-	if err := removeIfExists(indexPath(f.Path)); err != nil {
-		s.log.Error("deleting index failed; the next start removes it", "file", indexPath(f.Path), "err", err)
+	if err := errors.Join(removeIfExists(indexPath(f.Path)), removeIfExists(sumsPath(f.Path))); err != nil {
+		s.log.Error("deleting index or sums journal failed; the next start removes it", "file", f.Path, "err", err)
 	}
 	d.avail += size
 	if budget {
@@ -461,7 +466,8 @@ func (s *Spool) account(d *dirState, files []*File) {
 	for _, f := range files {
 		f.ds = d
 		f.size = fileSize(f.Path)
-		f.idxSize = fileSize(indexPath(f.Path))
+		f.sumsSize = fileSize(sumsPath(f.Path))
+		f.idxSize = fileSize(indexPath(f.Path)) + f.sumsSize
 		d.files++
 		d.bytes += f.size + f.idxSize
 	}

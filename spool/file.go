@@ -16,8 +16,9 @@ type File struct {
 
 	ds *dirState // the directory's budget; its mu guards size and idxSize
 	// size and idxSize are the bytes of the pcap and of the index file as
-	// the budget counts them.
-	size, idxSize int64
+	// the budget counts them; idxSize includes sumsSize, the bytes of the
+	// sums journal, which the index replaces.
+	size, idxSize, sumsSize int64
 
 	// rm is held while the file's pair on disk changes: its deletion, and
 	// the rewrite of an unusable index. It keeps a rewritten index from

@@ -84,6 +84,14 @@ func (s *Spool) scan(dir string) ([]*File, error) {
 		if s.cfg.ReadOnly {
 			break
 		}
+		if strings.HasSuffix(name, sumsExt) && !strings.HasPrefix(name, ".") && !pcaps[strings.TrimSuffix(name, sumsExt)] && e.Type().IsRegular() {
+			path := filepath.Join(dir, name)
+			s.log.Info("removing sums journal without its pcap file", "file", path)
+			if err := os.Remove(path); err != nil {
+				s.log.Error("sums journal without its pcap file not removed", "file", path, "err", err)
+			}
+			continue
+		}
 		if strings.HasSuffix(name, indexExt) && !strings.HasPrefix(name, ".") && !pcaps[strings.TrimSuffix(name, indexExt)] {
 			path := filepath.Join(dir, name)
 			if !e.Type().IsRegular() && e.Type()&fs.ModeSymlink == 0 {
@@ -113,12 +121,30 @@ func (s *Spool) scanFile(dir, path string, start int64, stream string) (*File, e
 	if err == nil {
 		f.sum = sum
 		s.repairFileHeader(path)
+		if !s.cfg.ReadOnly {
+			// Left by a crash between the seal and the journal's removal.
+			if err := removeIfExists(sumsPath(path)); err != nil {
+				s.log.Warn("sums journal of a sealed file not removed", "file", sumsPath(path), "err", err)
+			}
+		}
 		return f, nil
 	}
 	if !errors.Is(err, os.ErrNotExist) {
 		s.log.Warn("index unusable, rebuilding it from its pcap", "file", path, "err", err)
 	}
 	r, unsaved, err := s.reindex(path, stream, start, cutShort)
+	if cutShort {
+		// The cut-off index counted what the file held: what is not
+		// there any more is known lost.
+		var left uint64
+		if err == nil {
+			left = r.Summary().Packets
+		}
+		if sum.Packets > left {
+			s.log.Warn("records cut off with the end of a sealed pcap file", "file", path, "records", sum.Packets-left)
+			s.ctr.recordsMissing.Add(sum.Packets - left)
+		}
+	}
 	switch {
 	case errors.Is(err, errEmpty):
 		if s.cfg.ReadOnly {
@@ -264,8 +290,13 @@ func (s *Spool) reindex(path, stream string, start int64, cutShort bool) (r *ind
 		return nil, nil, err
 	}
 	defer f.Close()
-	res, err := scanRecords(f, size, start)
+	sums, err := readSums(path, size)
+	if err != nil {
+		s.log.Warn("sums journal unusable; records are checked by their framing alone", "file", path, "err", err)
+	}
+	res, err := scanRecords(f, size, start, sums)
 	if errors.Is(err, errEmpty) {
+		s.journaledLost(path, len(sums))
 		return nil, nil, errEmpty
 	}
 	if err != nil {
@@ -275,6 +306,7 @@ func (s *Spool) reindex(path, stream string, start int64, cutShort bool) (r *ind
 	b := res.b
 	if b.Summary().Packets == 0 {
 		if res.headerOK && len(res.regions) == 0 {
+			s.journaledLost(path, len(sums))
 			return nil, nil, errEmpty
 		}
 		return nil, nil, errNoRecords
@@ -300,7 +332,7 @@ func (s *Spool) reindex(path, stream string, start int64, cutShort bool) (r *ind
 		s.ctr.filesRepaired.Add(1)
 	}
 	b.SetVisible(res.end)
-	data := b.Encode(ifaceOf(stream))
+	data := b.Encode(ifaceOf(stream), filepath.Base(path))
 	if r, err = index.Decode(data); err != nil || s.cfg.ReadOnly {
 		return r, nil, err
 	}
@@ -313,6 +345,10 @@ func (s *Spool) reindex(path, stream string, start int64, cutShort bool) (r *ind
 	} else if err != nil {
 		s.log.Error("rebuilt index not written; it is kept in memory", "file", path, "err", err)
 		return r, data, nil
+	}
+	// The index holds the checksums now.
+	if err := removeIfExists(sumsPath(path)); err != nil {
+		s.log.Warn("sums journal not removed", "file", sumsPath(path), "err", err)
 	}
 	return r, nil, nil
 }
@@ -357,6 +393,22 @@ func (s *Spool) logDamage(path string, res *scanResult) {
 	}
 	s.ctr.damagedRegions.Add(uint64(len(res.regions)))
 	s.ctr.damagedBytes.Add(uint64(res.damagedBytes()))
+	if res.missing > 0 {
+		s.log.Warn("records the sums journal lists were not found intact: damaged, or cut off with the file's end",
+			"file", path, "records", res.missing)
+		s.ctr.recordsMissing.Add(uint64(res.missing))
+	}
+}
+
+// journaledLost counts the n records a file's sums journal lists when
+// nothing of the file is left but (part of) its header: they were written
+// and are gone.
+func (s *Spool) journaledLost(path string, n int) {
+	if n == 0 {
+		return
+	}
+	s.log.Warn("records the sums journal lists were not found: the file ends before them", "file", path, "records", n)
+	s.ctr.recordsMissing.Add(uint64(n))
 }
 
 // ifaceOf returns the interface a stream was captured on ("eth1" of

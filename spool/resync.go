@@ -71,6 +71,9 @@ type scanResult struct {
 	headerOK bool
 	snapLen  int // the header's snap length, 0 if the header is damaged
 	maxCap   int // the largest captured length of the records indexed
+	// missing counts the records the file's sums journal lists that were
+	// not found intact (damaged, or cut off with the file's end).
+	missing int
 }
 
 // damagedBytes sums the regions' lengths.
@@ -100,6 +103,37 @@ type recordScan struct {
 	res      scanResult
 	key      flow.Key
 	accepted bool // a record has been taken
+
+	// sums is the file's sums journal (sums.go), nil if it has none; next
+	// is the journal entry the next record should match, matched how
+	// many did.
+	sums          []uint32
+	next, matched int
+}
+
+// journalWindow is how far ahead in the journal a record's checksum is
+// looked for after damage took records out: far more records than a
+// damaged region of any size holds in practice, and few enough that a
+// damaged record matching a checksum by chance stays far below one in
+// ten thousand (journalWindow / 2^32).
+const journalWindow = 1 << 16
+
+// journaled reports whether a record with checksum sum may be taken: it is
+// the next one the journal lists, or one a little further on (the records
+// between were lost to damage), or the journal ends before it (a crash
+// between a flush's records and their checksums: framing alone decides).
+func (x *recordScan) journaled(sum uint32) bool {
+	if x.sums == nil || x.next >= len(x.sums) {
+		return true
+	}
+	for j := x.next; j < min(len(x.sums), x.next+journalWindow); j++ {
+		if x.sums[j] == sum {
+			x.next = j + 1
+			x.matched++
+			return true
+		}
+	}
+	return false
 }
 
 // recordHeader is a decoded record header.
@@ -123,9 +157,11 @@ func decodeHeader(h []byte) recordHeader {
 }
 
 // scanRecords indexes the plausible records of the pcap file r of size
-// bytes, named with the time start; rules above. A file shorter than a
-// file header holds nothing: errEmpty. A read error ends the scan with it.
-func scanRecords(r io.ReaderAt, size, start int64) (*scanResult, error) {
+// bytes, named with the time start; rules above. sums is the file's sums
+// journal, or nil: with it, a record is taken only if its checksum is the
+// one written with it. A file shorter than a file header holds nothing:
+// errEmpty. A read error ends the scan with it.
+func scanRecords(r io.ReaderAt, size, start int64, sums []uint32) (*scanResult, error) {
 	if size < pcapio.PcapHeaderSize {
 		return nil, errEmpty
 	}
@@ -136,6 +172,7 @@ func scanRecords(r io.ReaderAt, size, start int64) (*scanResult, error) {
 		floor:  start - int64(maxSpan),
 		lo:     start, hi: start,
 		zFrom: 1, // nothing known
+		sums:  sums,
 	}
 	x.res = scanResult{b: index.NewBuilder(0), end: pcapio.PcapHeaderSize, cut: -1}
 	h := x.at(0, pcapio.PcapHeaderSize)
@@ -155,6 +192,7 @@ func scanRecords(r io.ReaderAt, size, start int64) (*scanResult, error) {
 	if x.err != nil {
 		return nil, x.err
 	}
+	x.res.missing = len(x.sums) - x.matched
 	return &x.res, nil
 }
 
@@ -345,8 +383,15 @@ func (x *recordScan) take(off int64, h recordHeader) {
 	if rec == nil {
 		return
 	}
+	sum := pcapio.RecordSum(rec)
+	if !x.journaled(sum) {
+		// Well framed, but not the bytes that were written: damage
+		// inside the record.
+		x.damaged(off, off+int64(len(rec)))
+		return
+	}
 	flow.Parse(rec[pcapio.RecordHeaderSize:], &x.key)
-	x.res.b.Add(&x.key, off, h.ts, int(h.origLen), pcapio.RecordSum(rec))
+	x.res.b.Add(&x.key, off, h.ts, int(h.origLen), sum)
 	if !x.accepted {
 		x.lo, x.hi, x.accepted = h.ts, h.ts, true
 	}

@@ -31,7 +31,7 @@ func BenchmarkScanRecords(b *testing.B) {
 	data, first := genPcap(64 << 20)
 	b.SetBytes(int64(len(data)))
 	for b.Loop() {
-		if _, err := scanRecords(bytes.NewReader(data), int64(len(data)), first); err != nil {
+		if _, err := scanRecords(bytes.NewReader(data), int64(len(data)), first, nil); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -47,7 +47,7 @@ func BenchmarkResyncGarbage(b *testing.B) {
 	}
 	b.SetBytes(int64(len(data)))
 	for b.Loop() {
-		res, err := scanRecords(bytes.NewReader(data), int64(len(data)), first)
+		res, err := scanRecords(bytes.NewReader(data), int64(len(data)), first, nil)
 		if err != nil || len(res.regions) != 1 {
 			b.Fatalf("%v, %d regions", err, len(res.regions))
 		}

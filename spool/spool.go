@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math"
 	"os"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"sync"
@@ -295,7 +296,7 @@ func (s *Spool) rebuild(f *File, pcap *os.File, cause error) (*index.Reader, err
 	if err != nil {
 		return nil, fmt.Errorf("spool %s: rebuild index: %w", f.Path, err)
 	}
-	res, err := scanRecords(pcap, st.Size(), f.Start)
+	res, err := scanRecords(pcap, st.Size(), f.Start, nil)
 	if err != nil {
 		return nil, fmt.Errorf("spool %s: rebuild index: %w", f.Path, err)
 	}
@@ -308,7 +309,7 @@ func (s *Spool) rebuild(f *File, pcap *os.File, cause error) (*index.Reader, err
 	}
 	b, end := res.b, res.end
 	b.SetVisible(end)
-	data := b.Encode(ifaceOf(f.Stream))
+	data := b.Encode(ifaceOf(f.Stream), filepath.Base(f.Path))
 	r, err := index.Decode(data)
 	if err != nil || s.cfg.ReadOnly {
 		return r, err

@@ -1,12 +1,11 @@
 package spool
 
 import (
-	"cmp"
 	"errors"
 	"fmt"
 	"io"
 	"os"
-	"slices"
+	"path/filepath"
 
 	"github.com/stenod/stenod/index"
 	"github.com/stenod/stenod/pcapio"
@@ -65,19 +64,19 @@ func recordMatches(pcap *os.File, off int64, sum uint32, end int64) error {
 	return nil
 }
 
-// duplicates returns the files that repeat another file of files: the
-// same packets of the same stream (first record, packets, bytes, time range
-// and length) under another name, which a copy or a restore leaves. (Two
-// streams may hold the same packets: two interfaces saw them.) Answering both would
-// return every packet of them twice. Of each group the file whose name
-// best matches its first packet's time stays (the writer names a file
-// after it); the others are returned, in no particular order.
+// duplicates returns the files of files that are copies of another one:
+// their index was written for another file's name (Summary.NameHash), and
+// that file is here with the same packets (first and last records,
+// packets, bytes, time range and length). Answering both would return
+// every packet of them twice. Identical files whose indexes name
+// themselves (the same capture imported twice) are both kept: that is
+// what was stored.
 func duplicates(files []*File) []*File {
 	type identity struct {
-		stream           string
-		first, last, end int64
-		packets, bytes   uint64
-		firstSum         uint32
+		first, last, end  int64
+		packets, bytes    uint64
+		firstSum, lastSum uint32
+		lastOff           int64
 	}
 	groups := map[identity][]*File{}
 	for _, f := range files {
@@ -85,7 +84,7 @@ func duplicates(files []*File) []*File {
 		if s.Packets == 0 {
 			continue
 		}
-		id := identity{f.Stream, s.First, s.Last, s.DataEnd, s.Packets, s.Bytes, s.FirstSum}
+		id := identity{s.First, s.Last, s.DataEnd, s.Packets, s.Bytes, s.FirstSum, s.LastSum, s.LastOffset}
 		groups[id] = append(groups[id], f)
 	}
 	var out []*File
@@ -93,19 +92,17 @@ func duplicates(files []*File) []*File {
 		if len(g) < 2 {
 			continue
 		}
-		slices.SortFunc(g, func(a, b *File) int {
-			return cmp.Or(cmp.Compare(absDiff(a.Start, a.sum.First), absDiff(b.Start, b.sum.First)), cmp.Compare(a.Path, b.Path))
-		})
-		out = append(out, g[1:]...)
+		names := map[uint64]bool{}
+		for _, f := range g {
+			names[index.NameHash(filepath.Base(f.Path))] = true
+		}
+		for _, f := range g {
+			if h := f.sum.NameHash; h != 0 && h != index.NameHash(filepath.Base(f.Path)) && names[h] {
+				out = append(out, f)
+			}
+		}
 	}
 	return out
-}
-
-func absDiff(a, b int64) int64 {
-	if a > b {
-		return a - b
-	}
-	return b - a
 }
 
 // checkBelongs is checkEnds of the pcap at path.

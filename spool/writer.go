@@ -68,6 +68,12 @@ type Writer struct {
 
 	fly flight // the direct write in flight, if any
 	aio *aio   // runs it; started with the first one
+
+	// sums is the active file's sums journal (sums.go), nil if it could
+	// not be written; sumsOff is its length, sumsBuf a flush's checksums.
+	sums    *os.File
+	sumsOff int64
+	sumsBuf []byte
 }
 
 // flight is a direct write of a full buffer's whole blocks.
@@ -106,7 +112,8 @@ func (s *Spool) NewWriter(stream, iface string) (*Writer, error) {
 	return &Writer{sp: s, stream: stream, iface: iface, io: bufs, buf: bufs.bufs[0],
 		head:    make([]byte, 0, dioAlign),
 		pending: make([]index.Entry, 0, pendingEntries),
-		fly:     flight{pending: make([]index.Entry, 0, pendingEntries)}}, nil
+		fly:     flight{pending: make([]index.Entry, 0, pendingEntries)},
+		sumsBuf: make([]byte, 0, 4*pendingEntries)}, nil
 }
 
 // Append stores one packet: ts in unix nanoseconds, origLen its length on
@@ -197,6 +204,12 @@ func (w *Writer) open(ts int64) error {
 	w.end = int64(len(w.buf))
 	w.file = &File{Path: path, Dir: d.path, Stream: w.stream, Start: ts, iface: w.iface, live: w.live, ds: d, busy: true}
 	sp.add(w.file)
+	w.sums, w.sumsOff = nil, sumsHeader
+	if sums, err := createSums(path); err != nil {
+		sp.log.Warn("no sums journal for this file; should a crash leave it without an index, its records are checked by their framing alone", "file", path, "err", err)
+	} else {
+		w.sums = sums
+	}
 	return nil
 }
 
@@ -281,6 +294,7 @@ func (w *Writer) Flush() error {
 	if err != nil {
 		return w.fail(w.cutBack(err), 0)
 	}
+	w.journal(w.pending)
 	w.live.AddBatch(w.pending)
 	w.publish(w.end, w.buf, w.base)
 	w.pending = w.pending[:0]
@@ -353,6 +367,7 @@ func (w *Writer) land() error {
 	if err != nil {
 		return w.fail(w.cutBack(err), len(fl.pending))
 	}
+	w.journal(fl.pending)
 	w.live.AddBatch(fl.pending)
 	w.publish(fl.end, fl.buf, fl.off)
 	return nil
@@ -476,6 +491,7 @@ func (w *Writer) close() {
 	}
 	f, dio, file := w.f, w.dio, w.file
 	w.f, w.dio, w.file, w.live = nil, nil, nil, nil
+	w.closeSums()
 	file.mu.Lock()
 	file.busy = false
 	file.mu.Unlock()
@@ -527,7 +543,7 @@ func (s *Spool) seal(f, dio *os.File, file *File) {
 	}
 	var r *index.Reader
 	if err == nil {
-		data := live.Encode(file.iface)
+		data := live.Encode(file.iface, filepath.Base(file.Path))
 		if err = s.writeIndex(file, data); err == nil {
 			r, err = index.Decode(data)
 		}
@@ -546,6 +562,7 @@ func (s *Spool) seal(f, dio *os.File, file *File) {
 			s.log.Error("deleting index of a deleted file failed; the next start removes it", "file", file.Path, "err", rerr)
 		}
 	case err == nil:
+		s.dropSums(file)
 		s.touch(file)
 	case errors.Is(err, syscall.ENOSPC):
 		// A full disk is counted (ENOSPCEvents), not a failure of the
