@@ -55,6 +55,16 @@ type dirState struct {
 	inflight int64 // reserved for writes not done yet
 	since    int64 // bytes written since statAt
 	short    bool  // the budget could not be met; logged once until it holds again
+
+	// held is the pcap bytes of deleted files that readers still hold
+	// open (heldFiles): allocated, not in avail, and coming back when
+	// they close (revoke.go).
+	held      int64
+	heldFiles []*File
+	// released is signalled when held space comes back, for a write
+	// waiting in reclaim until reclaimUntil.
+	released     chan struct{}
+	reclaimUntil time.Time
 }
 
 // refresh reads the file system's size and available space.
@@ -92,7 +102,7 @@ func (s *Spool) floor(d *dirState) int64 {
 type counters struct {
 	filesDeleted, bytesDeleted, packetsDeleted atomic.Uint64
 	writeErrors, packetsLost, enospc           atomic.Uint64
-	shortfalls                                 atomic.Uint64
+	shortfalls, readersRevoked                 atomic.Uint64
 }
 
 // Counters are what the spool has deleted and lost since Open, for export
@@ -118,6 +128,14 @@ type Counters struct {
 	// because only active files were left to delete: the budget is too
 	// small for the number of writers and the rotate size.
 	BudgetShortfalls uint64
+	// ReadersRevoked counts the queries cut off because capture needed
+	// the space of deleted files they held open, or because they held
+	// more than Config.MaxHeldPercent of a file system.
+	ReadersRevoked uint64
+	// HeldBytes is not a count but a gauge: the bytes of deleted spool
+	// files that queries hold open right now, over all directories. The
+	// budget counts them as space that will come back.
+	HeldBytes int64
 }
 
 // Counters returns the spool's counts so far.
@@ -131,22 +149,42 @@ func (s *Spool) Counters() Counters {
 		PacketsLostToWriteErrors: c.packetsLost.Load(),
 		ENOSPCEvents:             c.enospc.Load(),
 		BudgetShortfalls:         c.shortfalls.Load(),
+		ReadersRevoked:           c.readersRevoked.Load(),
+		HeldBytes:                s.heldBytes(),
 	}
+}
+
+// heldBytes sums the held bytes of every directory.
+func (s *Spool) heldBytes() int64 {
+	var n int64
+	for _, d := range s.dirs {
+		d.mu.Lock()
+		n += d.held
+		d.mu.Unlock()
+	}
+	return n
 }
 
 // makeRoom deletes the oldest files of d until n more bytes, and one more
 // file if newFile is set, fit its budget, and at least shortfall bytes
 // have been freed (after a write found the disk full). It returns false if
 // the budget could not be met because only busy files were left. d.mu is
-// held.
+// held; it is released while revoked readers are waited for (reclaim).
+//
+// The floor counts held bytes (deleted files readers still have open) as
+// available: they come back. When the disk physically cannot take the
+// write while bytes are held, the readers holding them are revoked
+// before any more history is deleted.
 func (s *Spool) makeRoom(d *dirState, n int64, newFile bool, shortfall int64) bool {
 	cfg := &s.cfg
-	if cfg.MinFreePercent > 0 || shortfall > 0 {
+	if cfg.MinFreePercent > 0 || shortfall > 0 || d.held > 0 {
 		now := time.Now()
 		if !d.statOK || newFile || shortfall > 0 || d.since >= statfsBytes ||
-			now.Sub(d.statAt) >= statfsInterval || d.avail-n-d.block < s.floor(d) {
-			// Under the floor by the estimate: look again before deleting,
-			// as the estimate errs on the side of less space.
+			now.Sub(d.statAt) >= statfsInterval || d.avail+d.held-n-d.block < s.floor(d) ||
+			d.held > 0 && d.avail-n-d.block < d.block {
+			// Under the floor by the estimate, or out of space: look again
+			// before deleting, as the estimate errs on the side of less
+			// space.
 			if err := d.refresh(now); err != nil {
 				s.log.Warn("free space unknown; the floor uses the last figure", "err", err)
 			}
@@ -162,10 +200,24 @@ func (s *Spool) makeRoom(d *dirState, n int64, newFile bool, shortfall int64) bo
 		alloc += d.block
 	}
 	var freed int64
+	// physical is what the disk lacks for the write, or for a write that
+	// found it full, beyond what was freed since.
+	physical := func() int64 {
+		need := shortfall - freed
+		if d.statOK {
+			need = max(need, alloc+d.block-d.avail)
+		}
+		return need
+	}
+	if d.held > 0 {
+		if need := physical(); need > 0 {
+			freed += s.reclaim(d, need)
+		}
+	}
 	for {
 		over := cfg.MaxBytes > 0 && d.bytes+n > cfg.MaxBytes ||
 			cfg.MaxFiles > 0 && d.files+more > cfg.MaxFiles ||
-			d.avail-alloc < s.floor(d) ||
+			d.avail+d.held-alloc < s.floor(d) ||
 			freed < shortfall
 		if !over {
 			if d.short {
@@ -179,12 +231,17 @@ func (s *Spool) makeRoom(d *dirState, n int64, newFile bool, shortfall int64) bo
 			s.ctr.shortfalls.Add(1)
 			if !d.short {
 				s.log.Warn("disk budget cannot be met: only active files are left to delete",
-					"dir", d.path, "bytes", d.bytes, "files", d.files, "available", d.avail)
+					"dir", d.path, "bytes", d.bytes, "files", d.files, "available", d.avail, "held", d.held)
 				d.short = true
 			}
 			return false
 		}
 		freed += s.remove(d, f, true)
+		if d.held > 0 && freed < shortfall {
+			// The file was held: deleting it freed nothing yet. Cut its
+			// readers off rather than delete the next one too.
+			freed += s.reclaim(d, physical())
+		}
 	}
 }
 
@@ -210,7 +267,8 @@ func (s *Spool) oldest(d *dirState) *File {
 }
 
 // remove deletes f (its pcap and its index) from the spool and from disk
-// and returns the bytes freed. budget says the budget deleted it, which is
+// and returns the bytes freed on disk now (not those readers hold, which
+// come back when they close). budget says the budget deleted it, which is
 // counted; otherwise it is a file the spool discards (it holds no packets).
 // The budget never removes a busy file. Handles opened before keep reading
 // it: its descriptor and index are theirs. From now on f's bytes are not
@@ -226,6 +284,7 @@ func (s *Spool) remove(d *dirState, f *File, budget bool) int64 {
 	}
 	f.deleted = true
 	live, packets := f.live, f.sum.Packets
+	holders := slices.Clone(f.readers)
 	f.mu.Unlock()
 	if live != nil {
 		packets = live.Summary().Packets
@@ -262,14 +321,22 @@ func (s *Spool) remove(d *dirState, f *File, budget bool) int64 {
 	if err := removeIfExists(indexPath(f.Path)); err != nil {
 		s.log.Error("deleting index failed; the next start removes it", "file", indexPath(f.Path), "err", err)
 	}
-	d.avail += size
+	// Readers that have the pcap open keep its blocks allocated until
+	// they close it: held, not available (revoke.go).
+	back := size
+	if len(holders) > 0 {
+		s.hold(d, f, f.size, holders)
+		back = f.idxSize
+	}
+	d.avail += back
 	if budget {
 		s.ctr.filesDeleted.Add(1)
 		s.ctr.bytesDeleted.Add(uint64(size))
 		s.ctr.packetsDeleted.Add(packets)
-		s.log.Info("deleted oldest spool file for the disk budget", "file", f.Path, "bytes", size, "packets", packets)
+		s.log.Info("deleted oldest spool file for the disk budget", "file", f.Path, "bytes", size, "packets", packets,
+			"held_by_queries", len(holders))
 	}
-	return size
+	return back
 }
 
 // grant is the room reserve made for one write.
@@ -452,7 +519,7 @@ func fileSize(path string) int64 {
 // system's size and available space, and the budget.
 func (s *Spool) dirUsage(d *dirState, u *Usage) {
 	d.mu.Lock()
-	u.FileBytes = d.bytes
+	u.FileBytes, u.HeldBytes = d.bytes, d.held
 	d.mu.Unlock()
 	// A statfs of its own: d's figure is an estimate, and Usage is rare.
 	var st syscall.Statfs_t
@@ -462,7 +529,7 @@ func (s *Spool) dirUsage(d *dirState, u *Usage) {
 			bs = int64(st.Bsize)
 		}
 		u.TotalBytes, u.FreeBytes = int64(st.Blocks)*bs, int64(st.Bavail)*bs
-		u.BudgetBytes = u.FileBytes + u.FreeBytes
+		u.BudgetBytes = u.FileBytes + u.FreeBytes + u.HeldBytes
 		if s.cfg.MinFreePercent > 0 {
 			u.BudgetBytes -= int64(math.Ceil(float64(u.TotalBytes) * s.cfg.MinFreePercent / 100))
 		}

@@ -30,6 +30,11 @@ type File struct {
 	// deleted: removed from the spool by the budget; handles opened before
 	// keep reading it.
 	deleted bool
+	// readers are the snapshots with a handle open on the file, one entry
+	// per handle. held is its pcap bytes while it is deleted and they
+	// keep it allocated (revoke.go); guarded by ds.mu.
+	readers []*reader
+	held    int64
 	// unsaved is an index rebuilt at Open that could not be written (disk
 	// full); Open writes it once the budget has made room.
 	unsaved []byte
