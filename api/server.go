@@ -56,15 +56,20 @@ type Config struct {
 	CertsDir string
 	// QueryTimeout stops a query that runs longer (0: no limit). An answer
 	// stopped this way is aborted, never delivered as if it were whole.
+	// The default bounds how long a forgotten or stuck client can keep
+	// deleted spool files allocated.
 	QueryTimeout time.Duration
 	// MaxQueryBytes bounds the body of POST /query.
 	MaxQueryBytes int64
 }
 
-// DefaultConfig returns a loopback-only server without TLS and without a
-// query time limit.
+// DefaultQueryTimeout is the default Config.QueryTimeout.
+const DefaultQueryTimeout = 10 * time.Minute
+
+// DefaultConfig returns a loopback-only server without TLS and with a
+// query time limit of DefaultQueryTimeout.
 func DefaultConfig() Config {
-	return Config{Listen: DefaultListen, MaxQueryBytes: DefaultMaxQueryBytes}
+	return Config{Listen: DefaultListen, MaxQueryBytes: DefaultMaxQueryBytes, QueryTimeout: DefaultQueryTimeout}
 }
 
 // Validate reports the first impossible or unsafe setting. Serving packets
@@ -281,6 +286,7 @@ const (
 	outcomeAborted   = "aborted"   // error after the answer started: stream aborted
 	outcomeCancelled = "cancelled" // the client went away
 	outcomeTimeout   = "timeout"   // Config.QueryTimeout
+	outcomeRevoked   = "revoked"   // cut off: capture needed the space of deleted files it read (spool.ErrRevoked)
 )
 
 func newMetrics(reg *prometheus.Registry) (*metrics, error) {
@@ -310,7 +316,7 @@ func newMetrics(reg *prometheus.Registry) (*metrics, error) {
 			return nil, fmt.Errorf("api: register metrics: %w", err)
 		}
 	}
-	for _, o := range []string{outcomeComplete, outcomeLimited, outcomeBadQuery, outcomeFailed, outcomeAborted, outcomeCancelled, outcomeTimeout} {
+	for _, o := range []string{outcomeComplete, outcomeLimited, outcomeBadQuery, outcomeFailed, outcomeAborted, outcomeCancelled, outcomeTimeout, outcomeRevoked} {
 		m.queries.WithLabelValues(o)
 	}
 	return m, nil

@@ -12,9 +12,10 @@ type spoolCollector struct {
 	sp *spool.Spool
 
 	bytes, fileBytes, files, packets, oldest, newest *prometheus.Desc
-	free, budget, retention                          *prometheus.Desc
+	free, budget, retention, held                    *prometheus.Desc
 	deletedFiles, deletedBytes, deletedPackets       *prometheus.Desc
 	writeErrors, writeLost, enospc, shortfalls       *prometheus.Desc
+	revoked                                          *prometheus.Desc
 }
 
 func newSpoolCollector(sp *spool.Spool) *spoolCollector {
@@ -33,6 +34,7 @@ func newSpoolCollector(sp *spool.Spool) *spoolCollector {
 		free:           d("filesystem_free_bytes", "Bytes available on the directory's file system.", dir),
 		budget:         d("budget_bytes", "Most bytes the directory may hold under the disk budget.", dir),
 		retention:      d("expected_retention_seconds", "Packet time the directory holds once its budget is full, at the current rate.", dir),
+		held:           d("held_bytes", "Bytes of deleted spool files that queries still hold open; they come back when the queries end.", dir),
 		deletedFiles:   d("deleted_files_total", "Spool files deleted by the disk budget.", nil),
 		deletedBytes:   d("deleted_bytes_total", "Bytes deleted by the disk budget.", nil),
 		deletedPackets: d("deleted_packets_total", "Packets deleted by the disk budget.", nil),
@@ -40,6 +42,7 @@ func newSpoolCollector(sp *spool.Spool) *spoolCollector {
 		writeLost:      d("write_lost_packets_total", "Packets lost to failed spool writes.", nil),
 		enospc:         d("enospc_events_total", "Writes that found the disk full.", nil),
 		shortfalls:     d("budget_shortfalls_total", "Times the budget could not be met by deleting old files.", nil),
+		revoked:        d("readers_revoked_total", "Queries cut off because capture needed the space of deleted files they held open.", nil),
 	}
 }
 
@@ -63,6 +66,7 @@ func (c *spoolCollector) Collect(ch chan<- prometheus.Metric) {
 		gauge(c.free, float64(u.FreeBytes), u.Dir)
 		gauge(c.budget, float64(u.BudgetBytes), u.Dir)
 		gauge(c.retention, u.Retention().Seconds(), u.Dir)
+		gauge(c.held, float64(u.HeldBytes), u.Dir)
 	}
 	n := c.sp.Counters()
 	counter := func(d *prometheus.Desc, v uint64) {
@@ -75,4 +79,5 @@ func (c *spoolCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.writeLost, n.PacketsLostToWriteErrors)
 	counter(c.enospc, n.ENOSPCEvents)
 	counter(c.shortfalls, n.BudgetShortfalls)
+	counter(c.revoked, n.ReadersRevoked)
 }
