@@ -98,12 +98,13 @@ func TestEveryKeyParsed(t *testing.T) {
     "max_cached_indexes": 100,
     "max_bytes": "4TB",
     "min_free_percent": 5.5,
+    "max_held_percent": 2.5,
     "max_files": 10000
   },
   "api": {
     "listen": "0.0.0.0:1234",
     "certs_dir": "/etc/stenod/certs",
-    "query_timeout": "10m",
+    "query_timeout": "15m",
     "max_query_bytes": 1048576
   },
   "demo": {
@@ -148,10 +149,11 @@ func TestEveryKeyParsed(t *testing.T) {
 	want.Spool.MaxCachedIndexes = 100
 	want.Spool.MaxBytes = 4e12
 	want.Spool.MinFreePercent = 5.5
+	want.Spool.MaxHeldPercent = 2.5
 	want.Spool.MaxFiles = 10000
 	want.API.Listen = "0.0.0.0:1234"
 	want.API.CertsDir = "/etc/stenod/certs"
-	want.API.QueryTimeout = 10 * time.Minute
+	want.API.QueryTimeout = 15 * time.Minute
 	want.API.MaxQueryBytes = 1 << 20
 	want.Demo = Demo{Spool: "/tmp/demo", Captures: "/srv/pcaps", Rate: 50, MaxBytes: 3 << 30}
 
