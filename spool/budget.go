@@ -65,12 +65,18 @@ type dirState struct {
 	// waiting in reclaim until reclaimUntil.
 	released     chan struct{}
 	reclaimUntil time.Time
+
+	// fakeStatfs, set by tests only, stands for statfs: a file system
+	// of a size the test chooses, without root to mount one.
+	fakeStatfs func(path string, st *syscall.Statfs_t) error
 }
 
 // refresh reads the file system's size and available space.
 func (d *dirState) refresh(now time.Time) error {
 	var err error
-	if d.dir != nil {
+	if d.fakeStatfs != nil {
+		err = d.fakeStatfs(d.path, &d.st)
+	} else if d.dir != nil {
 		err = syscall.Fstatfs(int(d.dir.Fd()), &d.st)
 	} else {
 		err = syscall.Statfs(d.path, &d.st)
@@ -523,7 +529,11 @@ func (s *Spool) dirUsage(d *dirState, u *Usage) {
 	d.mu.Unlock()
 	// A statfs of its own: d's figure is an estimate, and Usage is rare.
 	var st syscall.Statfs_t
-	if err := syscall.Statfs(d.path, &st); err == nil {
+	statfs := syscall.Statfs
+	if d.fakeStatfs != nil {
+		statfs = d.fakeStatfs
+	}
+	if err := statfs(d.path, &st); err == nil {
 		bs := int64(st.Frsize)
 		if bs <= 0 {
 			bs = int64(st.Bsize)
