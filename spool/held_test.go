@@ -230,10 +230,19 @@ func TestSlowReaderKeepsHistory(t *testing.T) {
 // of the file system in deleted files is cut off, with a reason that says
 // so, before the disk is short.
 func TestMaxHeldPercent(t *testing.T) {
+	t.Run("floor", func(t *testing.T) { maxHeldPercent(t, func(*spool.Config) {}) })
+	// The file system's size is not otherwise needed; it is looked up.
+	t.Run("max-files", func(t *testing.T) {
+		maxHeldPercent(t, func(c *spool.Config) { c.MinFreePercent, c.MaxFiles = 0, 12 })
+	})
+}
+
+func maxHeldPercent(t *testing.T, set func(*spool.Config)) {
 	dir := t.TempDir()
 	fs := fakeFS{dir: dir, size: 8 << 20}
 	cfg := heldConfig(dir)
 	cfg.MaxHeldPercent = 5 // 410 KiB: two files
+	set(&cfg)
 	sp := open(t, cfg)
 	spool.FakeStatfs(sp, fs.statfs(t))
 	w, err := sp.NewWriter("eth0-q0", "eth0")

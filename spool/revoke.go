@@ -126,6 +126,12 @@ func (s *Spool) hold(d *dirState, f *File, size int64, holders []*reader) {
 	d.held += size
 	d.heldFiles = append(d.heldFiles, f)
 	var limit int64 = math.MaxInt64
+	if s.cfg.MaxHeldPercent > 0 && !d.statOK {
+		// No floor and no full disk yet: the size was never needed.
+		if err := d.refresh(time.Now()); err != nil {
+			s.log.Warn("file system size unknown; spool.max_held_percent not applied", "err", err)
+		}
+	}
 	if p := s.cfg.MaxHeldPercent; p > 0 && d.statOK {
 		limit = int64(float64(d.total) * p / 100)
 	}
