@@ -2,6 +2,7 @@ package api
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -22,6 +23,7 @@ import (
 	"github.com/stenod/stenod/flow"
 	"github.com/stenod/stenod/internal/testutil"
 	"github.com/stenod/stenod/internal/trafficgen"
+	"github.com/stenod/stenod/pcapio"
 	"github.com/stenod/stenod/spool"
 )
 
@@ -262,4 +264,87 @@ func slowClient(t *testing.T, base, q string) (net.Conn, *bufio.Reader) {
 		t.Fatal(err)
 	}
 	return conn, bufio.NewReader(conn)
+}
+
+// revokeAtFirst, a query's packet writer, makes the spool cut the query
+// off at its first packet: it writes until the budget deletes the oldest
+// file, which the query holds, past a per-query share of almost nothing.
+type revokeAtFirst struct {
+	t *testing.T
+	pcapio.PacketWriter
+	ctx    context.Context
+	w      *spool.Writer
+	gen    *trafficgen.Generator
+	oldest string
+}
+
+func (r *revokeAtFirst) WritePacket(ts int64, origLen int, data []byte, iface string) error {
+	var key flow.Key
+	for {
+		if _, err := os.Stat(r.oldest); err != nil {
+			break
+		}
+		frame, ts := r.gen.Next()
+		flow.Parse(frame, &key)
+		if err := r.w.Append(ts, len(frame), frame, &key); err != nil {
+			r.t.Error(err)
+			break
+		}
+	}
+	select {
+	case <-r.ctx.Done():
+		return context.Cause(r.ctx)
+	case <-time.After(5 * time.Second):
+		return errors.New("the query's context did not end")
+	}
+}
+
+// TestRevokedBeforeAnswerStarts: a query cut off before its answer has
+// started gets 503 with the reason, and is counted as revoked. (After the
+// answer has started, the stream is aborted: TestSlowClientOnFullDisk.)
+func TestRevokedBeforeAnswerStarts(t *testing.T) {
+	cfg := spool.DefaultConfig()
+	cfg.Dirs = []string{t.TempDir()}
+	cfg.RotateSize = 256 << 10
+	cfg.WriteBuffer = 16 << 10
+	cfg.MinFreePercent = 0
+	cfg.MaxFiles = 4
+	cfg.MaxHeldPercent = 1e-9
+	sp, err := spool.Open(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := sp.NewWriter("eth0-q0", "eth0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := errors.Join(w.Close(), sp.Close()); err != nil {
+			t.Error(err)
+		}
+	})
+	gen := trafficgen.New(42, 100)
+	var key flow.Key
+	for len(sp.Files()) < 4 {
+		frame, ts := gen.Next()
+		flow.Parse(frame, &key)
+		if err := w.Append(ts, len(frame), frame, &key); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	s := newServer(t, DefaultConfig(), sp)
+	s.testHookWriter = func(ctx context.Context, pw pcapio.PacketWriter) pcapio.PacketWriter {
+		return &revokeAtFirst{t: t, PacketWriter: pw, ctx: ctx, w: w, gen: gen, oldest: sp.Files()[0].Path}
+	}
+	base := serve(t, s)
+	resp, body, err := postQuery(t, http.DefaultClient, base, everything, nil)
+	if err != nil || resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(body), "query cut off") {
+		t.Fatalf("cut-off query: %v %v %q", err, resp, body)
+	}
+	if v, err := metricValue(t, s, "stenod_api_queries_total", map[string]string{"outcome": outcomeRevoked}); err != nil || v != 1 {
+		t.Fatalf("revoked queries: %v %v", v, err)
+	}
 }
