@@ -13,9 +13,9 @@ type spoolCollector struct {
 
 	bytes, fileBytes, files, packets, oldest, newest *prometheus.Desc
 	free, budget, retention, held                    *prometheus.Desc
+	revoked                                          *prometheus.Desc
 	deletedFiles, deletedBytes, deletedPackets       *prometheus.Desc
 	writeErrors, writeLost, enospc, shortfalls       *prometheus.Desc
-	revoked                                          *prometheus.Desc
 }
 
 func newSpoolCollector(sp *spool.Spool) *spoolCollector {
@@ -35,6 +35,7 @@ func newSpoolCollector(sp *spool.Spool) *spoolCollector {
 		budget:         d("budget_bytes", "Most bytes the directory may hold under the disk budget.", dir),
 		retention:      d("expected_retention_seconds", "Packet time the directory holds once its budget is full, at the current rate.", dir),
 		held:           d("held_bytes", "Bytes of deleted spool files that queries still hold open; they come back when the queries end.", dir),
+		revoked:        d("readers_revoked_total", "Queries cut off because capture needed the space of deleted files they held open.", nil),
 		deletedFiles:   d("deleted_files_total", "Spool files deleted by the disk budget.", nil),
 		deletedBytes:   d("deleted_bytes_total", "Bytes deleted by the disk budget.", nil),
 		deletedPackets: d("deleted_packets_total", "Packets deleted by the disk budget.", nil),
@@ -42,7 +43,6 @@ func newSpoolCollector(sp *spool.Spool) *spoolCollector {
 		writeLost:      d("write_lost_packets_total", "Packets lost to failed spool writes.", nil),
 		enospc:         d("enospc_events_total", "Writes that found the disk full.", nil),
 		shortfalls:     d("budget_shortfalls_total", "Times the budget could not be met by deleting old files.", nil),
-		revoked:        d("readers_revoked_total", "Queries cut off because capture needed the space of deleted files they held open.", nil),
 	}
 }
 
@@ -72,6 +72,7 @@ func (c *spoolCollector) Collect(ch chan<- prometheus.Metric) {
 	counter := func(d *prometheus.Desc, v uint64) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v))
 	}
+	counter(c.revoked, n.ReadersRevoked)
 	counter(c.deletedFiles, n.FilesDeleted)
 	counter(c.deletedBytes, n.BytesDeleted)
 	counter(c.deletedPackets, n.PacketsDeleted)
@@ -79,5 +80,4 @@ func (c *spoolCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.writeLost, n.PacketsLostToWriteErrors)
 	counter(c.enospc, n.ENOSPCEvents)
 	counter(c.shortfalls, n.BudgetShortfalls)
-	counter(c.revoked, n.ReadersRevoked)
 }

@@ -106,9 +106,10 @@ func (s *Spool) floor(d *dirState) int64 {
 
 // counters are the Spool's event counts (see Counters).
 type counters struct {
+	readersRevoked                             atomic.Uint64
 	filesDeleted, bytesDeleted, packetsDeleted atomic.Uint64
 	writeErrors, packetsLost, enospc           atomic.Uint64
-	shortfalls, readersRevoked                 atomic.Uint64
+	shortfalls                                 atomic.Uint64
 }
 
 // Counters are what the spool has deleted and lost since Open, for export
@@ -130,10 +131,6 @@ type Counters struct {
 	// ENOSPCEvents counts writes (packets or indexes) that found the file
 	// system full; each made room and was tried once more.
 	ENOSPCEvents uint64
-	// BudgetShortfalls counts the times the budget could not be met
-	// because only active files were left to delete: the budget is too
-	// small for the number of writers and the rotate size.
-	BudgetShortfalls uint64
 	// ReadersRevoked counts the queries cut off because capture needed
 	// the space of deleted files they held open, or because they held
 	// more than Config.MaxHeldPercent of a file system.
@@ -142,6 +139,10 @@ type Counters struct {
 	// files that queries hold open right now, over all directories. The
 	// budget counts them as space that will come back.
 	HeldBytes int64
+	// BudgetShortfalls counts the times the budget could not be met
+	// because only active files were left to delete: the budget is too
+	// small for the number of writers and the rotate size.
+	BudgetShortfalls uint64
 }
 
 // Counters returns the spool's counts so far.
@@ -154,9 +155,9 @@ func (s *Spool) Counters() Counters {
 		WriteErrors:              c.writeErrors.Load(),
 		PacketsLostToWriteErrors: c.packetsLost.Load(),
 		ENOSPCEvents:             c.enospc.Load(),
-		BudgetShortfalls:         c.shortfalls.Load(),
 		ReadersRevoked:           c.readersRevoked.Load(),
 		HeldBytes:                s.heldBytes(),
+		BudgetShortfalls:         c.shortfalls.Load(),
 	}
 }
 

@@ -18,6 +18,9 @@ type File struct {
 	// size and idxSize are the bytes of the pcap and of the index file as
 	// the budget counts them.
 	size, idxSize int64
+	// held is the pcap's bytes while it is deleted and readers keep it
+	// allocated (revoke.go).
+	held int64
 
 	// rm is held while the file's pair on disk changes: its deletion, and
 	// the rewrite of an unusable index. It keeps a rewritten index from
@@ -30,11 +33,6 @@ type File struct {
 	// deleted: removed from the spool by the budget; handles opened before
 	// keep reading it.
 	deleted bool
-	// readers are the snapshots with a handle open on the file, one entry
-	// per handle. held is its pcap bytes while it is deleted and they
-	// keep it allocated (revoke.go); guarded by ds.mu.
-	readers []*reader
-	held    int64
 	// unsaved is an index rebuilt at Open that could not be written (disk
 	// full); Open writes it once the budget has made room.
 	unsaved []byte
@@ -47,6 +45,9 @@ type File struct {
 	// is cached and the file not deleted; f holds one reference for the
 	// cache, handles one each (mapped.go).
 	mapped *mapping
+	// readers are the snapshots with a handle open on the file, one entry
+	// per handle (revoke.go).
+	readers []*reader
 }
 
 // Summary returns what the file's index covers.

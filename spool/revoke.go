@@ -152,7 +152,7 @@ func (d *dirState) unhold(f *File) {
 		d.heldFiles = slices.Delete(d.heldFiles, i, i+1)
 	}
 	select {
-	case d.released <- struct{}{}:
+	case d.releasedChan() <- struct{}{}:
 	default:
 	}
 }
@@ -178,6 +178,14 @@ func (s *Spool) release(h *Handle) {
 	if last {
 		d.unhold(f)
 	}
+}
+
+// releasedChan returns d.released, made on first use. d.mu is held.
+func (d *dirState) releasedChan() chan struct{} {
+	if d.released == nil {
+		d.released = make(chan struct{}, 1)
+	}
+	return d.released
 }
 
 // reclaim gets up to need bytes of d's held space back for a write that
@@ -207,9 +215,10 @@ func (s *Spool) reclaim(d *dirState, need int64) int64 {
 		} else {
 			t.Reset(left)
 		}
+		released := d.releasedChan()
 		d.mu.Unlock()
 		select {
-		case <-d.released:
+		case <-released:
 		case <-t.C:
 		}
 		d.mu.Lock()

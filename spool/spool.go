@@ -63,7 +63,7 @@ func Open(cfg Config, log *slog.Logger) (*Spool, error) {
 		if err != nil {
 			return nil, errors.Join(err, s.unlock())
 		}
-		d := &dirState{path: dir, released: make(chan struct{}, 1)}
+		d := &dirState{path: dir}
 		s.account(d, files)
 		s.dirs = append(s.dirs, d)
 		s.files = append(s.files, files...)
