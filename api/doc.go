@@ -22,7 +22,8 @@
 //
 // Answers: a query's packets stream as they are read. The first 256 KiB are
 // held back, so a query that fails early gets a 500 (or, past
-// Config.QueryTimeout, a 503) with the reason as text; a failure after that
+// Config.QueryTimeout or cut off by the spool for capture, spool.ErrRevoked,
+// a 503) with the reason as text; a failure after that
 // aborts the stream (HTTP/1.1: the connection closes before the last chunk;
 // HTTP/2: the stream is reset), which every HTTP client reports as an error.
 // An answer is never ended as if it were whole when it is not. A client

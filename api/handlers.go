@@ -6,11 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"runtime"
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/stenod/stenod/engine"
@@ -107,7 +109,11 @@ func (s *Server) answer(w http.ResponseWriter, r *http.Request, text, format str
 		s.fail(w, http.StatusBadRequest, outcomeBadQuery, err.Error())
 		return
 	}
-	ctx, cancel := s.queryContext(r.Context())
+	// cut cuts the query off when the spool revokes it (capture needs
+	// the space of deleted files it reads): see onRevoke below.
+	ctx, cut := context.WithCancelCause(r.Context())
+	defer cut(nil)
+	ctx, cancel := s.queryContext(ctx)
 	defer cancel()
 	if s.cfg.QueryTimeout > 0 {
 		// A client that stops reading would otherwise hold the query in a
@@ -132,6 +138,12 @@ func (s *Server) answer(w http.ResponseWriter, r *http.Request, text, format str
 		// Known only at the end: damaged records the answer left out.
 		h.Set("Trailer", TrailerDamaged+", "+TrailerDamage)
 	}}
+	// A revoked query may be blocked writing to a client that does not
+	// read: the write deadline makes that write return now.
+	opts.OnRevoke = func(err error) {
+		cut(err)
+		aw.cutOff()
+	}
 	snap := s.sp.Config().SnapLen
 	var res engine.Result
 	start := time.Now()
@@ -153,6 +165,7 @@ func (s *Server) answer(w http.ResponseWriter, r *http.Request, text, format str
 		res, err = engine.Run(ctx, s.sp, q, pw, opts)
 		return err
 	})
+	aw.stop()
 	s.metrics.running.Dec()
 	s.metrics.packets.Add(float64(res.Packets))
 	s.metrics.bytes.Add(float64(res.Bytes))
@@ -184,7 +197,11 @@ func (s *Server) answer(w http.ResponseWriter, r *http.Request, text, format str
 	}
 	attrs = append(attrs, "err", err)
 	timedOut := errors.Is(err, errQueryTimeout) || ctx.Err() != nil && errors.Is(context.Cause(ctx), errQueryTimeout)
-	if !timedOut && (aw.writeErr != nil || r.Context().Err() != nil) {
+	var revoked *spool.RevokedError
+	if !errors.As(err, &revoked) && ctx.Err() != nil {
+		errors.As(context.Cause(ctx), &revoked)
+	}
+	if !timedOut && revoked == nil && (aw.writeErr != nil || r.Context().Err() != nil) {
 		s.metrics.queries.WithLabelValues(outcomeCancelled).Inc()
 		s.log.Info("client went away; query stopped", attrs...)
 		if aw.committed {
@@ -193,22 +210,28 @@ func (s *Server) answer(w http.ResponseWriter, r *http.Request, text, format str
 		return
 	}
 	outcome, code, msg := outcomeFailed, http.StatusInternalServerError, err.Error()
-	if timedOut {
+	switch {
+	case revoked != nil:
+		outcome, code, msg = outcomeRevoked, http.StatusServiceUnavailable, revoked.Error()
+	case timedOut:
 		outcome, code = outcomeTimeout, http.StatusServiceUnavailable
 		msg = fmt.Sprintf("query stopped at the configured time limit of %v", s.cfg.QueryTimeout)
 	}
+	level := slog.LevelError
+	if outcome != outcomeFailed {
+		// Cut off by the operator's limits, not broken.
+		level = slog.LevelWarn
+	}
 	if !aw.committed {
-		s.log.Error("query failed", attrs...)
+		s.log.Log(r.Context(), level, "query failed", attrs...)
 		s.fail(w, code, outcome, msg)
 		return
 	}
-	if timedOut {
-		outcome = outcomeTimeout
-	} else {
+	if outcome == outcomeFailed {
 		outcome = outcomeAborted
 	}
 	s.metrics.queries.WithLabelValues(outcome).Inc()
-	s.log.Error("query failed after its answer started; aborting the stream", attrs...)
+	s.log.Log(r.Context(), level, "query failed after its answer started; aborting the stream", attrs...)
 	// Ending the handler normally would send the final chunk and the client
 	// would take the answer for whole. Aborting closes the connection (HTTP/1)
 	// or resets the stream (HTTP/2) instead.
@@ -271,11 +294,50 @@ type answerWriter struct {
 	pending    []byte
 	committed  bool
 	writeErr   error
+
+	// mu orders cutOff, which runs on a goroutine of the spool's, with
+	// the start of the answer and the end of the query.
+	mu      sync.Mutex
+	cut     bool // cutOff was called: write nothing more
+	stopped bool // the query is over: w is the handler's again
+}
+
+// errCut: the query was revoked; the answer gets no more bytes.
+var errCut = errors.New("write answer: query cut off")
+
+// cutOff makes a write blocked on a client that does not read return now
+// (its write deadline), and any later one fail. Before the answer has
+// started it writes nothing: the handler still sends the error status.
+func (a *answerWriter) cutOff() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.stopped {
+		return
+	}
+	a.cut = true
+	if a.committed {
+		// Safe beside a Write in progress: it sets the connection's
+		// deadline.
+		_ = http.NewResponseController(a.w).SetWriteDeadline(time.Now())
+	}
+}
+
+// stop says the query is over: cutOff must no longer touch w.
+func (a *answerWriter) stop() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.stopped = true
 }
 
 func (a *answerWriter) Write(p []byte) (int, error) {
 	if a.writeErr != nil {
 		return 0, a.writeErr
+	}
+	a.mu.Lock()
+	cut := a.cut
+	a.mu.Unlock()
+	if cut {
+		return 0, errCut
 	}
 	if !a.committed {
 		if len(a.pending)+len(p) <= holdBytes {
@@ -295,7 +357,15 @@ func (a *answerWriter) Write(p []byte) (int, error) {
 }
 
 func (a *answerWriter) commit() error {
-	a.committed = true
+	a.mu.Lock()
+	cut := a.cut
+	if !cut {
+		a.committed = true
+	}
+	a.mu.Unlock()
+	if cut {
+		return errCut
+	}
 	a.setHeaders(a.w.Header())
 	a.w.WriteHeader(http.StatusOK)
 	if len(a.pending) == 0 {
@@ -401,6 +471,9 @@ func (s *Server) handleFlows(w http.ResponseWriter, r *http.Request) {
 		case errors.Is(err, errQueryTimeout):
 			s.fail(w, http.StatusServiceUnavailable, outcomeTimeout,
 				fmt.Sprintf("query stopped at the configured time limit of %v", s.cfg.QueryTimeout))
+		case errors.Is(err, spool.ErrRevoked):
+			s.log.Warn("flow query cut off", "query", q.String(), "err", err)
+			s.fail(w, http.StatusServiceUnavailable, outcomeRevoked, err.Error())
 		default:
 			s.log.Error("flow query failed", "query", q.String(), "err", err)
 			s.fail(w, http.StatusInternalServerError, outcomeFailed, err.Error())
@@ -484,7 +557,9 @@ type DirStats struct {
 	SpanStats
 	// FileBytes is what the spool files take on disk (pcap and index);
 	// BudgetBytes the most the directory may hold under the disk budget.
-	FileBytes     int64 `json:"file_bytes"`
+	FileBytes int64 `json:"file_bytes"`
+	// HeldBytes: deleted spool files that queries still hold open.
+	HeldBytes     int64 `json:"held_bytes"`
 	BudgetBytes   int64 `json:"budget_bytes,omitempty"`
 	DiskBytes     int64 `json:"disk_bytes,omitempty"`
 	DiskAvailable int64 `json:"disk_available_bytes,omitempty"`
@@ -499,7 +574,7 @@ func (s *Server) handleStats(w http.ResponseWriter, _ *http.Request) {
 	var lo, hi int64
 	for _, u := range s.sp.Usage() {
 		d := DirStats{Dir: u.Dir, SpanStats: span(u.Files, u.Bytes, u.Packets, u.Oldest, u.Newest),
-			FileBytes: u.FileBytes, BudgetBytes: u.BudgetBytes, DiskBytes: u.TotalBytes, DiskAvailable: u.FreeBytes}
+			FileBytes: u.FileBytes, HeldBytes: u.HeldBytes, BudgetBytes: u.BudgetBytes, DiskBytes: u.TotalBytes, DiskAvailable: u.FreeBytes}
 		if r := u.Retention(); r > 0 {
 			d.ExpectedRetentionSeconds, d.ExpectedRetention = r.Seconds(), formatDays(r)
 		}

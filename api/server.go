@@ -83,6 +83,8 @@ type Config struct {
 	PProf bool
 	// QueryTimeout stops a query that runs longer (0: no limit). An answer
 	// stopped this way is aborted, never delivered as if it were whole.
+	// The default bounds how long a forgotten or stuck client can keep
+	// deleted spool files allocated.
 	QueryTimeout time.Duration
 	// MaxQueryBytes bounds the body of POST /query.
 	MaxQueryBytes int64
@@ -97,15 +99,19 @@ type Config struct {
 	FDReserve int
 }
 
+// DefaultQueryTimeout is the default Config.QueryTimeout.
+const DefaultQueryTimeout = 10 * time.Minute
+
 // DefaultConfig returns a server on the Unix socket DefaultSocket, without
-// TLS, pprof or a query time limit, with connection caps derived from the
-// file descriptor limit.
+// TLS or pprof, with a query time limit of DefaultQueryTimeout and
+// connection caps derived from the file descriptor limit.
 func DefaultConfig() Config {
 	return Config{
 		Socket:        DefaultSocket,
 		SocketGroup:   DefaultSocketGroup,
 		MaxQueryBytes: DefaultMaxQueryBytes,
 		FDReserve:     DefaultFDReserve,
+		QueryTimeout:  DefaultQueryTimeout,
 	}
 }
 
@@ -403,6 +409,7 @@ const (
 	outcomeAborted   = "aborted"   // error after the answer started: stream aborted
 	outcomeCancelled = "cancelled" // the client went away
 	outcomeTimeout   = "timeout"   // Config.QueryTimeout
+	outcomeRevoked   = "revoked"   // cut off: capture needed the space of deleted files it read (spool.ErrRevoked)
 )
 
 func newMetrics(reg *prometheus.Registry) (*metrics, error) {
@@ -432,7 +439,7 @@ func newMetrics(reg *prometheus.Registry) (*metrics, error) {
 			return nil, fmt.Errorf("api: register metrics: %w", err)
 		}
 	}
-	for _, o := range []string{outcomeComplete, outcomeLimited, outcomeBadQuery, outcomeFailed, outcomeAborted, outcomeCancelled, outcomeTimeout} {
+	for _, o := range []string{outcomeComplete, outcomeLimited, outcomeBadQuery, outcomeFailed, outcomeAborted, outcomeCancelled, outcomeTimeout, outcomeRevoked} {
 		m.queries.WithLabelValues(o)
 	}
 	return m, nil

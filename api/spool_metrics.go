@@ -12,7 +12,8 @@ type spoolCollector struct {
 	sp *spool.Spool
 
 	bytes, fileBytes, files, packets, oldest, newest *prometheus.Desc
-	free, budget, retention                          *prometheus.Desc
+	free, budget, retention, held                    *prometheus.Desc
+	revoked                                          *prometheus.Desc
 	deletedFiles, deletedBytes, deletedPackets       *prometheus.Desc
 	writeErrors, writeLost, enospc, shortfalls       *prometheus.Desc
 	damagedSkipped, filesRepaired                    *prometheus.Desc
@@ -34,6 +35,8 @@ func newSpoolCollector(sp *spool.Spool) *spoolCollector {
 		free:           d("filesystem_free_bytes", "Bytes available on the directory's file system.", dir),
 		budget:         d("budget_bytes", "Most bytes the directory may hold under the disk budget.", dir),
 		retention:      d("expected_retention_seconds", "Packet time the directory holds once its budget is full, at the current rate.", dir),
+		held:           d("held_bytes", "Bytes of deleted spool files that queries still hold open; they come back when the queries end.", dir),
+		revoked:        d("readers_revoked_total", "Queries cut off because capture needed the space of deleted files they held open.", nil),
 		deletedFiles:   d("deleted_files_total", "Spool files deleted by the disk budget.", nil),
 		deletedBytes:   d("deleted_bytes_total", "Bytes deleted by the disk budget.", nil),
 		deletedPackets: d("deleted_packets_total", "Packets deleted by the disk budget.", nil),
@@ -66,11 +69,13 @@ func (c *spoolCollector) Collect(ch chan<- prometheus.Metric) {
 		gauge(c.free, float64(u.FreeBytes), u.Dir)
 		gauge(c.budget, float64(u.BudgetBytes), u.Dir)
 		gauge(c.retention, u.Retention().Seconds(), u.Dir)
+		gauge(c.held, float64(u.HeldBytes), u.Dir)
 	}
 	n := c.sp.Counters()
 	counter := func(d *prometheus.Desc, v uint64) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v))
 	}
+	counter(c.revoked, n.ReadersRevoked)
 	counter(c.deletedFiles, n.FilesDeleted)
 	counter(c.deletedBytes, n.BytesDeleted)
 	counter(c.deletedPackets, n.PacketsDeleted)

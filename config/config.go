@@ -181,6 +181,7 @@ var keys = []key{
 	{"spool.max_cached_indexes", kInt, "sealed indexes kept in memory", func(c *Config) any { return &c.Spool.MaxCachedIndexes }},
 	{"spool.max_bytes", kSize, "most bytes each spool directory may hold (0: no limit); the oldest files go first", func(c *Config) any { return &c.Spool.MaxBytes }},
 	{"spool.min_free_percent", kFloat, "share of each spool file system kept free (0: off); the oldest files go first", func(c *Config) any { return &c.Spool.MinFreePercent }},
+	{"spool.max_held_percent", kFloat, "share of a spool file system one query may keep allocated in deleted files before it is cut off (0: off)", func(c *Config) any { return &c.Spool.MaxHeldPercent }},
 	{"spool.max_files", kInt, "most files each spool directory may hold (0: no limit)", func(c *Config) any { return &c.Spool.MaxFiles }},
 
 	{"api.listen", kString, "TCP address of the HTTP API instead of the Unix socket (\"\": the socket, or 127.0.0.1:1234 with api.certs_dir); loopback without api.certs_dir lets every local user read packets, any other address needs api.certs_dir", func(c *Config) any { return &c.API.Listen }},

@@ -98,6 +98,7 @@ func TestEveryKeyParsed(t *testing.T) {
     "max_cached_indexes": 100,
     "max_bytes": "4TB",
     "min_free_percent": 5.5,
+    "max_held_percent": 2.5,
     "max_files": 10000
   },
   "api": {
@@ -106,7 +107,7 @@ func TestEveryKeyParsed(t *testing.T) {
     "socket_group": "analysts",
     "certs_dir": "/etc/stenod/certs",
     "pprof": true,
-    "query_timeout": "10m",
+    "query_timeout": "15m",
     "max_query_bytes": 1048576,
     "max_connections": 200,
     "max_connections_per_client": 20,
@@ -154,13 +155,14 @@ func TestEveryKeyParsed(t *testing.T) {
 	want.Spool.MaxCachedIndexes = 100
 	want.Spool.MaxBytes = 4e12
 	want.Spool.MinFreePercent = 5.5
+	want.Spool.MaxHeldPercent = 2.5
 	want.Spool.MaxFiles = 10000
 	want.API.Listen = "0.0.0.0:1234"
 	want.API.Socket = "/run/sensor/api.sock"
 	want.API.SocketGroup = "analysts"
 	want.API.CertsDir = "/etc/stenod/certs"
 	want.API.PProf = true
-	want.API.QueryTimeout = 10 * time.Minute
+	want.API.QueryTimeout = 15 * time.Minute
 	want.API.MaxQueryBytes = 1 << 20
 	want.API.MaxConns = 200
 	want.API.MaxConnsPerClient = 20

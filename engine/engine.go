@@ -41,6 +41,13 @@ type Options struct {
 	// this many bytes of pcap records, 16-byte headers included (0: no limit).
 	LimitBytes int64
 
+	// OnRevoke, if set, is called (on a goroutine of its own) when the
+	// spool cuts the query off because capture needs the space of
+	// deleted files it reads (spool.ErrRevoked). Run stops by itself
+	// unless it is blocked in out: OnRevoke must then make out's write
+	// return (the API sets the connection's write deadline).
+	OnRevoke func(error)
+
 	// noMap reads mapped files as if they were not, through the window
 	// buffer: the tests compare both read paths.
 	noMap bool
@@ -68,7 +75,21 @@ func Run(ctx context.Context, sp *spool.Spool, q *query.Query, out pcapio.Packet
 	if lo >= hi {
 		return res, out.Flush()
 	}
-	handles, err := sp.Snapshot(lo, hi)
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	defer func() {
+		// Whatever the revocation made fail (a read, a write), the
+		// reason is that it was cut off.
+		if c := context.Cause(ctx); err != nil && errors.Is(c, spool.ErrRevoked) && !errors.Is(err, spool.ErrRevoked) {
+			err = errors.Join(fmt.Errorf("query: %w", c), err)
+		}
+	}()
+	handles, err := sp.SnapshotFor(lo, hi, func(err error) {
+		cancel(err)
+		if opts.OnRevoke != nil {
+			opts.OnRevoke(err)
+		}
+	})
 	if err != nil {
 		return res, errors.Join(err, out.Flush())
 	}

@@ -33,7 +33,10 @@ func Flows(ctx context.Context, sp *spool.Spool, q *query.Query, limit int) (out
 	if lo >= hi {
 		return nil, nil
 	}
-	handles, err := sp.Snapshot(lo, hi)
+	// Cut off (spool.ErrRevoked), it stops at the next file.
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	handles, err := sp.SnapshotFor(lo, hi, cancel)
 	if err != nil {
 		return nil, err
 	}

@@ -58,10 +58,21 @@ type recordReader struct {
 	rec      []byte // the last record read from the mapping
 }
 
+// pread reads a handle's pcap with pread, failing at once once its query
+// is cut off (spool.ErrRevoked).
+type pread struct{ h *spool.Handle }
+
+func (p pread) ReadAt(b []byte, off int64) (int, error) {
+	if err := p.h.Revoked(); err != nil {
+		return 0, err
+	}
+	return p.h.PCAP.ReadAt(b, off)
+}
+
 // newRecordReader reads h's file up to end. noMap reads it with pread only,
 // even if it is mapped.
 func newRecordReader(h *spool.Handle, end int64, noMap bool) recordReader {
-	r := recordReader{f: h.PCAP, path: h.File.Path, end: end, slow: new(atomic.Int32)}
+	r := recordReader{f: pread{h}, path: h.File.Path, end: end, slow: new(atomic.Int32)}
 	if h.Mapped() && !noMap {
 		r.mem = h
 	}

@@ -55,12 +55,28 @@ type dirState struct {
 	inflight int64 // reserved for writes not done yet
 	since    int64 // bytes written since statAt
 	short    bool  // the budget could not be met; logged once until it holds again
+
+	// held is the pcap bytes of deleted files that readers still hold
+	// open (heldFiles): allocated, not in avail, and coming back when
+	// they close (revoke.go).
+	held      int64
+	heldFiles []*File
+	// released is signalled when held space comes back, for a write
+	// waiting in reclaim until reclaimUntil.
+	released     chan struct{}
+	reclaimUntil time.Time
+
+	// fakeStatfs, set by tests only, stands for statfs: a file system
+	// of a size the test chooses, without root to mount one.
+	fakeStatfs func(path string, st *syscall.Statfs_t) error
 }
 
 // refresh reads the file system's size and available space.
 func (d *dirState) refresh(now time.Time) error {
 	var err error
-	if d.dir != nil {
+	if d.fakeStatfs != nil {
+		err = d.fakeStatfs(d.path, &d.st)
+	} else if d.dir != nil {
 		err = syscall.Fstatfs(int(d.dir.Fd()), &d.st)
 	} else {
 		err = syscall.Statfs(d.path, &d.st)
@@ -90,6 +106,7 @@ func (s *Spool) floor(d *dirState) int64 {
 
 // counters are the Spool's event counts (see Counters).
 type counters struct {
+	readersRevoked                             atomic.Uint64
 	filesDeleted, bytesDeleted, packetsDeleted atomic.Uint64
 	writeErrors, packetsLost, enospc           atomic.Uint64
 	shortfalls                                 atomic.Uint64
@@ -117,6 +134,14 @@ type Counters struct {
 	// ENOSPCEvents counts writes (packets or indexes) that found the file
 	// system full; each made room and was tried once more.
 	ENOSPCEvents uint64
+	// ReadersRevoked counts the queries cut off because capture needed
+	// the space of deleted files they held open, or because they held
+	// more than Config.MaxHeldPercent of a file system.
+	ReadersRevoked uint64
+	// HeldBytes is not a count but a gauge: the bytes of deleted spool
+	// files that queries hold open right now, over all directories. The
+	// budget counts them as space that will come back.
+	HeldBytes int64
 	// BudgetShortfalls counts the times the budget could not be met
 	// because only active files were left to delete: the budget is too
 	// small for the number of writers and the rotate size.
@@ -156,6 +181,8 @@ func (s *Spool) Counters() Counters {
 		WriteErrors:              c.writeErrors.Load(),
 		PacketsLostToWriteErrors: c.packetsLost.Load(),
 		ENOSPCEvents:             c.enospc.Load(),
+		ReadersRevoked:           c.readersRevoked.Load(),
+		HeldBytes:                s.heldBytes(),
 		BudgetShortfalls:         c.shortfalls.Load(),
 		DamagedRecordsSkipped:    c.damagedSkipped.Load(),
 		RecordsMissing:           c.recordsMissing.Load(),
@@ -166,19 +193,37 @@ func (s *Spool) Counters() Counters {
 	}
 }
 
+// heldBytes sums the held bytes of every directory.
+func (s *Spool) heldBytes() int64 {
+	var n int64
+	for _, d := range s.dirs {
+		d.mu.Lock()
+		n += d.held
+		d.mu.Unlock()
+	}
+	return n
+}
+
 // makeRoom deletes the oldest files of d until n more bytes, and one more
 // file if newFile is set, fit its budget, and at least shortfall bytes
 // have been freed (after a write found the disk full). It returns false if
 // the budget could not be met because only busy files were left. d.mu is
-// held.
+// held; it is released while revoked readers are waited for (reclaim).
+//
+// The floor counts held bytes (deleted files readers still have open) as
+// available: they come back. When the disk physically cannot take the
+// write while bytes are held, the readers holding them are revoked
+// before any more history is deleted.
 func (s *Spool) makeRoom(d *dirState, n int64, newFile bool, shortfall int64) bool {
 	cfg := &s.cfg
-	if cfg.MinFreePercent > 0 || shortfall > 0 {
+	if cfg.MinFreePercent > 0 || shortfall > 0 || d.held > 0 {
 		now := time.Now()
 		if !d.statOK || newFile || shortfall > 0 || d.since >= statfsBytes ||
-			now.Sub(d.statAt) >= statfsInterval || d.avail-n-d.block < s.floor(d) {
-			// Under the floor by the estimate: look again before deleting,
-			// as the estimate errs on the side of less space.
+			now.Sub(d.statAt) >= statfsInterval || d.avail+d.held-n-d.block < s.floor(d) ||
+			d.held > 0 && d.avail-n-d.block < d.block {
+			// Under the floor by the estimate, or out of space: look again
+			// before deleting, as the estimate errs on the side of less
+			// space.
 			if err := d.refresh(now); err != nil {
 				s.log.Warn("free space unknown; the floor uses the last figure", "err", err)
 			}
@@ -194,10 +239,24 @@ func (s *Spool) makeRoom(d *dirState, n int64, newFile bool, shortfall int64) bo
 		alloc += d.block
 	}
 	var freed int64
+	// physical is what the disk lacks for the write, or for a write that
+	// found it full, beyond what was freed since.
+	physical := func() int64 {
+		need := shortfall - freed
+		if d.statOK {
+			need = max(need, alloc+d.block-d.avail)
+		}
+		return need
+	}
+	if d.held > 0 {
+		if need := physical(); need > 0 {
+			freed += s.reclaim(d, need)
+		}
+	}
 	for {
 		over := cfg.MaxBytes > 0 && d.bytes+n > cfg.MaxBytes ||
 			cfg.MaxFiles > 0 && d.files+more > cfg.MaxFiles ||
-			d.avail-alloc < s.floor(d) ||
+			d.avail+d.held-alloc < s.floor(d) ||
 			freed < shortfall
 		if !over {
 			if d.short {
@@ -211,12 +270,17 @@ func (s *Spool) makeRoom(d *dirState, n int64, newFile bool, shortfall int64) bo
 			s.ctr.shortfalls.Add(1)
 			if !d.short {
 				s.log.Warn("disk budget cannot be met: only active files are left to delete",
-					"dir", d.path, "bytes", d.bytes, "files", d.files, "available", d.avail)
+					"dir", d.path, "bytes", d.bytes, "files", d.files, "available", d.avail, "held", d.held)
 				d.short = true
 			}
 			return false
 		}
 		freed += s.remove(d, f, true)
+		if d.held > 0 && freed < shortfall {
+			// The file was held: deleting it freed nothing yet. Cut its
+			// readers off rather than delete the next one too.
+			freed += s.reclaim(d, physical())
+		}
 	}
 }
 
@@ -242,7 +306,8 @@ func (s *Spool) oldest(d *dirState) *File {
 }
 
 // remove deletes f (its pcap and its index) from the spool and from disk
-// and returns the bytes freed. budget says the budget deleted it, which is
+// and returns the bytes freed on disk now (not those readers hold, which
+// come back when they close). budget says the budget deleted it, which is
 // counted; otherwise it is a file the spool discards (it holds no packets).
 // The budget never removes a busy file. Handles opened before keep reading
 // it: its descriptor and index are theirs. From now on f's bytes are not
@@ -258,6 +323,7 @@ func (s *Spool) remove(d *dirState, f *File, budget bool) int64 {
 	}
 	f.deleted = true
 	live, packets := f.live, f.sum.Packets
+	holders := slices.Clone(f.readers)
 	f.mu.Unlock()
 	if live != nil {
 		packets = live.Summary().Packets
@@ -294,14 +360,22 @@ func (s *Spool) remove(d *dirState, f *File, budget bool) int64 {
 	if err := errors.Join(removeIfExists(indexPath(f.Path)), removeIfExists(sumsPath(f.Path))); err != nil {
 		s.log.Error("deleting index or sums journal failed; the next start removes it", "file", f.Path, "err", err)
 	}
-	d.avail += size
+	// Readers that have the pcap open keep its blocks allocated until
+	// they close it: held, not available (revoke.go).
+	back := size
+	if len(holders) > 0 {
+		s.hold(d, f, f.size, holders)
+		back = f.idxSize
+	}
+	d.avail += back
 	if budget {
 		s.ctr.filesDeleted.Add(1)
 		s.ctr.bytesDeleted.Add(uint64(size))
 		s.ctr.packetsDeleted.Add(packets)
-		s.log.Info("deleted oldest spool file for the disk budget", "file", f.Path, "bytes", size, "packets", packets)
+		s.log.Info("deleted oldest spool file for the disk budget", "file", f.Path, "bytes", size, "packets", packets,
+			"held_by_queries", len(holders))
 	}
-	return size
+	return back
 }
 
 // grant is the room reserve made for one write.
@@ -487,17 +561,21 @@ func fileSize(path string) int64 {
 // system's size and available space, and the budget.
 func (s *Spool) dirUsage(d *dirState, u *Usage) {
 	d.mu.Lock()
-	u.FileBytes = d.bytes
+	u.FileBytes, u.HeldBytes = d.bytes, d.held
 	d.mu.Unlock()
 	// A statfs of its own: d's figure is an estimate, and Usage is rare.
 	var st syscall.Statfs_t
-	if err := syscall.Statfs(d.path, &st); err == nil {
+	statfs := syscall.Statfs
+	if d.fakeStatfs != nil {
+		statfs = d.fakeStatfs
+	}
+	if err := statfs(d.path, &st); err == nil {
 		bs := int64(st.Frsize)
 		if bs <= 0 {
 			bs = int64(st.Bsize)
 		}
 		u.TotalBytes, u.FreeBytes = int64(st.Blocks)*bs, int64(st.Bavail)*bs
-		u.BudgetBytes = u.FileBytes + u.FreeBytes
+		u.BudgetBytes = u.FileBytes + u.FreeBytes + u.HeldBytes
 		if s.cfg.MinFreePercent > 0 {
 			u.BudgetBytes -= int64(math.Ceil(float64(u.TotalBytes) * s.cfg.MinFreePercent / 100))
 		}

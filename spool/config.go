@@ -37,6 +37,12 @@ type Config struct {
 	// deleted to keep it. 0 turns the floor off: then only a full disk
 	// (ENOSPC) makes room.
 	MinFreePercent float64
+	// MaxHeldPercent is the largest share of a spool directory's file
+	// system one query may hold in spool files deleted under it (which
+	// stay allocated while it reads them); a query holding more is cut
+	// off (ErrRevoked). 0: no such limit; a query is still cut off when
+	// capture finds the disk full.
+	MaxHeldPercent float64
 	// MaxFiles is the most spool files (a pcap with its index counts once)
 	// one spool directory may hold, active ones included; 0 means no limit.
 	MaxFiles int
@@ -64,6 +70,9 @@ func DefaultConfig() Config {
 		// A tenth of the disk stays free: room for the file system to
 		// keep its performance, and for whatever else shares it.
 		MinFreePercent: 10,
+		// Half the floor: a reader stuck on old files is cut off well
+		// before it could make capture wait for the disk.
+		MaxHeldPercent: 5,
 	}
 }
 
@@ -86,6 +95,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("spool: max bytes %d per directory must be 0 (no limit) or at least twice the rotate size %d", c.MaxBytes, c.RotateSize)
 	case !(c.MinFreePercent >= 0 && c.MinFreePercent < 100): // also refuses NaN
 		return fmt.Errorf("spool: min free percent %v outside [0, 100)", c.MinFreePercent)
+	case !(c.MaxHeldPercent >= 0 && c.MaxHeldPercent <= 100):
+		return fmt.Errorf("spool: max held percent %v outside [0, 100]", c.MaxHeldPercent)
 	case c.MaxFiles < 0 || c.MaxFiles == 1:
 		return fmt.Errorf("spool: max files %d per directory must be 0 (no limit) or at least 2", c.MaxFiles)
 	}

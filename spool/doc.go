@@ -23,8 +23,11 @@
 // MaxFiles), enforced before every file creation, flush and index write by
 // deleting the directory's oldest files that no writer holds; a write that
 // finds the disk full (ENOSPC) deletes the oldest files and is tried once
-// more. Spool.Counters reports what was deleted and lost, Spool.Usage what
-// each directory holds and may hold.
+// more. Deleted files that queries still read are counted as held space,
+// which comes back when they close; when capture needs it, those queries
+// are cut off (ErrRevoked, SnapshotFor) rather than more history deleted
+// (revoke.go). Spool.Counters reports what was deleted, lost and revoked,
+// Spool.Usage what each directory holds and may hold.
 //
 // File names sort by time: <dir>/<first packet time>-<stream>.pcap, with the
 // index in the same name ending .idx. Hidden files (".name.tmp") are

@@ -19,6 +19,9 @@ type File struct {
 	// the budget counts them; idxSize includes sumsSize, the bytes of the
 	// sums journal, which the index replaces.
 	size, idxSize, sumsSize int64
+	// held is the pcap's bytes while it is deleted and readers keep it
+	// allocated (revoke.go).
+	held int64
 
 	// rm is held while the file's pair on disk changes: its deletion, and
 	// the rewrite of an unusable index. It keeps a rewritten index from
@@ -46,6 +49,9 @@ type File struct {
 	// is cached and the file not deleted; f holds one reference for the
 	// cache, handles one each (mapped.go).
 	mapped *mapping
+	// readers are the snapshots with a handle open on the file, one entry
+	// per handle (revoke.go).
+	readers []*reader
 }
 
 // Summary returns what the file's index covers.

@@ -149,7 +149,9 @@ type Handle struct {
 	Interface string
 	PCAP      *os.File
 
-	m *mapping // nil: read with pread
+	m  *mapping // nil: read with pread
+	sp *Spool
+	rd *reader // the snapshot it belongs to
 }
 
 // Close releases the mapping, unmapping it if no one else uses it, and
@@ -167,14 +169,28 @@ func (h *Handle) Close() error {
 		}
 		h.m = nil
 	}
-	return errors.Join(append(errs, h.PCAP.Close())...)
+	errs = append(errs, h.PCAP.Close())
+	if h.rd != nil {
+		// After the descriptor and the mapping: only now can the space
+		// of a deleted file come back.
+		h.sp.release(h)
+		h.rd = nil
+	}
+	return errors.Join(errs...)
 }
 
 // ReadAt reads the pcap file at off (io.ReaderAt): from memory when the file
 // is mapped and the range lies in the mapping, else with pread. It is safe
 // for concurrent use until Close. A mapped file truncated by someone else
-// gives an error wrapping io.ErrUnexpectedEOF, as pread would.
+// gives an error wrapping io.ErrUnexpectedEOF, as pread would. Once the
+// handle's snapshot is revoked, it fails at once with a *RevokedError
+// (ErrRevoked).
 func (h *Handle) ReadAt(p []byte, off int64) (int, error) {
+	if h.rd != nil {
+		if err := h.rd.revoked(); err != nil {
+			return 0, err
+		}
+	}
 	if m := h.m; m != nil && off >= 0 && off <= int64(len(m.data))-int64(len(p)) {
 		n, err := m.readAt(p, off)
 		if err != nil {
@@ -186,14 +202,35 @@ func (h *Handle) ReadAt(p []byte, off int64) (int, error) {
 	return h.PCAP.ReadAt(p, off)
 }
 
+// Revoked returns the *RevokedError of a handle whose query was cut off
+// (see SnapshotFor), nil otherwise: for readers that read PCAP directly.
+func (h *Handle) Revoked() error {
+	if h.rd == nil {
+		return nil
+	}
+	return h.rd.revoked()
+}
+
 // Mapped reports whether ReadAt reads from memory, where a read costs no
 // system call, so that a reader need not batch nearby reads.
 func (h *Handle) Mapped() bool { return h.m != nil }
 
 // Snapshot opens every file that may hold packets stamped in [lo, hi), in
-// time order. The caller closes the handles (CloseAll).
+// time order. The caller closes the handles (CloseAll). It is SnapshotFor
+// without a callback: a revoked snapshot learns of it from ReadAt alone.
 func (s *Spool) Snapshot(lo, hi int64) ([]*Handle, error) {
+	return s.SnapshotFor(lo, hi, nil)
+}
+
+// SnapshotFor is Snapshot with revoke, if not nil, called (once, on a
+// goroutine of its own) when the spool cuts the snapshot off because
+// capture needs the space of deleted files it holds (see revoke.go). The
+// error is a *RevokedError, which matches ErrRevoked; ReadAt returns it
+// from then on. revoke must make the reader stop and close its handles
+// soon, even if it is blocked elsewhere (writing to a slow client, say).
+func (s *Spool) SnapshotFor(lo, hi int64, revoke func(error)) ([]*Handle, error) {
 	var out []*Handle
+	rd := &reader{onRevoke: revoke}
 	for _, f := range s.Files() {
 		if !f.overlaps(lo, hi) {
 			continue
@@ -207,7 +244,22 @@ func (s *Spool) Snapshot(lo, hi int64) ([]*Handle, error) {
 		if err != nil {
 			return nil, errors.Join(fmt.Errorf("spool %s: %w", f.Path, err), CloseAll(out))
 		}
-		out = append(out, &Handle{File: f, PCAP: pcap})
+		f.mu.Lock()
+		deleted := f.deleted
+		if !deleted {
+			// Under f.mu, where remove marks it deleted: a file is
+			// either deleted before it has this reader, whose descriptor
+			// then goes, or counted as held by it.
+			f.readers = append(f.readers, rd)
+		}
+		f.mu.Unlock()
+		if deleted {
+			if err := pcap.Close(); err != nil {
+				return nil, errors.Join(fmt.Errorf("spool %s: %w", f.Path, err), CloseAll(out))
+			}
+			continue
+		}
+		out = append(out, &Handle{File: f, PCAP: pcap, sp: s, rd: rd})
 	}
 	// Indexes not in memory are read and verified in parallel: a cold query
 	// over many files spends most of its time there.
@@ -387,9 +439,12 @@ type Usage struct {
 	// TotalBytes and FreeBytes are the size of the directory's file system
 	// and the bytes available on it (statfs f_bavail); 0 if unknown.
 	TotalBytes, FreeBytes int64
+	// HeldBytes is the pcap bytes of files the budget deleted that
+	// queries still hold open: allocated, and coming back when they close.
+	HeldBytes int64
 	// BudgetBytes is the most the directory may hold: Config.MaxBytes, or
 	// less when the free-space floor comes first (FileBytes plus FreeBytes
-	// minus the floor). It is below FileBytes when other programs have
+	// plus HeldBytes minus the floor). It is below FileBytes when other programs have
 	// taken space, which the spool is about to give back; 0 if unknown.
 	BudgetBytes int64
 }
