@@ -79,12 +79,15 @@ type Options struct {
 	SnapLen int
 	// Fanout and FanoutGroup make this Ring one of several that share the
 	// interface's packets; every Ring of a group must use the same mode.
-	// Each packet goes to exactly one Ring of the group. FanoutGroup 0
+	// Each packet goes to exactly one Ring of the group. FanoutPick
 	// starts a new group under an id the kernel picks, one no socket of
-	// the network namespace uses (PACKET_FANOUT_FLAG_UNIQUEID); the
-	// others join it with Ring.FanoutGroup's id.
+	// the network namespace uses (PACKET_FANOUT_FLAG_UNIQUEID), and
+	// ignores FanoutGroup; the others join it with Ring.FanoutGroup's id.
+	// (The kernel's ids wrap around, so 0 is an id like any other and
+	// cannot mean "pick one".)
 	Fanout      FanoutMode
 	FanoutGroup uint16
+	FanoutPick  bool
 	// FanoutDefrag asks the kernel to reassemble IPv4 fragments before
 	// choosing a Ring, so every fragment of a datagram lands in the same
 	// Ring. The Ring then sees the reassembled datagram, not the fragments
@@ -324,10 +327,12 @@ func (r *Ring) setup(o *Options) error {
 		if o.FanoutDefrag {
 			mode |= unix.PACKET_FANOUT_FLAG_DEFRAG
 		}
-		if o.FanoutGroup == 0 {
+		group := o.FanoutGroup
+		if o.FanoutPick {
 			mode |= unix.PACKET_FANOUT_FLAG_UNIQUEID
+			group = 0
 		}
-		arg := int(uint32(o.FanoutGroup) | mode<<16)
+		arg := int(uint32(group) | mode<<16)
 		if err := unix.SetsockoptInt(r.fd, unix.SOL_PACKET, unix.PACKET_FANOUT, arg); err != nil {
 			return fmt.Errorf("afpacket %s: join fanout group %d: %w", r.iface, o.FanoutGroup, err)
 		}
@@ -365,7 +370,7 @@ func (r *Ring) pollable() error {
 }
 
 // FanoutGroup returns the id of the fanout group the Ring joined (the
-// kernel's pick when Options.FanoutGroup was 0), or 0 without fanout.
+// kernel's pick with Options.FanoutPick), or 0 without fanout.
 func (r *Ring) FanoutGroup() uint16 { return r.fanoutGroup }
 
 // Classic BPF ancillary load of "does the skb carry a VLAN tag" (linux/filter.h).

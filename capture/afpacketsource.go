@@ -167,14 +167,14 @@ func openAFPacket(iface string, cfg *Config, snapLen int, log *slog.Logger) (_ *
 // (A fixed id could clash with another capture's group, on this interface
 // or another one.)
 func (a *afpIface) openRings(iface string, n int, opts afpacket.Options) error {
-	opts.FanoutGroup = 0
+	opts.FanoutPick = true
 	for i := range n {
 		r, err := afpacket.Open(iface, opts)
 		if err != nil {
 			return fmt.Errorf("capture on %s ring %d: %w", iface, i, err)
 		}
 		a.rings = append(a.rings, r)
-		opts.FanoutGroup = r.FanoutGroup()
+		opts.FanoutPick, opts.FanoutGroup = false, r.FanoutGroup()
 	}
 	return nil
 }
