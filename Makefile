@@ -10,7 +10,7 @@ STATICCHECK ?= $(shell command -v staticcheck || echo $$($(GO) env GOPATH)/bin/s
 # (-p 1): they create interfaces and pin maps and must not interfere.
 TEST_FLAGS ?= -count=1 -timeout 40m
 
-.PHONY: help build install provision run test test-short lint generate ci bench bench-storage bench-capture soak fuzz clean
+.PHONY: help build install provision run test test-short lint generate ci bench bench-storage bench-capture soak faults fuzz clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -66,6 +66,9 @@ bench-capture: provision build ## capture on a veth pair vs tcpdump -i, freshnes
 
 soak: build ## kill -9 a capturing daemon SOAK_CYCLES times (default 200) and check nothing flushed is lost
 	STENOD_SOAK_CYCLES=$${SOAK_CYCLES:-200} $(GO) test -count=1 -timeout 60m -run Kill9 -v ./cmd/stenod
+
+faults: ## damage a spool in FAULT_CASES random ways (default 20000) and check every answer; FAULT_SEED=N runs one case
+	set -o pipefail; STENOD_FAULT_CASES=$${FAULT_CASES:-20000} $(if $(FAULT_SEED),STENOD_FAULT_SEED=$(FAULT_SEED)) $(GO) test -count=1 -timeout 0 -v -run 'TestNamedDamage|TestRandomDamage' ./internal/faults | grep -v '^=== RUN'
 
 fuzz: ## run every fuzz target for FUZZTIME each (default 30s)
 	@for t in flow:FuzzParse query:FuzzParse index:FuzzDecode pcapio:FuzzReader; do \

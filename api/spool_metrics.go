@@ -17,6 +17,8 @@ type spoolCollector struct {
 	deletedFiles, deletedBytes, deletedPackets       *prometheus.Desc
 	writeErrors, writeLost, enospc, shortfalls       *prometheus.Desc
 	damagedSkipped, filesRepaired                    *prometheus.Desc
+	damagedRegions, damagedBytes, recordsMissing     *prometheus.Desc
+	filesQuarantined                                 *prometheus.Desc
 }
 
 func newSpoolCollector(sp *spool.Spool) *spoolCollector {
@@ -25,27 +27,31 @@ func newSpoolCollector(sp *spool.Spool) *spoolCollector {
 		return prometheus.NewDesc("stenod_spool_"+name, help, labels, nil)
 	}
 	return &spoolCollector{
-		sp:             sp,
-		bytes:          d("packet_bytes", "Pcap bytes indexed in the directory.", dir),
-		fileBytes:      d("file_bytes", "Bytes the directory's spool files take (pcap and index).", dir),
-		files:          d("files", "Spool files in the directory.", dir),
-		packets:        d("packets", "Packets stored in the directory.", dir),
-		oldest:         d("oldest_packet_timestamp_seconds", "Timestamp of the oldest stored packet.", dir),
-		newest:         d("newest_packet_timestamp_seconds", "Timestamp of the newest stored packet.", dir),
-		free:           d("filesystem_free_bytes", "Bytes available on the directory's file system.", dir),
-		budget:         d("budget_bytes", "Most bytes the directory may hold under the disk budget.", dir),
-		retention:      d("expected_retention_seconds", "Packet time the directory holds once its budget is full, at the current rate.", dir),
-		held:           d("held_bytes", "Bytes of deleted spool files that queries still hold open; they come back when the queries end.", dir),
-		revoked:        d("readers_revoked_total", "Queries cut off because capture needed the space of deleted files they held open.", nil),
-		deletedFiles:   d("deleted_files_total", "Spool files deleted by the disk budget.", nil),
-		deletedBytes:   d("deleted_bytes_total", "Bytes deleted by the disk budget.", nil),
-		deletedPackets: d("deleted_packets_total", "Packets deleted by the disk budget.", nil),
-		writeErrors:    d("write_errors_total", "Failed spool writes.", nil),
-		writeLost:      d("write_lost_packets_total", "Packets lost to failed spool writes.", nil),
-		enospc:         d("enospc_events_total", "Writes that found the disk full.", nil),
-		shortfalls:     d("budget_shortfalls_total", "Times the budget could not be met by deleting old files.", nil),
-		damagedSkipped: d("damaged_records_skipped_total", "Records queries left out because they are not what their index says (checksum, length, or the file cut short).", nil),
-		filesRepaired:  d("files_repaired_total", "Spool files whose index was rebuilt because a query found the pcap shorter than its index.", nil),
+		sp:               sp,
+		bytes:            d("packet_bytes", "Pcap bytes indexed in the directory.", dir),
+		fileBytes:        d("file_bytes", "Bytes the directory's spool files take (pcap and index).", dir),
+		files:            d("files", "Spool files in the directory.", dir),
+		packets:          d("packets", "Packets stored in the directory.", dir),
+		oldest:           d("oldest_packet_timestamp_seconds", "Timestamp of the oldest stored packet.", dir),
+		newest:           d("newest_packet_timestamp_seconds", "Timestamp of the newest stored packet.", dir),
+		free:             d("filesystem_free_bytes", "Bytes available on the directory's file system.", dir),
+		budget:           d("budget_bytes", "Most bytes the directory may hold under the disk budget.", dir),
+		retention:        d("expected_retention_seconds", "Packet time the directory holds once its budget is full, at the current rate.", dir),
+		held:             d("held_bytes", "Bytes of deleted spool files that queries still hold open; they come back when the queries end.", dir),
+		revoked:          d("readers_revoked_total", "Queries cut off because capture needed the space of deleted files they held open.", nil),
+		deletedFiles:     d("deleted_files_total", "Spool files deleted by the disk budget.", nil),
+		deletedBytes:     d("deleted_bytes_total", "Bytes deleted by the disk budget.", nil),
+		deletedPackets:   d("deleted_packets_total", "Packets deleted by the disk budget.", nil),
+		writeErrors:      d("write_errors_total", "Failed spool writes.", nil),
+		writeLost:        d("write_lost_packets_total", "Packets lost to failed spool writes.", nil),
+		enospc:           d("enospc_events_total", "Writes that found the disk full.", nil),
+		shortfalls:       d("budget_shortfalls_total", "Times the budget could not be met by deleting old files.", nil),
+		damagedSkipped:   d("damaged_records_skipped_total", "Records queries left out because they are not what their index says (checksum, length, or the file cut short).", nil),
+		filesRepaired:    d("files_repaired_total", "Spool files repaired beyond what a crash leaves: a damaged file header rewritten, damaged regions stepped over, a file found shorter than its index re-indexed.", nil),
+		damagedRegions:   d("damaged_regions_total", "Damaged byte ranges of pcap files that repair stepped over: no intact record in them, so no packet indexed; the bytes stay in the file.", nil),
+		damagedBytes:     d("damaged_bytes_total", "Bytes of the damaged regions repair stepped over.", nil),
+		recordsMissing:   d("records_missing_total", "Records a sealed index or a sums journal lists that repair did not find intact: packets known lost (damaged, or cut off with the file's end).", nil),
+		filesQuarantined: d("files_quarantined_total", "Files moved into a spool directory's quarantine folder instead of being read: no intact record, not a regular file, or a copy of another spool file.", nil),
 	}
 }
 
@@ -85,4 +91,8 @@ func (c *spoolCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.shortfalls, n.BudgetShortfalls)
 	counter(c.damagedSkipped, n.DamagedRecordsSkipped)
 	counter(c.filesRepaired, n.FilesRepaired)
+	counter(c.damagedRegions, n.DamagedRegions)
+	counter(c.damagedBytes, n.DamagedBytes)
+	counter(c.recordsMissing, n.RecordsMissing)
+	counter(c.filesQuarantined, n.FilesQuarantined)
 }

@@ -8,8 +8,8 @@
 //   - flows whose verdict is Yes contribute all their packet offsets;
 //   - flows whose verdict is ByTime contribute their offsets, and each packet
 //     is tested against the query with its own timestamp when read;
-//   - a query with only time primitives skips the flows and reads the blocks
-//     of the sparse time index that overlap its range.
+//   - a query with only time primitives takes every flow's offsets, so that
+//     every record read comes with its checksum.
 //
 // How records are read: a sealed file is mapped by the spool
 // (spool.Handle.Mapped), and each record is copied out of the mapping
@@ -24,8 +24,12 @@
 // The data passed to PacketWriter.WritePacket is valid only during the
 // call: the engine reuses its buffers.
 //
-// A record that does not agree with its index (length out of range, past the
-// indexed end), or that cannot be read (a mapped file truncated by someone
-// else gives an error wrapping io.ErrUnexpectedEOF, never SIGBUS), ends the
-// query with an error: an answer is never silently wrong or partial.
+// Every record is checked against its index before it is used: its place,
+// its length, and its checksum (index.View.AppendSums). A record that does
+// not agree, or that lies past the end of a file cut short (a mapped file
+// truncated by someone else faults into an error wrapping
+// io.ErrUnexpectedEOF, never SIGBUS), is a *DamageError: it is left out of
+// the answer and counted (Result.Damaged), and the spool is told
+// (spool.Damaged). Any other error ends the query: an answer is never
+// silently wrong or partial.
 package engine
