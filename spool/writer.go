@@ -17,6 +17,10 @@ import (
 // or after 2106).
 var ErrTimestamp = errors.New("timestamp outside what pcap can store")
 
+// maxNameTries bounds how many names create tries for a new file, one
+// nanosecond apart.
+const maxNameTries = 1 << 16
+
 // pendingEntries bounds how many packets of a buffer wait to be indexed.
 const pendingEntries = 4096
 
@@ -247,8 +251,10 @@ func (w *Writer) create(dir string, ts int64) (*os.File, string, error) {
 	var path string
 	var err error
 	// Two files of one stream can only share a name if their first packets
-	// share a nanosecond; the next nanosecond is as good a name.
-	for i := int64(0); i < 16; i++ {
+	// share a nanosecond; the next free nanosecond is as good a name. Many
+	// can: an import of captures stamped at the same time (tcpdump's test
+	// captures start at 0) starts a file each time time jumps back.
+	for i := int64(0); i < maxNameTries; i++ {
 		path = filepath.Join(dir, fileName(ts+i, w.stream))
 		f, err = os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o640)
 		if !errors.Is(err, os.ErrExist) {
