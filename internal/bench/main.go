@@ -103,7 +103,12 @@ func run(n int, dir, testdata string, runs int) error {
 	}
 
 	idx, pcap := dirSizes(spoolDir)
-	add("index size, generated traffic", fmt.Sprintf("%.2f%% of packet bytes", 100*float64(idx)/float64(pcap)), "target <= 2%")
+	// Since index version 2 every packet's record checksum (4 bytes) is in
+	// the index as well: the share of those is reported apart, and the
+	// target of 2% holds for the rest, the flows and positions.
+	sums := 4 * float64(n) / float64(pcap)
+	add("index size, generated traffic", fmt.Sprintf("%.2f%% of packet bytes", 100*float64(idx)/float64(pcap)),
+		fmt.Sprintf("of which record checksums %.2f%%; target <= 2%% for the rest", 100*sums))
 	if ratio, files, err := testCaptureIndexRatio(testdata, filepath.Join(dir, "testcaptures")); err == nil {
 		add("index size, shared test captures", fmt.Sprintf("%.2f%% of packet bytes", 100*ratio), fmt.Sprintf("%d captures in one spool", files))
 	} else {
