@@ -251,13 +251,7 @@ func TestRunConnectionFlood(t *testing.T) {
 	t.Cleanup(tr.CloseIdleConnections)
 	client := &http.Client{Transport: tr, Timeout: 30 * time.Second}
 	base := "https://" + listen
-	waitFor(t, d, "the API", time.Minute, func() error {
-		resp, err := client.Get(base + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-		}
-		return err
-	})
+	waitHealthy(t, d, client, base)
 	if m := regexp.MustCompile(`msg="API listening".* max_connections=(\d+) max_connections_per_client=(\d+) fd_limit=(\d+)`).FindStringSubmatch(d.logText()); m == nil || m[3] != strconv.Itoa(fdLimit) {
 		t.Errorf("the start-up log does not give the caps and the limit %d: %v", fdLimit, m)
 	} else {

@@ -50,13 +50,7 @@ func testSecondSensorRefused(t *testing.T, bin, first, second, user string) {
 	spoolDir := filepath.Join(reachableTempDir(t), "spool")
 	d := startStenod(t, bin, "run", "--iface", v.Host, "--capture", first, "--user", user,
 		"--listen", listen, "--spool", spoolDir, "--pin-root", pinRoot)
-	waitFor(t, d, "the API", time.Minute, func() error {
-		resp, err := httpClient.Get(base + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-		}
-		return err
-	})
+	waitHealthy(t, d, httpClient, base)
 	if user != "" && !strings.Contains(d.logText(), "dropped privileges") {
 		t.Errorf("the first sensor did not drop privileges")
 	}
@@ -182,13 +176,7 @@ func TestRunTakesOverStaleLock(t *testing.T) {
 			listen := freePort(t)
 			d := startStenod(t, bin, "run", "--iface", v.Host, "--capture", "afpacket", "--user", "",
 				"--listen", listen, "--spool", filepath.Join(reachableTempDir(t), "spool"))
-			waitFor(t, d, "the API", time.Minute, func() error {
-				resp, err := httpClient.Get("http://" + listen + "/healthz")
-				if err == nil {
-					resp.Body.Close()
-				}
-				return err
-			})
+			waitHealthy(t, d, httpClient, "http://"+listen)
 			if b, err := os.ReadFile(lockPath); err != nil || strings.TrimSpace(string(b)) != strconv.Itoa(d.cmd.Process.Pid) {
 				t.Errorf("lock file holds %q (%v), want the pid %d", b, err, d.cmd.Process.Pid)
 			}

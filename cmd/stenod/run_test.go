@@ -194,6 +194,18 @@ func (d *daemon) stop(t *testing.T) {
 }
 
 // waitFor polls f until it returns nil or the time is up.
+// waitHealthy waits until the daemon's API at base answers /healthz.
+func waitHealthy(t *testing.T, d *daemon, c *http.Client, base string) {
+	t.Helper()
+	waitFor(t, d, "the API", time.Minute, func() error {
+		resp, err := c.Get(base + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err
+	})
+}
+
 func waitFor(t *testing.T, d *daemon, what string, timeout time.Duration, f func() error) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
@@ -469,13 +481,7 @@ func testDropsPrivileges(t *testing.T, method string) {
 	spoolDir := filepath.Join(reachableTempDir(t), "spool")
 	d := startStenod(t, bin, "run", "--iface", v.Host, "--capture", method, "--user", testUser,
 		"--listen", listen, "--spool", spoolDir, "--pin-root", pinRoot)
-	waitFor(t, d, "the API", time.Minute, func() error {
-		resp, err := httpClient.Get(base + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-		}
-		return err
-	})
+	waitHealthy(t, d, httpClient, base)
 
 	pid := d.cmd.Process.Pid
 	ids := fmt.Sprintf("%d %d %d %d", uid, uid, uid, uid)

@@ -106,13 +106,7 @@ func TestRunSpoolSymlinks(t *testing.T) {
 	listen := freePort(t)
 	d := startStenod(t, bin, "run", "--iface", v.Host, "--capture", "afpacket", "--user", testUser,
 		"--listen", listen, "--spool", spoolDir)
-	waitFor(t, d, "the API", time.Minute, func() error {
-		resp, err := httpClient.Get("http://" + listen + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-		}
-		return err
-	})
+	waitHealthy(t, d, httpClient, "http://"+listen)
 	if _, err := os.Lstat(pcapLink); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("the link named like a spool file is still there (%v)", err)
 	}
@@ -196,13 +190,7 @@ func TestRunSpoolInUse(t *testing.T) {
 	listen := freePort(t)
 	d := startStenod(t, bin, "run", "--iface", v1.Host, "--capture", "afpacket", "--user", "",
 		"--listen", listen, "--spool", spoolDir)
-	waitFor(t, d, "the API", time.Minute, func() error {
-		resp, err := httpClient.Get("http://" + listen + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-		}
-		return err
-	})
+	waitHealthy(t, d, httpClient, "http://"+listen)
 	s := testutil.NewSender(t, v1)
 	waitFor(t, d, "a packet in the spool", 30*time.Second, func() error {
 		s.Send(t, crashFrame(1))
