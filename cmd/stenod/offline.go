@@ -73,7 +73,7 @@ func importFile(ctx context.Context, w *spool.Writer, path string) (spool.Import
 }
 
 func cmdQuery(ctx context.Context, e *env, args []string) error {
-	fs := newFlagSet(e, "query", "QUERY...", "Writes the packets matching QUERY (stenographer's query language, see\ndocs/query-language.md) from the spool as pcap, in timestamp order.")
+	fs := newFlagSet(e, "query", "QUERY...", "Writes the packets matching QUERY (stenographer's query language, see\ndocs/query-language.md) from the spool as pcap, in timestamp order.\nDamaged records of the spool are left out: their count goes to stderr and\nthe exit status is 3 (docs/operations.md, What stenod promises on damage).")
 	dir := fs.String("spool", "", "spool `directory` (required)")
 	limitPackets := fs.Int64("limit-packets", 0, "stop after `N` packets (0: no limit)")
 	limitBytes := fs.Int64("limit-bytes", 0, "stop before exceeding `N` bytes of pcap records (0: no limit)")

@@ -144,3 +144,50 @@ func TestQueryCommand(t *testing.T) {
 		t.Fatalf("missing spool: exit %d: %s", code, stderr)
 	}
 }
+
+// TestQueryDamagedRecords: a record damaged after its index was sealed is
+// left out of stenod query's answer, the count goes to stderr, and the exit
+// status is 3; every other packet is still there.
+func TestQueryDamagedRecords(t *testing.T) {
+	dir := t.TempDir()
+	capt := filepath.Join(testpcaps.Dir(t), "chrissanders-packets", "dns_query_response.pcapng")
+	if code, _, stderr := runCmd(t, "import", "--spool", dir, capt); code != 0 {
+		t.Fatalf("import: exit %d: %s", code, stderr)
+	}
+	_, before, _ := runCmd(t, "query", "--spool", dir, "after 1970-01-01T00:00:00Z")
+	files, _ := filepath.Glob(filepath.Join(dir, "*.pcap"))
+	if len(files) != 1 {
+		t.Fatalf("spool files %v", files)
+	}
+	// A flipped bit in the first record's data.
+	f, err := os.OpenFile(files[0], os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := make([]byte, 1)
+	if _, err := f.ReadAt(b, 24+16+20); err != nil {
+		t.Fatal(err)
+	}
+	b[0] ^= 0x10
+	if _, err := f.WriteAt(b, 24+16+20); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	code, after, stderr := runCmd(t, "query", "--spool", dir, "after 1970-01-01T00:00:00Z")
+	if code != exitDamaged || !strings.Contains(stderr, "1 damaged records left out") || !strings.Contains(stderr, "checksum") {
+		t.Fatalf("exit %d, stderr %q", code, stderr)
+	}
+	// The answer is the one before, less its first record.
+	rb, err := pcapio.NewReader(strings.NewReader(before))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var p pcapio.Packet
+	if err := rb.Next(&p); err != nil {
+		t.Fatal(err)
+	}
+	first := pcapio.PcapHeaderSize + pcapio.RecordHeaderSize + p.CapLen
+	if before[:pcapio.PcapHeaderSize]+before[first:] != after {
+		t.Fatalf("answer of %d bytes, want the %d of before less its first record", len(after), len(before)-first+pcapio.PcapHeaderSize)
+	}
+}
