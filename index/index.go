@@ -50,6 +50,9 @@ type Summary struct {
 	// written for: an index beside a file of another name came with a
 	// copy (or a rename) of that file.
 	NameHash uint64
+	// Version is the format version of the index file the summary was
+	// read from (ReadSummary, Decode), 0 for a live index.
+	Version int
 }
 
 // NameHash hashes a pcap file's base name for Summary.NameHash (64-bit

@@ -183,6 +183,7 @@ func Decode(data []byte) (*Reader, error) {
 		LastOffset: int64(le.Uint64(data[88:])),
 		LastSum:    le.Uint32(data[96:]),
 		NameHash:   le.Uint64(data[100:]),
+		Version:    FormatVersion,
 	}}
 	nFlows := uint64(le.Uint32(data[56:]))
 	nBlocks := uint64(le.Uint32(data[60:]))
@@ -326,6 +327,12 @@ func ReadSummary(path string) (Summary, error) {
 		return Summary{}, fmt.Errorf("index %s: %w", path, err)
 	}
 	defer f.Close()
+	if sum, ok, err := readSummaryV1(f, size); ok || err != nil {
+		if err != nil {
+			return Summary{}, fmt.Errorf("index %s: %w", path, err)
+		}
+		return sum, nil
+	}
 	var h [headerSize]byte
 	if err := readHeader(f, size, h[:]); err != nil {
 		return Summary{}, fmt.Errorf("index %s: %w", path, err)
@@ -343,5 +350,55 @@ func ReadSummary(path string) (Summary, error) {
 		LastOffset: int64(le.Uint64(h[88:])),
 		LastSum:    le.Uint32(h[96:]),
 		NameHash:   le.Uint64(h[100:]),
+		Version:    FormatVersion,
 	}, nil
+}
+
+// Version 1 of the format had no record checksums and a 96-byte header
+// with its CRC-32C at 92. Its summary is still read, so that an upgraded
+// sensor starts without re-indexing its whole spool; Open refuses it
+// (ErrVersion), and the spool rebuilds such an index from its pcap when a
+// query first needs it.
+const (
+	v1HeaderSize    = 96
+	v1HeaderCRCOffs = 92
+)
+
+// readSummaryV1 reads the summary of a version 1 index of size bytes; ok
+// is false (and err nil) if f is not version 1.
+func readSummaryV1(f *os.File, size int64) (sum Summary, ok bool, err error) {
+	var h [v1HeaderSize]byte
+	if size < v1HeaderSize+4 {
+		return sum, false, nil
+	}
+	if _, err := f.ReadAt(h[:], 0); err != nil {
+		return sum, false, nil
+	}
+	le := binary.LittleEndian
+	if string(h[:8]) != magic || le.Uint32(h[8:]) != 1 {
+		return sum, false, nil
+	}
+	if got, want := crc32.Checksum(h[:v1HeaderCRCOffs], castagnoli), le.Uint32(h[v1HeaderCRCOffs:]); got != want {
+		return sum, true, fmt.Errorf("%w: version 1 header checksum %08x, want %08x", ErrCorrupt, got, want)
+	}
+	var declared uint64 = v1HeaderSize + 4
+	for _, p := range []uint64{uint64(le.Uint16(h[80:])), uint64(le.Uint32(h[60:])) * blockSize, le.Uint64(h[64:]), le.Uint64(h[72:])} {
+		if p > MaxFileSize || declared+p > MaxFileSize {
+			return sum, true, fmt.Errorf("%w: version 1 sections out of range", ErrCorrupt)
+		}
+		declared += p
+	}
+	if declared != uint64(size) {
+		return sum, true, fmt.Errorf("%w: %d bytes, not the %d its version 1 header says", ErrCorrupt, size, declared)
+	}
+	return Summary{
+		Monotone: le.Uint32(h[12:])&flagMonotone != 0,
+		First:    int64(le.Uint64(h[16:])),
+		Last:     int64(le.Uint64(h[24:])),
+		Packets:  le.Uint64(h[32:]),
+		Bytes:    le.Uint64(h[40:]),
+		DataEnd:  int64(le.Uint64(h[48:])),
+		Flows:    int(le.Uint32(h[56:])),
+		Version:  1,
+	}, true, nil
 }

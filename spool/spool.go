@@ -341,7 +341,11 @@ func (s *Spool) rebuild(f *File, pcap *os.File, cause error) (*index.Reader, err
 	f.mu.Lock()
 	deleted := f.deleted
 	f.mu.Unlock()
-	if !deleted && !errors.Is(cause, os.ErrNotExist) {
+	switch {
+	case deleted || errors.Is(cause, os.ErrNotExist):
+	case errors.Is(cause, index.ErrVersion):
+		s.log.Info("index of an earlier version; rebuilding it from its pcap", "file", f.Path, "err", cause)
+	default:
 		s.log.Warn("index unusable, rebuilding it from its pcap", "file", f.Path, "err", cause)
 	}
 	st, err := pcap.Stat()
