@@ -25,3 +25,8 @@ func Reclaim(sp *Spool, need int64) int64 {
 	defer d.mu.Unlock()
 	return sp.reclaim(d, need)
 }
+
+// CatchUpJournal writes w's gathered record checksums to its sums journal,
+// as the writer does once a second: a crash after that leaves every
+// record of the file in the journal.
+func CatchUpJournal(w *Writer) { w.writeSums() }

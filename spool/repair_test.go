@@ -33,9 +33,9 @@ func sealed(t *testing.T, dir, stream string, seed uint64, n int) []pkt {
 	return g.sent
 }
 
-// crashed writes n packets of a stream and flushes them, then "dies": the
-// writer is never closed, so the file has no sealed index. It returns the
-// file's path and the packets.
+// crashed writes n packets of a stream and flushes them, then "dies" once
+// its sums journal has caught up: the writer is never closed, so the file
+// has no sealed index. It returns the file's path and the packets.
 func crashed(t *testing.T, dir, stream string, seed uint64, n int) (string, []pkt) {
 	t.Helper()
 	sp := open(t, testConfig(dir))
@@ -48,6 +48,7 @@ func crashed(t *testing.T, dir, stream string, seed uint64, n int) (string, []pk
 	if err := w.Flush(); err != nil {
 		t.Fatal(err)
 	}
+	spool.CatchUpJournal(w)
 	spool.Crash(sp)
 	m := glob(t, dir, "*"+stream+".pcap")
 	if len(m) != 1 {

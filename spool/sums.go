@@ -8,6 +8,7 @@ import (
 	"os"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/stenod/stenod/index"
 )
@@ -22,10 +23,10 @@ import (
 //
 // Format (docs/formats.md): the 8-byte magic "STENODSJ", a u32 version (1)
 // and 4 reserved bytes, then one u32 per record in file order, all little
-// endian. The writer appends the checksums of each flush's records after
-// their bytes are written, so a crash can leave the last flush's records
-// without checksums (they are checked by their framing alone), never a
-// checksum without its record.
+// endian. The writer appends records' checksums after their bytes are
+// written (in batches, see journal), so a crash can leave the last
+// second's records without checksums (they are checked by their framing
+// alone), never a checksum without its record.
 const (
 	sumsExt     = ".sums"
 	sumsMagic   = "STENODSJ"
@@ -52,20 +53,48 @@ func createSums(pcapPath string) (*os.File, error) {
 	return f, nil
 }
 
-// journal appends the checksums of es, whose records have just been
-// written, to the active file's journal. A failure ends the journal of
-// this file (its later records are checked by their framing alone, should
-// a crash leave it without an index): it is logged, never a loss of
-// packets.
+// The journal is written in batches: a write per flush (capture flushes
+// whenever its ring runs empty) cost a system call every few hundred
+// packets. It lags the pcap by at most sumsBuffer/2 bytes of checksums or
+// sumsInterval, whichever comes first, and is written whole before the file
+// is sealed.
+const (
+	sumsBuffer   = 64 << 10
+	sumsInterval = time.Second
+)
+
+// journal adds the checksums of es, whose records have just been written,
+// to the active file's journal.
 func (w *Writer) journal(es []index.Entry) {
 	if w.sums == nil || len(es) == 0 {
 		return
 	}
-	b := w.sumsBuf[:0]
+	if len(w.sumsBuf)+4*len(es) > cap(w.sumsBuf) {
+		w.writeSums()
+		if w.sums == nil {
+			return
+		}
+	}
+	b := w.sumsBuf
 	for i := range es {
 		b = binary.LittleEndian.AppendUint32(b, es[i].Sum)
 	}
 	w.sumsBuf = b
+	if len(b) >= sumsBuffer/2 || time.Since(w.sumsAt) >= sumsInterval {
+		w.writeSums()
+	}
+}
+
+// writeSums writes the checksums gathered to the journal. A failure ends
+// the journal of this file (its later records are checked by their framing
+// alone, should a crash leave it without an index): it is logged, never a
+// loss of packets.
+func (w *Writer) writeSums() {
+	b := w.sumsBuf
+	w.sumsBuf, w.sumsAt = b[:0], time.Now()
+	if w.sums == nil || len(b) == 0 {
+		return
+	}
 	n := int64(len(b))
 	sp := w.sp
 	g := sp.reserve(w.file, n, true, 0)

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"syscall"
+	"time"
 
 	"github.com/stenod/stenod/flow"
 	"github.com/stenod/stenod/index"
@@ -74,10 +75,12 @@ type Writer struct {
 	aio *aio   // runs it; started with the first one
 
 	// sums is the active file's sums journal (sums.go), nil if it could
-	// not be written; sumsOff is its length, sumsBuf a flush's checksums.
+	// not be written; sumsOff is its length, sumsBuf the checksums not
+	// written to it yet, sumsAt when it was last written.
 	sums    *os.File
 	sumsOff int64
 	sumsBuf []byte
+	sumsAt  time.Time
 }
 
 // flight is a direct write of a full buffer's whole blocks.
@@ -117,7 +120,7 @@ func (s *Spool) NewWriter(stream, iface string) (*Writer, error) {
 		head:    make([]byte, 0, dioAlign),
 		pending: make([]index.Entry, 0, pendingEntries),
 		fly:     flight{pending: make([]index.Entry, 0, pendingEntries)},
-		sumsBuf: make([]byte, 0, 4*pendingEntries)}, nil
+		sumsBuf: make([]byte, 0, sumsBuffer)}, nil
 }
 
 // Append stores one packet: ts in unix nanoseconds, origLen its length on
@@ -208,7 +211,7 @@ func (w *Writer) open(ts int64) error {
 	w.end = int64(len(w.buf))
 	w.file = &File{Path: path, Dir: d.path, Stream: w.stream, Start: ts, iface: w.iface, live: w.live, ds: d, busy: true}
 	sp.add(w.file)
-	w.sums, w.sumsOff = nil, sumsHeader
+	w.sums, w.sumsOff, w.sumsBuf, w.sumsAt = nil, sumsHeader, w.sumsBuf[:0], time.Now()
 	if sums, err := createSums(path); err != nil {
 		sp.log.Warn("no sums journal for this file; should a crash leave it without an index, its records are checked by their framing alone", "file", path, "err", err)
 	} else {
@@ -496,8 +499,9 @@ func (w *Writer) close() {
 		return
 	}
 	f, dio, file := w.f, w.dio, w.file
-	w.f, w.dio, w.file, w.live = nil, nil, nil, nil
+	w.writeSums()
 	w.closeSums()
+	w.f, w.dio, w.file, w.live = nil, nil, nil, nil
 	file.mu.Lock()
 	file.busy = false
 	file.mu.Unlock()
