@@ -296,7 +296,7 @@ func (s *Spool) oldest(d *dirState) *File {
 			continue
 		}
 		f.mu.Lock()
-		ok := !f.busy && !f.deleted
+		ok := !f.busy && !f.deleted && !f.indexing
 		f.mu.Unlock()
 		if ok {
 			return f
@@ -478,6 +478,16 @@ func (s *Spool) setIndexSize(f *File, n int64) {
 func (s *Spool) writeIndex(f *File, data []byte) error {
 	n := int64(len(data))
 	path := indexPath(f.Path)
+	// Making room for f's index must not delete f: on a disk its newest
+	// file fills, that deleted the newest packets for nothing.
+	f.mu.Lock()
+	f.indexing = true
+	f.mu.Unlock()
+	defer func() {
+		f.mu.Lock()
+		f.indexing = false
+		f.mu.Unlock()
+	}()
 	g := s.reserve(f, n, true, 0)
 	err := index.WriteFile(path, data)
 	if errors.Is(err, syscall.ENOSPC) {

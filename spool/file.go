@@ -34,6 +34,9 @@ type File struct {
 	// deleted: removed from the spool by the budget; handles opened before
 	// keep reading it.
 	deleted bool
+	// indexing: its index is being written (writeIndex); the budget does
+	// not delete it to make room for its own index.
+	indexing bool
 	// repairing: the index is being rebuilt after a query found the file
 	// shorter than it (Spool.Damaged).
 	repairing bool

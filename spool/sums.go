@@ -97,9 +97,10 @@ func (w *Writer) writeSums() {
 	}
 	n := int64(len(b))
 	sp := w.sp
-	g := sp.reserve(w.file, n, true, 0)
+	// No room is made for the journal: it is a safety net, a few bytes a
+	// packet, and must never make the budget delete history. Its bytes
+	// are counted once written.
 	_, err := w.sums.WriteAt(b, w.sumsOff)
-	sp.done(g, err == nil)
 	if err != nil {
 		sp.log.Warn("sums journal not written; the file's later records are checked by their framing alone if a crash leaves it without an index",
 			"file", sumsPath(w.file.Path), "err", err)
@@ -107,10 +108,18 @@ func (w *Writer) writeSums() {
 		return
 	}
 	w.sumsOff += n
-	d := w.file.ds
+	d, f := w.file.ds, w.file
 	d.mu.Lock()
-	w.file.sumsSize += n
-	d.mu.Unlock()
+	defer d.mu.Unlock()
+	f.mu.Lock()
+	deleted := f.deleted
+	f.mu.Unlock()
+	if !deleted {
+		d.bytes += n
+		d.avail -= n
+		f.idxSize += n
+		f.sumsSize += n
+	}
 }
 
 func (w *Writer) closeSums() {
