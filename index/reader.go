@@ -172,19 +172,7 @@ func Decode(data []byte) (*Reader, error) {
 	if got, want := crc32.Checksum(body, castagnoli), le.Uint32(data[len(data)-4:]); got != want {
 		return nil, fmt.Errorf("%w: checksum %08x, want %08x", ErrCorrupt, got, want)
 	}
-	r := &Reader{sum: Summary{
-		Monotone:   le.Uint32(data[12:])&flagMonotone != 0,
-		First:      int64(le.Uint64(data[16:])),
-		Last:       int64(le.Uint64(data[24:])),
-		Packets:    le.Uint64(data[32:]),
-		Bytes:      le.Uint64(data[40:]),
-		DataEnd:    int64(le.Uint64(data[48:])),
-		FirstSum:   le.Uint32(data[84:]),
-		LastOffset: int64(le.Uint64(data[88:])),
-		LastSum:    le.Uint32(data[96:]),
-		NameHash:   le.Uint64(data[100:]),
-		Version:    FormatVersion,
-	}}
+	r := &Reader{sum: headerSummary(data)}
 	nFlows := uint64(le.Uint32(data[56:]))
 	nBlocks := uint64(le.Uint32(data[60:]))
 	flowsLen := le.Uint64(data[64:])
@@ -337,6 +325,14 @@ func ReadSummary(path string) (Summary, error) {
 	if err := readHeader(f, size, h[:]); err != nil {
 		return Summary{}, fmt.Errorf("index %s: %w", path, err)
 	}
+	sum := headerSummary(h[:])
+	sum.Flows = int(binary.LittleEndian.Uint32(h[56:]))
+	return sum, nil
+}
+
+// headerSummary decodes the summary a checked version 2 header holds (all
+// but Flows, which Decode counts itself).
+func headerSummary(h []byte) Summary {
 	le := binary.LittleEndian
 	return Summary{
 		Monotone:   le.Uint32(h[12:])&flagMonotone != 0,
@@ -345,13 +341,12 @@ func ReadSummary(path string) (Summary, error) {
 		Packets:    le.Uint64(h[32:]),
 		Bytes:      le.Uint64(h[40:]),
 		DataEnd:    int64(le.Uint64(h[48:])),
-		Flows:      int(le.Uint32(h[56:])),
 		FirstSum:   le.Uint32(h[84:]),
 		LastOffset: int64(le.Uint64(h[88:])),
 		LastSum:    le.Uint32(h[96:]),
 		NameHash:   le.Uint64(h[100:]),
 		Version:    FormatVersion,
-	}, nil
+	}
 }
 
 // Version 1 of the format had no record checksums and a 96-byte header
