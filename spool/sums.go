@@ -97,10 +97,12 @@ func (w *Writer) writeSums() {
 	}
 	n := int64(len(b))
 	sp := w.sp
-	// No room is made for the journal: it is a safety net, a few bytes a
-	// packet, and must never make the budget delete history. Its bytes
-	// are counted once written.
+	// The journal's bytes count against the budget like the index's it
+	// stands in for. A full disk is not retried: the journal is a safety
+	// net, and its write must not cost more history than the budget does.
+	g := sp.reserve(w.file, n, true, 0)
 	_, err := w.sums.WriteAt(b, w.sumsOff)
+	sp.done(g, err == nil)
 	if err != nil {
 		sp.log.Warn("sums journal not written; the file's later records are checked by their framing alone if a crash leaves it without an index",
 			"file", sumsPath(w.file.Path), "err", err)
@@ -108,18 +110,10 @@ func (w *Writer) writeSums() {
 		return
 	}
 	w.sumsOff += n
-	d, f := w.file.ds, w.file
+	d := w.file.ds
 	d.mu.Lock()
-	defer d.mu.Unlock()
-	f.mu.Lock()
-	deleted := f.deleted
-	f.mu.Unlock()
-	if !deleted {
-		d.bytes += n
-		d.avail -= n
-		f.idxSize += n
-		f.sumsSize += n
-	}
+	w.file.sumsSize += n
+	d.mu.Unlock()
 }
 
 func (w *Writer) closeSums() {
