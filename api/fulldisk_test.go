@@ -303,38 +303,7 @@ func (r *revokeAtFirst) WritePacket(ts int64, origLen int, data []byte, iface st
 // started gets 503 with the reason, and is counted as revoked. (After the
 // answer has started, the stream is aborted: TestSlowClientOnFullDisk.)
 func TestRevokedBeforeAnswerStarts(t *testing.T) {
-	cfg := spool.DefaultConfig()
-	cfg.Dirs = []string{t.TempDir()}
-	cfg.RotateSize = 256 << 10
-	cfg.WriteBuffer = 16 << 10
-	cfg.MinFreePercent = 0
-	cfg.MaxFiles = 4
-	cfg.MaxHeldPercent = 1e-9
-	sp, err := spool.Open(cfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, err := sp.NewWriter("eth0-q0", "eth0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := errors.Join(w.Close(), sp.Close()); err != nil {
-			t.Error(err)
-		}
-	})
-	gen := trafficgen.New(42, 100)
-	var key flow.Key
-	for len(sp.Files()) < 4 {
-		frame, ts := gen.Next()
-		flow.Parse(frame, &key)
-		if err := w.Append(ts, len(frame), frame, &key); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := w.Flush(); err != nil {
-		t.Fatal(err)
-	}
+	sp, w, gen := testutil.HeldSpool(t, 4, 42)
 	s := newServer(t, DefaultConfig(), sp)
 	s.testHookWriter = func(ctx context.Context, pw pcapio.PacketWriter) pcapio.PacketWriter {
 		return &revokeAtFirst{t: t, PacketWriter: pw, ctx: ctx, w: w, gen: gen, oldest: sp.Files()[0].Path}

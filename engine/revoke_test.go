@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/stenod/stenod/flow"
+	"github.com/stenod/stenod/internal/testutil"
 	"github.com/stenod/stenod/internal/trafficgen"
 	"github.com/stenod/stenod/pcapio"
 	"github.com/stenod/stenod/query"
@@ -58,38 +59,7 @@ func exists(path string) bool {
 // TestRevokedQueryStops: a query the spool cuts off stops with an error
 // that matches spool.ErrRevoked, and Options.OnRevoke hears of it.
 func TestRevokedQueryStops(t *testing.T) {
-	cfg := spool.DefaultConfig()
-	cfg.Dirs = []string{t.TempDir()}
-	cfg.RotateSize = 256 << 10
-	cfg.WriteBuffer = 16 << 10
-	cfg.MinFreePercent = 0
-	cfg.MaxFiles = 6
-	cfg.MaxHeldPercent = 1e-9 // any deleted file held is too much
-	sp, err := spool.Open(cfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, err := sp.NewWriter("eth0-q0", "eth0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := errors.Join(w.Close(), sp.Close()); err != nil {
-			t.Error(err)
-		}
-	}()
-	gen := trafficgen.New(41, 100)
-	var key flow.Key
-	for len(sp.Files()) < 6 {
-		frame, ts := gen.Next()
-		flow.Parse(frame, &key)
-		if err := w.Append(ts, len(frame), frame, &key); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := w.Flush(); err != nil {
-		t.Fatal(err)
-	}
+	sp, w, gen := testutil.HeldSpool(t, 6, 41)
 	q, _ := query.Parse("after 1970-01-01T00:00:00Z", time.Now())
 	pw, _ := pcapio.NewPcapWriter(io.Discard, 65535)
 	r := &revoking{PacketWriter: pw, t: t, w: w, gen: gen, oldest: sp.Files()[0].Path, revoked: make(chan error, 1)}

@@ -1,5 +1,6 @@
 // Package testutil holds helpers for tests that need privileges, network
-// namespaces or veth pairs.
+// namespaces or veth pairs, and spools set up the same way by tests of
+// several packages (spool.go).
 //
 // Tests that need a capability skip when it is missing, except under CI
 // (CI=true), where a missing capability is a failure: CI runs as root on a
