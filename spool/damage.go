@@ -20,8 +20,9 @@ func (s *Spool) Damaged(f *File, n int64, cause error) {
 	}
 	s.ctr.damagedSkipped.Add(uint64(n))
 	s.log.Warn("damaged records skipped by a query", "file", f.Path, "records", n, "first", cause)
+	size := fileSize(f.Path) // a system call: not under f.mu
 	f.mu.Lock()
-	if f.repairing || f.deleted || f.live != nil || fileSize(f.Path) >= f.sum.DataEnd {
+	if f.repairing || f.deleted || f.live != nil || size >= f.sum.DataEnd {
 		f.mu.Unlock()
 		return
 	}
