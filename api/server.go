@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/stenod/stenod/internal/fielderr"
 	"github.com/stenod/stenod/pcapio"
 	"github.com/stenod/stenod/spool"
 )
@@ -131,7 +132,8 @@ func (c *Config) Network() (network, address string) {
 // (sun_path's 108 bytes, with the terminating NUL).
 const maxSocketPath = 107
 
-// Validate reports the first impossible or unsafe setting. Serving packets
+// Validate reports the first impossible or unsafe setting (fielderr.Field(err)
+// names the Config field). Serving packets
 // on a reachable address without client certificates is refused: a
 // full-packet capture holds every password and session cookie that crossed
 // the wire.
@@ -140,32 +142,32 @@ func (c *Config) Validate() error {
 	if network == "tcp" {
 		host, _, err := net.SplitHostPort(addr)
 		if err != nil {
-			return fmt.Errorf("api: listen address %q: %w", addr, err)
+			return fielderr.Errorf("Listen", "api: listen address %q: %w", addr, err)
 		}
 		if c.CertsDir == "" && !isLoopbackHost(host) {
-			return fmt.Errorf("api: refusing to listen on %s without TLS: "+
+			return fielderr.Errorf("Listen", "api: refusing to listen on %s without TLS: "+
 				"any address but loopback (127.0.0.1, ::1, localhost) needs client certificates "+
 				"(create them with 'stenod certs init DIR' and set the certs directory)", addr)
 		}
 	} else {
 		switch {
 		case !filepath.IsAbs(addr):
-			return fmt.Errorf("api: socket %q: want an absolute path", addr)
+			return fielderr.Errorf("Socket", "api: socket %q: want an absolute path", addr)
 		case len(addr) > maxSocketPath:
-			return fmt.Errorf("api: socket %q: longer than the %d bytes a Unix socket path may have", addr, maxSocketPath)
+			return fielderr.Errorf("Socket", "api: socket %q: longer than the %d bytes a Unix socket path may have", addr, maxSocketPath)
 		}
 	}
 	switch {
 	case c.QueryTimeout < 0:
-		return fmt.Errorf("api: query timeout %v is negative", c.QueryTimeout)
+		return fielderr.Errorf("QueryTimeout", "api: query timeout %v is negative", c.QueryTimeout)
 	case c.MaxQueryBytes < 1<<10 || c.MaxQueryBytes > 16<<20:
-		return fmt.Errorf("api: max query bytes %d outside [1 KiB, 16 MiB]", c.MaxQueryBytes)
+		return fielderr.Errorf("MaxQueryBytes", "api: max query bytes %d outside [1 KiB, 16 MiB]", c.MaxQueryBytes)
 	case c.MaxConns < 0:
-		return fmt.Errorf("api: max connections %d is negative (0: derived from the file descriptor limit)", c.MaxConns)
+		return fielderr.Errorf("MaxConns", "api: max connections %d is negative (0: derived from the file descriptor limit)", c.MaxConns)
 	case c.MaxConnsPerClient < 0:
-		return fmt.Errorf("api: max connections per client %d is negative (0: derived)", c.MaxConnsPerClient)
+		return fielderr.Errorf("MaxConnsPerClient", "api: max connections per client %d is negative (0: derived)", c.MaxConnsPerClient)
 	case c.FDReserve < 0:
-		return fmt.Errorf("api: file descriptor reserve %d is negative", c.FDReserve)
+		return fielderr.Errorf("FDReserve", "api: file descriptor reserve %d is negative", c.FDReserve)
 	}
 	return nil
 }

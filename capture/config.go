@@ -9,6 +9,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/stenod/stenod/internal/fielderr"
 	"github.com/stenod/stenod/xdp"
 )
 
@@ -104,52 +105,53 @@ func DefaultConfig() Config {
 // ErrInvalidConfig is wrapped by every error Validate returns.
 var ErrInvalidConfig = errors.New("invalid capture configuration")
 
-// Validate reports the first impossible setting, wrapping ErrInvalidConfig.
+// Validate reports the first impossible setting, wrapping ErrInvalidConfig;
+// fielderr.Field(err) names the Config field.
 func (c *Config) Validate() error {
-	bad := func(format string, args ...any) error {
-		return fmt.Errorf("capture: %s: %w", fmt.Sprintf(format, args...), ErrInvalidConfig)
+	bad := func(field, format string, args ...any) error {
+		return fielderr.Errorf(field, "capture: %s: %w", fmt.Sprintf(format, args...), ErrInvalidConfig)
 	}
 	if len(c.Interfaces) == 0 {
-		return bad("no interface")
+		return bad("Interfaces", "no interface")
 	}
 	for i, name := range c.Interfaces {
 		if name == "" || len(name) >= 16 {
-			return bad("interface name %q: not 1 to 15 characters", name)
+			return bad("Interfaces", "interface name %q: not 1 to 15 characters", name)
 		}
 		if slices.Contains(c.Interfaces[:i], name) {
-			return bad("interface %s given twice", name)
+			return bad("Interfaces", "interface %s given twice", name)
 		}
 	}
 	switch c.Method {
 	case MethodAuto, MethodXDP, MethodAFPacket:
 	default:
-		return bad("method %q: want auto, xdp or afpacket", c.Method)
+		return bad("Method", "method %q: want auto, xdp or afpacket", c.Method)
 	}
 	if _, err := attachMode(c.XDPMode); err != nil {
-		return bad("%v", err)
+		return bad("XDPMode", "%v", err)
 	}
 	for _, cpu := range c.CPUs {
 		if cpu < 0 {
-			return bad("cpu %d: negative", cpu)
+			return bad("CPUs", "cpu %d: negative", cpu)
 		}
 	}
 	switch {
 	case c.UMEMFrames < minUMEMFrames || c.UMEMFrames > 1<<22:
-		return bad("umem frames %d outside [%d, %d]", c.UMEMFrames, minUMEMFrames, 1<<22)
+		return bad("UMEMFrames", "umem frames %d outside [%d, %d]", c.UMEMFrames, minUMEMFrames, 1<<22)
 	case c.FlushInterval <= 0 || c.FlushInterval > time.Second:
-		return bad("flush interval %v outside (0, 1s]", c.FlushInterval)
+		return bad("FlushInterval", "flush interval %v outside (0, 1s]", c.FlushInterval)
 	case c.SnapLen != 0 && (c.SnapLen < 64 || c.SnapLen > 262144):
-		return bad("snap length %d outside [64, 262144]", c.SnapLen)
+		return bad("SnapLen", "snap length %d outside [64, 262144]", c.SnapLen)
 	case len(c.DropRules) > xdp.MaxDropRules:
-		return bad("%d drop rules, at most %d", len(c.DropRules), xdp.MaxDropRules)
+		return bad("DropRules", "%d drop rules, at most %d", len(c.DropRules), xdp.MaxDropRules)
 	case c.AFPacketRings < 0 || c.AFPacketRings > maxAFPacketRings:
-		return bad("af_packet rings %d outside [0, %d]", c.AFPacketRings, maxAFPacketRings)
+		return bad("AFPacketRings", "af_packet rings %d outside [0, %d]", c.AFPacketRings, maxAFPacketRings)
 	case c.AFPacketBlockSize < minAFPacketBlock || c.AFPacketBlockSize > maxAFPacketBlock || c.AFPacketBlockSize%os.Getpagesize() != 0:
-		return bad("af_packet block size %d: not a multiple of the page size in [%d, %d]", c.AFPacketBlockSize, minAFPacketBlock, maxAFPacketBlock)
+		return bad("AFPacketBlockSize", "af_packet block size %d: not a multiple of the page size in [%d, %d]", c.AFPacketBlockSize, minAFPacketBlock, maxAFPacketBlock)
 	case c.AFPacketBlocks < 2 || c.AFPacketBlocks > maxAFPacketBlocks:
-		return bad("af_packet blocks %d outside [2, %d]", c.AFPacketBlocks, maxAFPacketBlocks)
+		return bad("AFPacketBlocks", "af_packet blocks %d outside [2, %d]", c.AFPacketBlocks, maxAFPacketBlocks)
 	case int64(c.AFPacketBlockSize)*int64(c.AFPacketBlocks) > maxAFPacketRing:
-		return bad("af_packet ring of %d blocks of %d bytes: more than %d bytes", c.AFPacketBlocks, c.AFPacketBlockSize, int64(maxAFPacketRing))
+		return bad("AFPacketBlocks", "af_packet ring of %d blocks of %d bytes: more than %d bytes", c.AFPacketBlocks, c.AFPacketBlockSize, int64(maxAFPacketRing))
 	}
 	return nil
 }

@@ -1,10 +1,10 @@
 package spool
 
 import (
-	"errors"
-	"fmt"
 	"path/filepath"
 	"time"
+
+	"github.com/stenod/stenod/internal/fielderr"
 )
 
 // Config says where and how packets are stored.
@@ -76,36 +76,37 @@ func DefaultConfig() Config {
 	}
 }
 
-// Validate reports the first impossible setting.
+// Validate reports the first impossible setting; fielderr.Field(err)
+// names the Config field.
 func (c *Config) Validate() error {
 	switch {
 	case len(c.Dirs) == 0:
-		return errors.New("spool: no spool directory configured")
+		return fielderr.Errorf("Dirs", "spool: no spool directory configured")
 	case c.SnapLen < 64 || c.SnapLen > 262144:
-		return fmt.Errorf("spool: snap length %d outside [64, 262144]", c.SnapLen)
+		return fielderr.Errorf("SnapLen", "spool: snap length %d outside [64, 262144]", c.SnapLen)
 	case c.RotateSize < 1<<16:
-		return fmt.Errorf("spool: rotate size %d below 64 KiB", c.RotateSize)
+		return fielderr.Errorf("RotateSize", "spool: rotate size %d below 64 KiB", c.RotateSize)
 	case c.RotateAge < time.Second:
-		return fmt.Errorf("spool: rotate age %v below 1s", c.RotateAge)
+		return fielderr.Errorf("RotateAge", "spool: rotate age %v below 1s", c.RotateAge)
 	case c.WriteBuffer < 1<<12 || int64(c.WriteBuffer) > c.RotateSize:
-		return fmt.Errorf("spool: write buffer %d outside [4096, rotate size]", c.WriteBuffer)
+		return fielderr.Errorf("WriteBuffer", "spool: write buffer %d outside [4096, rotate size]", c.WriteBuffer)
 	case c.MaxCachedIndexes < 1:
-		return fmt.Errorf("spool: max cached indexes %d below 1", c.MaxCachedIndexes)
+		return fielderr.Errorf("MaxCachedIndexes", "spool: max cached indexes %d below 1", c.MaxCachedIndexes)
 	case c.MaxBytes < 0 || c.MaxBytes > 0 && c.MaxBytes < 2*c.RotateSize:
-		return fmt.Errorf("spool: max bytes %d per directory must be 0 (no limit) or at least twice the rotate size %d", c.MaxBytes, c.RotateSize)
+		return fielderr.Errorf("MaxBytes", "spool: max bytes %d per directory must be 0 (no limit) or at least twice the rotate size %d", c.MaxBytes, c.RotateSize)
 	case !(c.MinFreePercent >= 0 && c.MinFreePercent < 100): // also refuses NaN
-		return fmt.Errorf("spool: min free percent %v outside [0, 100)", c.MinFreePercent)
+		return fielderr.Errorf("MinFreePercent", "spool: min free percent %v outside [0, 100)", c.MinFreePercent)
 	case !(c.MaxHeldPercent >= 0 && c.MaxHeldPercent <= 100):
-		return fmt.Errorf("spool: max held percent %v outside [0, 100]", c.MaxHeldPercent)
+		return fielderr.Errorf("MaxHeldPercent", "spool: max held percent %v outside [0, 100]", c.MaxHeldPercent)
 	case c.MaxFiles < 0 || c.MaxFiles == 1:
-		return fmt.Errorf("spool: max files %d per directory must be 0 (no limit) or at least 2", c.MaxFiles)
+		return fielderr.Errorf("MaxFiles", "spool: max files %d per directory must be 0 (no limit) or at least 2", c.MaxFiles)
 	}
 	seen := map[string]bool{}
 	for _, d := range c.Dirs {
 		k := filepath.Clean(d)
 		if seen[k] {
 			// Its budget would be counted twice and its files listed twice.
-			return fmt.Errorf("spool: directory %s listed twice", d)
+			return fielderr.Errorf("Dirs", "spool: directory %s listed twice", d)
 		}
 		seen[k] = true
 	}
