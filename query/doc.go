@@ -23,8 +23,15 @@
 // and compiles the query into a flat program: the Match methods and
 // TimeRange do not allocate and a Query is safe for concurrent use.
 //
+// ParseDropRules reads the same language, restricted to what the XDP
+// program can match, into pre-capture drop rules (DropRule, the form of
+// xdp.DropRule), so the configuration's drop rules and the analyst's
+// queries are one language with one parser.
+//
 // Errors: Parse returns a *SyntaxError for every bad query (errors.Is(err,
 // ErrSyntax) holds), with the byte offset and text of the offending token
 // and a message meant for the analyst who typed the query; the API shows
-// Error() as it is. Parse returns no other errors.
+// Error() as it is. Parse returns no other errors. ParseDropRules also
+// returns errors wrapping ErrDropRule, for a valid query that drop rules
+// cannot express (not, time, vlan; see its doc).
 package query

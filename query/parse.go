@@ -105,6 +105,10 @@ type parser struct {
 	i     int
 	now   int64 // unix ns, for "ago"
 	depth int
+	// exactNets refuses a network written with host bits set (net
+	// 10.0.0.1/8) instead of clearing them: drop rules, where a typo
+	// would drop a whole network, want the network as written.
+	exactNets bool
 }
 
 func (p *parser) peek() *token { return &p.toks[p.i] }
@@ -147,11 +151,15 @@ func errAt(t *token, format string, args ...any) *SyntaxError {
 }
 
 func parse(s string, now int64) (*node, error) {
+	return (&parser{now: now}).parse(s)
+}
+
+func (p *parser) parse(s string) (*node, error) {
 	toks, err := lex(s)
 	if err != nil {
 		return nil, err
 	}
-	p := &parser{toks: toks, now: now}
+	p.toks = toks
 	if p.peek().kind == tEOF {
 		return nil, errAt(p.peek(), "the query is empty")
 	}
@@ -419,7 +427,7 @@ func (p *parser) net(kw *token) (netip.Prefix, error) {
 		if a.Is4In6() && bits >= 96 {
 			a, bits = a.Unmap(), bits-96
 		}
-		return netip.PrefixFrom(a, int(bits)).Masked(), nil
+		return p.masked(at, netip.PrefixFrom(a, int(bits)))
 	case word(t) == "mask":
 		p.next()
 		mt, err := p.arg(t, "a netmask like 255.255.0.0")
@@ -441,10 +449,20 @@ func (p *parser) net(kw *token) (netip.Prefix, error) {
 		if bits < 0 {
 			return netip.Prefix{}, errAt(mt, "the mask is not contiguous: it must be ones followed by zeros, like 255.255.240.0")
 		}
-		return netip.PrefixFrom(a, bits).Masked(), nil
+		return p.masked(at, netip.PrefixFrom(a, bits))
 	default:
 		return netip.Prefix{}, errAt(t, "net needs a prefix length or a mask after the address: net 10.0.0.0/8 or net 10.0.0.0 mask 255.0.0.0")
 	}
+}
+
+// masked clears the host bits of pfx, written at token at, or refuses them
+// with exactNets.
+func (p *parser) masked(at *token, pfx netip.Prefix) (netip.Prefix, error) {
+	m := pfx.Masked()
+	if p.exactNets && m != pfx {
+		return netip.Prefix{}, errAt(at, "the network has host bits set (did you mean %v?)", m)
+	}
+	return m, nil
 }
 
 // maskBits returns the number of leading ones of m, or -1 if m is not
