@@ -4,18 +4,18 @@ package config
 
 import (
 	"bytes"
+	"encoding"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"reflect"
-	"strconv"
 	"strings"
-	"time"
 
 	"github.com/stenod/stenod/api"
 	"github.com/stenod/stenod/capture"
+	"github.com/stenod/stenod/internal/fielderr"
 	"github.com/stenod/stenod/spool"
 	"github.com/stenod/stenod/xdp"
 )
@@ -66,6 +66,125 @@ type Demo struct {
 	Rate int
 	// MaxBytes is the spool budget (spool.Config.MaxBytes) of the demo.
 	MaxBytes int64
+}
+
+// file is the format of the configuration file: its json tags are the
+// keys, in the order of docs/configuration.md, and a struct field is a
+// section. Each field sets the Config field of the same name (in Capture,
+// Spool, API or Demo for a section's), which its type converts to: Size,
+// Duration and DropRules are how int64, int, time.Duration and
+// []xdp.DropRule are written in the file. What a key means is in
+// docs/configuration.md and on the field it sets; its default is the
+// package's DefaultConfig.
+type file struct {
+	User    string `json:"user"`
+	Capture struct {
+		Interfaces        []string  `json:"interfaces"`
+		Method            string    `json:"method"`
+		XDPMode           string    `json:"xdp_mode"`
+		CPUs              []int     `json:"cpus"`
+		UMEMFrames        int       `json:"umem_frames"`
+		FlushInterval     Duration  `json:"flush_interval"`
+		Observe           bool      `json:"observe"`
+		AFPacketRings     int       `json:"afpacket_rings"`
+		AFPacketBlockSize Size      `json:"afpacket_block_size"`
+		AFPacketBlocks    int       `json:"afpacket_blocks"`
+		XDPObserve        bool      `json:"xdp_observe"`
+		PinRoot           string    `json:"pin_root"`
+		DropRules         DropRules `json:"drop_rules"`
+	} `json:"capture"`
+	Spool struct {
+		Dirs             []string `json:"dirs"`
+		SnapLen          int      `json:"snap_length"`
+		RotateSize       Size     `json:"rotate_size"`
+		RotateAge        Duration `json:"rotate_age"`
+		WriteBuffer      Size     `json:"write_buffer"`
+		MaxCachedIndexes int      `json:"max_cached_indexes"`
+		MaxBytes         Size     `json:"max_bytes"`
+		MinFreePercent   float64  `json:"min_free_percent"`
+		MaxHeldPercent   float64  `json:"max_held_percent"`
+		MaxFiles         int      `json:"max_files"`
+	} `json:"spool"`
+	API struct {
+		Listen            string   `json:"listen"`
+		Socket            string   `json:"socket"`
+		SocketGroup       string   `json:"socket_group"`
+		CertsDir          string   `json:"certs_dir"`
+		PProf             bool     `json:"pprof"`
+		QueryTimeout      Duration `json:"query_timeout"`
+		MaxQueryBytes     Size     `json:"max_query_bytes"`
+		MaxConns          int      `json:"max_connections"`
+		MaxConnsPerClient int      `json:"max_connections_per_client"`
+		FDReserve         int      `json:"fd_reserve"`
+	} `json:"api"`
+	Demo struct {
+		Spool    string `json:"spool"`
+		Captures string `json:"captures"`
+		Rate     int    `json:"rate"`
+		MaxBytes Size   `json:"max_bytes"`
+	} `json:"demo"`
+}
+
+// key is one key of the file.
+type key struct {
+	name    string       // "spool.max_bytes"
+	typ     reflect.Type // the file's type of the value: Size
+	section string       // "Spool"; "" at the top
+	field   string       // "MaxBytes"
+}
+
+// keys lists every key of file, in order.
+var keys = func() []key {
+	var out []key
+	t := reflect.TypeFor[file]()
+	for i := range t.NumField() {
+		f := t.Field(i)
+		if f.Type.Kind() != reflect.Struct {
+			out = append(out, key{name: f.Tag.Get("json"), typ: f.Type, field: f.Name})
+			continue
+		}
+		for j := range f.Type.NumField() {
+			g := f.Type.Field(j)
+			out = append(out, key{name: f.Tag.Get("json") + "." + g.Tag.Get("json"), typ: g.Type, section: f.Name, field: g.Name})
+		}
+	}
+	// Every key must have its field (TestEveryKeyParsed runs this).
+	var c Config
+	for _, k := range out {
+		if f := k.value(&c); !f.IsValid() || !k.typ.ConvertibleTo(f.Type()) || !f.Type().ConvertibleTo(k.typ) {
+			panic(fmt.Sprintf("config: key %s: no Config field %s.%s of a type %v converts to", k.name, k.section, k.field, k.typ))
+		}
+	}
+	return out
+}()
+
+func lookupKey(name string) *key {
+	for i := range keys {
+		if keys[i].name == name {
+			return &keys[i]
+		}
+	}
+	return nil
+}
+
+// value returns k's field of c; the zero Value when there is none.
+func (k *key) value(c *Config) reflect.Value {
+	v := reflect.ValueOf(c).Elem()
+	if k.section != "" {
+		if v = v.FieldByName(k.section); v.Kind() != reflect.Struct {
+			return reflect.Value{}
+		}
+	}
+	return v.FieldByName(k.field)
+}
+
+// get returns k's value in c as the file's type.
+func (k *key) get(c *Config) any { return k.value(c).Convert(k.typ).Interface() }
+
+// set sets k's field of c to v, a pointer to the file's type.
+func (k *key) set(c *Config, v reflect.Value) {
+	dst := k.value(c)
+	dst.Set(v.Elem().Convert(dst.Type()))
 }
 
 // Default returns the configuration stenod run uses without a file: capture
@@ -126,94 +245,32 @@ func (e *KeyError) Is(target error) bool {
 	return target == ErrInvalidValue && !errors.Is(e.Err, ErrUnknownKey)
 }
 
-// kind is how a key's value is written.
-type kind int
-
-const (
-	kString    kind = iota
-	kStrings        // JSON array of strings; comma separated in Set
-	kInts           // JSON array of integers; comma separated in Set
-	kInt            // JSON integer
-	kBool           // JSON true or false
-	kFloat          // JSON number
-	kSize           // "1GiB", "500MB" or a JSON integer of bytes
-	kDuration       // "5m", "100ms"
-	kDropRules      // JSON array of rule strings or objects
-)
-
-// key is one key of the file.
-type key struct {
-	name string
-	kind kind
-	doc  string
-	// field returns a pointer to the key's field in c, of the Go type the
-	// kind stores: string, []string, []int, int, bool, float64, int64,
-	// time.Duration, []xdp.DropRule.
-	field func(c *Config) any
+// subkeyError is an error about a part of a key's value, such as one drop
+// rule: the key named is the key's followed by path ("[2]", "[0].port").
+type subkeyError struct {
+	path string
+	err  error
 }
 
-// sections are the objects of the file; every other key is a leaf.
-var sections = []string{"capture", "spool", "api", "demo"}
+func (e *subkeyError) Error() string { return e.err.Error() }
+func (e *subkeyError) Unwrap() error { return e.err }
 
-// keys lists every key, in the order of the file and of the docs.
-var keys = []key{
-	{"user", kString, "account to run as after start-up (when started as root); \"\" keeps root", func(c *Config) any { return &c.User }},
-
-	{"capture.interfaces", kStrings, "interfaces to capture from (required, here or with --iface)", func(c *Config) any { return &c.Capture.Interfaces }},
-	{"capture.method", kString, "capture method: auto (AF_XDP where the driver does zero-copy, else AF_PACKET), xdp or afpacket", func(c *Config) any { return &c.Capture.Method }},
-	{"capture.xdp_mode", kString, "XDP attach mode: auto (native, else generic), native or generic", func(c *Config) any { return &c.Capture.XDPMode }},
-	{"capture.cpus", kInts, "CPUs the receive loops are pinned to, round robin over all RX queues; empty: every CPU", func(c *Config) any { return &c.Capture.CPUs }},
-	{"capture.umem_frames", kInt, "4 KiB packet buffers per RX queue: how long a disk stall is ridden out", func(c *Config) any { return &c.Capture.UMEMFrames }},
-	{"capture.flush_interval", kDuration, "longest time a received packet waits before it is queryable, under load (at most 1s)", func(c *Config) any { return &c.Capture.FlushInterval }},
-	{"capture.observe", kBool, "count flows and packets only, store nothing, pass every packet on", func(c *Config) any { return &c.Capture.Observe }},
-	{"capture.afpacket_rings", kInt, "AF_PACKET rings per interface (0: one per RX queue, at most half the CPUs)", func(c *Config) any { return &c.Capture.AFPacketRings }},
-	{"capture.afpacket_block_size", kSize, "size of each AF_PACKET ring block (a multiple of the page size, at least 64 KiB)", func(c *Config) any { return &c.Capture.AFPacketBlockSize }},
-	{"capture.afpacket_blocks", kInt, "blocks per AF_PACKET ring: locked kernel memory of block size × blocks per ring", func(c *Config) any { return &c.Capture.AFPacketBlocks }},
-	{"capture.xdp_observe", kBool, "with AF_PACKET capture, also attach the XDP program in observe mode (flow table and counters for bpftool and stenod status)", func(c *Config) any { return &c.Capture.XDPObserve }},
-	{"capture.pin_root", kString, "bpffs directory of the pinned XDP objects (one directory per interface)", func(c *Config) any { return &c.Capture.PinRoot }},
-	{"capture.drop_rules", kDropRules, "frames dropped before capture, in the XDP program", func(c *Config) any { return &c.Capture.DropRules }},
-
-	{"spool.dirs", kStrings, "spool directories, typically one per disk", func(c *Config) any { return &c.Spool.Dirs }},
-	{"spool.snap_length", kInt, "most bytes kept of each packet", func(c *Config) any { return &c.Spool.SnapLen }},
-	{"spool.rotate_size", kSize, "a new file is started when the active one would grow past this", func(c *Config) any { return &c.Spool.RotateSize }},
-	{"spool.rotate_age", kDuration, "a new file is started when a packet is this much later than the file's first", func(c *Config) any { return &c.Spool.RotateAge }},
-	{"spool.write_buffer", kSize, "bytes gathered per write", func(c *Config) any { return &c.Spool.WriteBuffer }},
-	{"spool.max_cached_indexes", kInt, "sealed indexes kept in memory", func(c *Config) any { return &c.Spool.MaxCachedIndexes }},
-	{"spool.max_bytes", kSize, "most bytes each spool directory may hold (0: no limit); the oldest files go first", func(c *Config) any { return &c.Spool.MaxBytes }},
-	{"spool.min_free_percent", kFloat, "share of each spool file system kept free (0: off); the oldest files go first", func(c *Config) any { return &c.Spool.MinFreePercent }},
-	{"spool.max_held_percent", kFloat, "share of a spool file system one query may keep allocated in deleted files before it is cut off (0: off)", func(c *Config) any { return &c.Spool.MaxHeldPercent }},
-	{"spool.max_files", kInt, "most files each spool directory may hold (0: no limit)", func(c *Config) any { return &c.Spool.MaxFiles }},
-
-	{"api.listen", kString, "TCP address of the HTTP API instead of the Unix socket (\"\": the socket, or 127.0.0.1:1234 with api.certs_dir); loopback without api.certs_dir lets every local user read packets, any other address needs api.certs_dir", func(c *Config) any { return &c.API.Listen }},
-	{"api.socket", kString, "Unix socket of the HTTP API, used when api.listen and api.certs_dir are empty; its directory is created mode 0750", func(c *Config) any { return &c.API.Socket }},
-	{"api.socket_group", kString, "group that may connect to the socket (mode 0660) besides root; when it does not exist the socket keeps the daemon's own group", func(c *Config) any { return &c.API.SocketGroup }},
-	{"api.certs_dir", kString, "directory of 'stenod certs init': serve HTTPS, require client certificates", func(c *Config) any { return &c.API.CertsDir }},
-	{"api.pprof", kBool, "serve Go's profiler at /debug/pprof/ (off: 404)", func(c *Config) any { return &c.API.PProf }},
-	{"api.query_timeout", kDuration, "longest time a query may run (0s: no limit)", func(c *Config) any { return &c.API.QueryTimeout }},
-	{"api.max_query_bytes", kSize, "largest POST /query body", func(c *Config) any { return &c.API.MaxQueryBytes }},
-	{"api.max_connections", kInt, "most API connections open at once (0: half of what the open files limit leaves after api.fd_reserve, at most 1024)", func(c *Config) any { return &c.API.MaxConns }},
-	{"api.max_connections_per_client", kInt, "most API connections from one client address (0: a quarter of api.max_connections, at most 64)", func(c *Config) any { return &c.API.MaxConnsPerClient }},
-	{"api.fd_reserve", kInt, "file descriptors the API's connection caps leave to capture", func(c *Config) any { return &c.API.FDReserve }},
-
-	{"demo.spool", kString, "spool directory of stenod run --demo", func(c *Config) any { return &c.Demo.Spool }},
-	{"demo.captures", kString, "pcap/pcapng file or directory the demo replays; \"\": the sample captures if found, else generated traffic", func(c *Config) any { return &c.Demo.Captures }},
-	{"demo.rate", kInt, "packets per second the demo replays", func(c *Config) any { return &c.Demo.Rate }},
-	{"demo.max_bytes", kSize, "spool budget of the demo", func(c *Config) any { return &c.Demo.MaxBytes }},
-}
-
-func lookupKey(name string) *key {
-	for i := range keys {
-		if keys[i].name == name {
-			return &keys[i]
-		}
+// keyError names key (and the part of its value a subkeyError names) in err.
+func keyError(key string, err error) error {
+	var ke *KeyError
+	if errors.As(err, &ke) {
+		return err
 	}
-	return nil
+	var se *subkeyError
+	if errors.As(err, &se) {
+		return &KeyError{Key: key + se.path, Err: se.err}
+	}
+	return &KeyError{Key: key, Err: err}
 }
 
 // KeyInfo describes one key for documentation and tools.
 type KeyInfo struct {
 	Name    string // "spool.max_bytes"
-	Doc     string
 	Default string // as Format writes it
 }
 
@@ -221,8 +278,8 @@ type KeyInfo struct {
 func Keys() []KeyInfo {
 	d := Default()
 	out := make([]KeyInfo, len(keys))
-	for i, k := range keys {
-		out[i] = KeyInfo{Name: k.name, Doc: k.doc, Default: string(k.marshal(&d))}
+	for i := range keys {
+		out[i] = KeyInfo{Name: keys[i].name, Default: string(keys[i].marshal(&d))}
 	}
 	return out
 }
@@ -240,306 +297,168 @@ func Load(path string) (Config, error) {
 
 // Parse is Load from bytes; source names them in errors.
 func Parse(data []byte, source string) (Config, error) {
-	c := Default()
-	d := &decoder{dec: json.NewDecoder(bytes.NewReader(data)), data: data, source: source}
-	d.dec.UseNumber()
-	if err := d.object("", func(name string, raw json.RawMessage) error {
-		return d.top(&c, name, raw)
-	}); err != nil {
-		return Config{}, err
+	dec := json.NewDecoder(bytes.NewReader(data))
+	var doc json.RawMessage
+	if err := dec.Decode(&doc); err != nil {
+		off := dec.InputOffset()
+		var se *json.SyntaxError
+		if errors.As(err, &se) {
+			off = se.Offset
+		}
+		if errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF
+		}
+		line := 1 + bytes.Count(data[:min(int(off), len(data))], []byte("\n"))
+		return Config{}, fmt.Errorf("config %s: line %d: %w", source, line, err)
 	}
-	if _, err := d.dec.Token(); err != io.EOF {
+	if _, err := dec.Token(); err != io.EOF {
 		return Config{}, fmt.Errorf("config %s: data after the top-level object", source)
 	}
-	if err := c.validate(false); err != nil {
+	c := Default()
+	err := walk(doc, "", c.decode)
+	if err == nil {
+		err = c.validate(false)
+	}
+	if err != nil {
 		var ke *KeyError
-		if errors.As(err, &ke) {
-			ke.Source = source
+		if !errors.As(err, &ke) {
+			return Config{}, fmt.Errorf("config %s: %w", source, err)
 		}
+		ke.Source = source
 		return Config{}, err
 	}
 	return c, nil
 }
 
-// decoder walks a JSON document object by object, keeping key order and
-// refusing duplicate keys, so errors name keys in the file's order.
-type decoder struct {
-	dec    *json.Decoder
-	data   []byte
-	source string
-}
-
-func (d *decoder) syntaxErr(err error) error {
-	var se *json.SyntaxError
-	off := d.dec.InputOffset()
-	if errors.As(err, &se) {
-		off = se.Offset
-	}
-	if errors.Is(err, io.EOF) {
-		err = io.ErrUnexpectedEOF
-	}
-	line := 1 + bytes.Count(d.data[:min(int(off), len(d.data))], []byte("\n"))
-	return fmt.Errorf("config %s: line %d: %w", d.source, line, err)
-}
-
-// object reads one object at the decoder's position, calling f for each
-// member with its path (prefix + name).
-func (d *decoder) object(prefix string, f func(name string, raw json.RawMessage) error) error {
-	tok, err := d.dec.Token()
-	if err != nil {
-		return d.syntaxErr(err)
-	}
-	if delim, ok := tok.(json.Delim); !ok || delim != '{' {
-		what := "the file"
-		if prefix != "" {
-			what = "key " + strconv.Quote(strings.TrimSuffix(prefix, "."))
-		}
-		return fmt.Errorf("config %s: %s: want a JSON object, got %v", d.source, what, tokenString(tok))
+// walk calls leaf for every member of the JSON object doc (valid JSON) in
+// the order of the file, with its dotted name, descending into the
+// sections. A name given twice is refused.
+func walk(doc json.RawMessage, prefix string, leaf func(name string, raw json.RawMessage) error) error {
+	dec := json.NewDecoder(bytes.NewReader(doc))
+	if tok, _ := dec.Token(); tok != json.Delim('{') {
+		return fmt.Errorf("want a JSON object, got %s", abbrev(doc))
 	}
 	seen := map[string]bool{}
-	for d.dec.More() {
-		tok, err := d.dec.Token()
-		if err != nil {
-			return d.syntaxErr(err)
-		}
+	for dec.More() {
+		tok, _ := dec.Token()
 		name := prefix + tok.(string)
+		var raw json.RawMessage
+		_ = dec.Decode(&raw)
 		if seen[name] {
-			return &KeyError{Source: d.source, Key: name, Err: errors.New("given twice")}
+			return &KeyError{Key: name, Err: errors.New("given twice")}
 		}
 		seen[name] = true
-		var raw json.RawMessage
-		if err := d.dec.Decode(&raw); err != nil {
-			return d.syntaxErr(err)
+		var err error
+		if prefix == "" && isSection(name) {
+			err = walk(raw, name+".", leaf)
+		} else {
+			err = leaf(name, raw)
 		}
-		if err := f(name, raw); err != nil {
-			return err
+		if err != nil {
+			return keyError(name, err)
 		}
-	}
-	if _, err := d.dec.Token(); err != nil {
-		return d.syntaxErr(err)
 	}
 	return nil
 }
 
-func tokenString(tok json.Token) string {
-	if tok == nil {
-		return "null"
-	}
-	if s, ok := tok.(string); ok {
-		return strconv.Quote(s)
-	}
-	return fmt.Sprint(tok)
-}
-
-// top decodes one member of the top-level object.
-func (d *decoder) top(c *Config, name string, raw json.RawMessage) error {
-	for _, s := range sections {
-		if name != s {
-			continue
+// isSection reports whether name is a section of the file: an object of
+// keys.
+func isSection(name string) bool {
+	for _, k := range keys {
+		if strings.HasPrefix(k.name, name+".") {
+			return true
 		}
-		sub := &decoder{dec: json.NewDecoder(bytes.NewReader(raw)), data: raw, source: d.source}
-		sub.dec.UseNumber()
-		return sub.object(name+".", func(name string, raw json.RawMessage) error {
-			return d.leaf(c, name, raw)
-		})
 	}
-	return d.leaf(c, name, raw)
+	return false
 }
 
-func (d *decoder) leaf(c *Config, name string, raw json.RawMessage) error {
+// decode sets key name of c from its JSON value raw.
+func (c *Config) decode(name string, raw json.RawMessage) error {
 	k := lookupKey(name)
 	if k == nil {
-		return &KeyError{Source: d.source, Key: name, Err: ErrUnknownKey}
+		return &KeyError{Key: name, Err: ErrUnknownKey}
 	}
-	if err := k.unmarshal(c, raw, d.source); err != nil {
-		var ke *KeyError
-		if errors.As(err, &ke) {
-			return err
-		}
-		return &KeyError{Source: d.source, Key: name, Err: err}
-	}
-	return nil
-}
-
-// unmarshal decodes raw into k's field of c.
-func (k *key) unmarshal(c *Config, raw json.RawMessage, source string) error {
-	raw = bytes.TrimSpace(raw)
-	if string(raw) == "null" {
+	if string(bytes.TrimSpace(raw)) == "null" {
 		return errors.New("null: leave the key out for its default")
 	}
-	var err error
-	switch p := k.field(c).(type) {
-	case *string:
-		err = strict(raw, p, "a string")
-	case *[]string:
-		var v []string
-		if err = strict(raw, &v, "an array of strings"); err == nil {
-			*p = nonNil(v)
+	v := reflect.New(k.typ)
+	if err := json.Unmarshal(raw, v.Interface()); err != nil {
+		if _, ok := v.Interface().(json.Unmarshaler); ok {
+			return err
 		}
-	case *[]int:
-		var v []int
-		if err = strict(raw, &v, "an array of integers"); err == nil {
-			*p = nonNil(v)
-		}
-	case *int:
-		var n int64
-		if k.kind == kSize {
-			n, err = jsonSize(raw)
-		} else {
-			n, err = jsonInt(raw)
-		}
-		if err == nil {
-			*p = int(n)
-		}
-	case *bool:
-		err = strict(raw, p, "true or false")
-	case *float64:
-		err = strict(raw, p, "a number")
-	case *int64:
-		*p, err = jsonSize(raw)
-	case *time.Duration:
-		var s string
-		if err = strict(raw, &s, `a duration string such as "5m" or "100ms"`); err == nil {
-			*p, err = ParseDuration(s)
-		}
-	case *[]xdp.DropRule:
-		*p, err = jsonDropRules(raw, k.name, source)
-	default:
-		panic(fmt.Sprintf("config: key %s: field type %T", k.name, p))
+		return fmt.Errorf("want %s, got %s", want(k.typ), abbrev(raw))
 	}
-	return err
-}
-
-func nonNil[T any](v []T) []T {
-	if v == nil {
-		return []T{}
-	}
-	return v
-}
-
-// strict decodes raw into v, with a message that says what was wanted.
-func strict(raw json.RawMessage, v any, want string) error {
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return fmt.Errorf("want %s, got %s", want, abbrev(raw))
-	}
+	k.set(c, v)
 	return nil
 }
 
-func abbrev(raw json.RawMessage) string {
-	s := string(raw)
+// want says what a value of type t is written as.
+func want(t reflect.Type) string {
+	switch {
+	case t.Kind() == reflect.Slice && t.Elem().Kind() == reflect.String:
+		return "an array of strings"
+	case t.Kind() == reflect.Slice && t.Elem().Kind() == reflect.Int:
+		return "an array of integers"
+	case t.Kind() == reflect.Int:
+		return "an integer"
+	case t.Kind() == reflect.Bool:
+		return "true or false"
+	case t.Kind() == reflect.Float64:
+		return "a number"
+	}
+	return "a string"
+}
+
+func abbrev(raw []byte) string {
+	s := string(bytes.TrimSpace(raw))
 	if len(s) > 40 {
 		s = s[:37] + "..."
 	}
 	return s
 }
 
-func jsonInt(raw json.RawMessage) (int64, error) {
-	var n json.Number
-	if err := strict(raw, &n, "an integer"); err != nil {
-		return 0, err
-	}
-	v, err := strconv.ParseInt(string(n), 10, 64)
-	if err != nil {
-		return 0, fmt.Errorf("want an integer, got %s", n)
-	}
-	return v, nil
-}
-
-// jsonSize accepts a size string or an integer number of bytes.
-func jsonSize(raw json.RawMessage) (int64, error) {
-	if len(raw) > 0 && raw[0] == '"' {
-		var s string
-		if err := json.Unmarshal(raw, &s); err != nil {
-			return 0, err
-		}
-		return ParseSize(s)
-	}
-	n, err := jsonInt(raw)
-	if err != nil {
-		return 0, fmt.Errorf(`want a size such as "1GiB", "500MB" or a number of bytes, got %s`, abbrev(raw))
-	}
-	if n < 0 {
-		return 0, fmt.Errorf("size %d is negative", n)
-	}
-	return n, nil
-}
-
 // Set sets one key from its string form, as a flag gives it: lists comma
-// separated, sizes and durations as in the file, drop rules as one rule
-// string (which replaces the configured rules). It does not validate
-// ranges; Validate does.
+// separated, sizes and durations as in the file, drop rules separated by
+// ';' (which replace the configured rules). It does not validate ranges;
+// Validate does.
 func (c *Config) Set(name, value string) error {
 	k := lookupKey(name)
 	if k == nil {
 		return &KeyError{Key: name, Err: ErrUnknownKey}
 	}
-	if err := k.set(c, value); err != nil {
+	v := reflect.New(k.typ)
+	if err := setText(v, value); err != nil {
+		// A flag sets the whole key: name it, not a part.
 		return &KeyError{Key: name, Err: err}
 	}
+	k.set(c, v)
 	return nil
 }
 
-func (k *key) set(c *Config, value string) error {
-	var err error
-	switch p := k.field(c).(type) {
+// setText sets *p from s: lists comma separated, other values as JSON but
+// strings, which are taken as they are.
+func setText(p reflect.Value, s string) error {
+	switch u := p.Interface().(type) {
+	case encoding.TextUnmarshaler:
+		return u.UnmarshalText([]byte(s))
 	case *string:
-		*p = value
-	case *[]string:
-		*p = splitList(value)
-	case *[]int:
-		var v []int
-		for _, s := range splitList(value) {
-			n, err := strconv.Atoi(s)
-			if err != nil {
-				return fmt.Errorf("%q is not an integer", s)
-			}
-			v = append(v, n)
-		}
-		*p = nonNil(v)
-	case *int:
-		if k.kind == kSize {
-			var n int64
-			if n, err = ParseSize(value); err == nil {
-				*p = int(n)
-			}
-			return err
-		}
-		var n int64
-		if n, err = strconv.ParseInt(value, 10, 64); err != nil {
-			return fmt.Errorf("%q is not an integer", value)
-		}
-		*p = int(n)
-	case *bool:
-		if *p, err = strconv.ParseBool(value); err != nil {
-			return fmt.Errorf("%q is not true or false", value)
-		}
-	case *float64:
-		if *p, err = strconv.ParseFloat(value, 64); err != nil {
-			return fmt.Errorf("%q is not a number", value)
-		}
-	case *int64:
-		*p, err = ParseSize(value)
-	case *time.Duration:
-		*p, err = ParseDuration(value)
-	case *[]xdp.DropRule:
-		var rules []xdp.DropRule
-		for _, s := range strings.Split(value, ";") {
-			if strings.TrimSpace(s) == "" {
-				continue
-			}
-			r, err := ParseDropRule(s)
-			if err != nil {
+		*u = s
+		return nil
+	}
+	if v := p.Elem(); v.Kind() == reflect.Slice {
+		items := splitList(s)
+		v.Set(reflect.MakeSlice(v.Type(), len(items), len(items)))
+		for i, item := range items {
+			if err := setText(v.Index(i).Addr(), item); err != nil {
 				return err
 			}
-			rules = append(rules, r...)
 		}
-		*p = nonNil(rules)
-	default:
-		panic(fmt.Sprintf("config: key %s: field type %T", k.name, p))
+		return nil
 	}
-	return err
+	if json.Unmarshal([]byte(s), p.Interface()) != nil {
+		return fmt.Errorf("%q is not %s", s, want(p.Elem().Type()))
+	}
+	return nil
 }
 
 // Get returns a key's value in its string form, as Set takes it.
@@ -548,87 +467,40 @@ func (c *Config) Get(name string) (string, error) {
 	if k == nil {
 		return "", &KeyError{Key: name, Err: ErrUnknownKey}
 	}
-	switch p := k.field(c).(type) {
-	case *[]string:
-		return strings.Join(*p, ","), nil
-	case *[]int:
-		s := make([]string, len(*p))
-		for i, n := range *p {
-			s[i] = strconv.Itoa(n)
-		}
-		return strings.Join(s, ","), nil
-	case *string:
-		return *p, nil
-	case *[]xdp.DropRule:
-		s := make([]string, len(*p))
-		for i, r := range *p {
-			s[i] = FormatDropRule(r)
-		}
-		return strings.Join(s, "; "), nil
-	case *int64:
-		return FormatSize(*p), nil
-	case *int:
-		if k.kind == kSize {
-			return FormatSize(int64(*p)), nil
-		}
-	case *time.Duration:
-		return FormatDuration(*p), nil
-	}
-	return strings.Trim(string(k.marshal(c)), `"`), nil
+	return getText(reflect.ValueOf(k.get(c))), nil
 }
 
-// marshal returns k's value in c as JSON, in the forms Format writes.
+func getText(v reflect.Value) string {
+	if m, ok := v.Interface().(encoding.TextMarshaler); ok {
+		b, _ := m.MarshalText()
+		return string(b)
+	}
+	if v.Kind() == reflect.Slice {
+		s := make([]string, v.Len())
+		for i := range s {
+			s[i] = getText(v.Index(i))
+		}
+		return strings.Join(s, ",")
+	}
+	return fmt.Sprint(v.Interface())
+}
+
+// marshal returns k's value in c as JSON, as Format writes it: arrays on
+// one line, items separated by ", " as people write them.
 func (k *key) marshal(c *Config) []byte {
-	var v any
-	switch p := k.field(c).(type) {
-	case *int64:
-		v = sizeJSON(*p)
-	case *int:
-		v = *p
-		if k.kind == kSize {
-			v = sizeJSON(int64(*p))
-		}
-	case *time.Duration:
-		v = FormatDuration(*p)
-	case *[]xdp.DropRule:
-		s := make([]string, len(*p))
-		for i, r := range *p {
-			s[i] = FormatDropRule(r)
-		}
-		v = s
-	case *[]string:
-		v = nonNil(*p)
-	case *[]int:
-		v = nonNil(*p)
-	default:
-		v = reflect.ValueOf(p).Elem().Interface()
-	}
-	if rv := reflect.ValueOf(v); rv.Kind() == reflect.Slice {
-		// Arrays on one line, items separated by ", " as people write them.
-		items := make([]string, rv.Len())
-		for i := range items {
-			items[i] = string(mustJSON(rv.Index(i).Interface()))
-		}
-		return []byte("[" + strings.Join(items, ", ") + "]")
-	}
-	return mustJSON(v)
-}
-
-func mustJSON(v any) []byte {
-	b, err := json.Marshal(v)
+	b, err := json.Marshal(k.get(c))
 	if err != nil {
 		panic(err)
 	}
-	return b
-}
-
-// sizeJSON writes sizes that are a whole number of KiB, MiB, GiB or TiB
-// with their unit, others as a number.
-func sizeJSON(n int64) any {
-	if s := FormatSize(n); strings.HasSuffix(s, "B") {
-		return s
+	var items []json.RawMessage
+	if k.typ.Kind() == reflect.Slice && json.Unmarshal(b, &items) == nil {
+		s := make([]string, len(items))
+		for i, item := range items {
+			s[i] = string(item)
+		}
+		return []byte("[" + strings.Join(s, ", ") + "]")
 	}
-	return n
+	return b
 }
 
 // Format writes c as a complete configuration file: every key, in the
@@ -685,11 +557,6 @@ func (c *Config) validate(requireIfaces bool) error {
 	if strings.ContainsAny(c.User, ":/ \t\n") {
 		return bad("user", "%q is not a user name", c.User)
 	}
-	for _, r := range c.Capture.DropRules {
-		if err := checkDropRule(r); err != nil {
-			return bad("capture.drop_rules", "%v", err)
-		}
-	}
 	switch {
 	case c.Demo.Spool == "":
 		return bad("demo.spool", "empty")
@@ -703,57 +570,32 @@ func (c *Config) validate(requireIfaces bool) error {
 			return bad("spool.dirs", "an empty directory name")
 		}
 	}
-
-	type section struct {
-		prefix   string
-		validate func(c *Config) error
+	cc := c.Capture
+	if !requireIfaces && len(cc.Interfaces) == 0 {
+		cc.Interfaces = []string{"placeholder"}
 	}
-	for _, s := range []section{
-		{"capture.", func(c *Config) error {
-			cc := c.Capture
-			if !requireIfaces && len(cc.Interfaces) == 0 {
-				cc.Interfaces = []string{"placeholder"}
-			}
-			return cc.Validate()
-		}},
-		{"spool.", func(c *Config) error { return c.Spool.Validate() }},
-		{"api.", func(c *Config) error { return c.API.Validate() }},
+	for _, s := range []struct {
+		section string
+		err     error
+	}{
+		{"Capture", cc.Validate()},
+		{"Spool", c.Spool.Validate()},
+		{"API", c.API.Validate()},
 	} {
-		if err := s.validate(c); err != nil {
-			return &KeyError{Key: c.blame(s.prefix, err, s.validate), Err: err}
+		if s.err == nil {
+			continue
 		}
+		// The package names the field; the section when the field is
+		// not a key.
+		name := strings.ToLower(s.section)
+		for _, k := range keys {
+			if k.section == s.section && k.field == fielderr.Field(s.err) {
+				name = k.name
+			}
+		}
+		return &KeyError{Key: name, Err: s.err}
 	}
 	return nil
-}
-
-// blame finds the key of section prefix responsible for err: the first key
-// whose reset to its default changes what validate says. The packages'
-// Validate methods own the ranges; this way a new range check there is
-// named here without a change. When no single key is to blame, the
-// section is named.
-func (c *Config) blame(prefix string, err error, validate func(*Config) error) string {
-	def := Default()
-	// First a key whose reset alone makes the section valid, then one
-	// whose reset changes the complaint (two keys out of range).
-	for _, fixes := range []bool{true, false} {
-		for _, k := range keys {
-			if !strings.HasPrefix(k.name, prefix) {
-				continue
-			}
-			try := *c
-			dst := reflect.ValueOf(k.field(&try)).Elem()
-			src := reflect.ValueOf(k.field(&def)).Elem()
-			if reflect.DeepEqual(dst.Interface(), src.Interface()) {
-				continue
-			}
-			dst.Set(src)
-			e := validate(&try)
-			if e == nil || !fixes && e.Error() != err.Error() {
-				return k.name
-			}
-		}
-	}
-	return strings.TrimSuffix(prefix, ".")
 }
 
 // splitList splits a comma-separated list, dropping empty items.

@@ -4,14 +4,16 @@
 //
 // # What it owns
 //
-// The file format and its key names (docs/configuration.md lists them all,
-// with their defaults; etc/stenod.json is Default written out by Format),
-// the string forms of sizes ("1GiB", "500MB" or a number of bytes),
-// durations ("5m") and pre-capture drop rules ("proto 17 port 53",
-// "net 10.0.0.0/8"), and the mapping of every validation error to the key
-// that caused it. The ranges themselves belong to the packages: a value is
-// impossible when capture.Config.Validate, spool.Config.Validate or
-// api.Config.Validate says so, and Config.Validate names the key.
+// The file format: the struct file, whose json tags are the keys
+// (docs/configuration.md lists them all, with their defaults;
+// etc/stenod.json is Default written out by Format), and the types of
+// their values: Size ("1GiB", "500MB" or a number of bytes), Duration
+// ("5m") and DropRules (pre-capture drop rules, written in the query
+// language: query.ParseDropRules). Each key sets the Config field of the
+// same name; its default is the package's DefaultConfig. The ranges
+// belong to the packages: a value is impossible when capture.Config,
+// spool.Config or api.Config.Validate says so, and those name the field
+// (internal/fielderr), which Validate turns into the key.
 //
 // It does not read flags (cmd/stenod does, and applies the ones given on
 // the command line with Config.Set) and holds no global state.
@@ -21,6 +23,6 @@
 // Load, Parse, Set and Validate return a *KeyError for anything wrong with
 // one key: errors.Is(err, ErrUnknownKey) for a key the format does not
 // have, errors.Is(err, ErrInvalidValue) for a value of the wrong type or out
-// of range. A file that cannot be read or is not JSON gives an error that
-// names the file (and, for a syntax error, the line).
+// of range. A file that cannot be read or is not a JSON object gives an
+// error that names the file (and, for a syntax error, the line).
 package config

@@ -136,7 +136,7 @@ func dropRules(n *node, max int) ([]DropRule, error) {
 	case kIP6:
 		return []DropRule{{Src: ipv6}}, nil
 	case kNot:
-		return nil, dropRuleErr(n, "a drop rule cannot match what something is not")
+		return nil, dropRuleErr(n, "a drop rule cannot say what a frame is not: drop what it is")
 	case kBefore, kAfter:
 		return nil, dropRuleErr(n, "a drop rule applies to frames as they arrive, at any time")
 	}

@@ -43,7 +43,7 @@ var runFlags = []struct {
 	{"flush-interval", "capture.flush_interval", "longest `time` a received packet waits before it is queryable, under load", false},
 	{"umem-frames", "capture.umem_frames", "4 KiB packet buffers `per RX queue`: how long a disk stall is ridden out", false},
 	{"pin-root", "capture.pin_root", "bpffs `directory` for the pinned XDP objects", false},
-	{"drop", "capture.drop_rules", "pre-capture drop `rules`, ';' separated, such as 'udp port 53; net 10.9.0.0/16'", false},
+	{"drop", "capture.drop_rules", "pre-capture drop `rules` in the query language, ';' separated, such as 'udp and port 53; net 10.9.0.0/16'", false},
 	{"rotate-size", "spool.rotate_size", "start a new spool file past this `size`", false},
 	{"rotate-age", "spool.rotate_age", "start a new spool file after this much packet `time`", false},
 	{"max-bytes", "spool.max_bytes", "disk budget per spool directory, such as 2TiB (0: none); the oldest files go first", false},

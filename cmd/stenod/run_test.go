@@ -42,7 +42,7 @@ func TestRunConfigAndFlags(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	write(`{"capture": {"interfaces": ["eth9"], "drop_rules": ["udp port 53"]},
+	write(`{"capture": {"interfaces": ["eth9"], "drop_rules": ["udp and port 53"]},
 	        "spool": {"dirs": ["/srv/a"], "max_bytes": "3GiB"},
 	        "api": {"listen": "127.0.0.1:4000"}}`)
 	code, out, stderr := runCmd(t, "run", "--config", file, "--print-config", "--spool", "/srv/b,/srv/c", "--max-files", "7")
