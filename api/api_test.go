@@ -380,7 +380,8 @@ func TestStatsMetricsHealthPprof(t *testing.T) {
 	body = mustOK(t, resp, body, err)
 	for _, line := range []string{"stenod_capture_test_total 7", `stenod_api_queries_total{outcome="complete"} 1`,
 		`stenod_api_requests_total{code="200",route="/query"} 1`, "stenod_api_answer_packets_total ",
-		"stenod_spool_packets{dir=", "stenod_spool_expected_retention_seconds{dir=", "stenod_spool_deleted_files_total 0"} {
+		"stenod_spool_packets{dir=", "stenod_spool_expected_retention_seconds{dir=", "stenod_spool_deleted_files_total 0",
+		"stenod_spool_filesystem_size_bytes{dir=", "stenod_spool_filesystem_free_bytes{dir="} {
 		if !bytes.Contains(body, []byte(line)) {
 			t.Errorf("/metrics lacks %q", line)
 		}

@@ -12,7 +12,7 @@ type spoolCollector struct {
 	sp *spool.Spool
 
 	bytes, fileBytes, files, packets, oldest, newest *prometheus.Desc
-	free, budget, retention, held                    *prometheus.Desc
+	size, free, budget, retention, held              *prometheus.Desc
 	revoked                                          *prometheus.Desc
 	deletedFiles, deletedBytes, deletedPackets       *prometheus.Desc
 	writeErrors, writeLost, enospc, shortfalls       *prometheus.Desc
@@ -34,6 +34,7 @@ func newSpoolCollector(sp *spool.Spool) *spoolCollector {
 		packets:          d("packets", "Packets stored in the directory.", dir),
 		oldest:           d("oldest_packet_timestamp_seconds", "Timestamp of the oldest stored packet.", dir),
 		newest:           d("newest_packet_timestamp_seconds", "Timestamp of the newest stored packet.", dir),
+		size:             d("filesystem_size_bytes", "Size of the directory's file system.", dir),
 		free:             d("filesystem_free_bytes", "Bytes available on the directory's file system.", dir),
 		budget:           d("budget_bytes", "Most bytes the directory may hold under the disk budget.", dir),
 		retention:        d("expected_retention_seconds", "Packet time the directory holds once its budget is full, at the current rate.", dir),
@@ -72,6 +73,7 @@ func (c *spoolCollector) Collect(ch chan<- prometheus.Metric) {
 			gauge(c.oldest, float64(u.Oldest)/1e9, u.Dir)
 			gauge(c.newest, float64(u.Newest)/1e9, u.Dir)
 		}
+		gauge(c.size, float64(u.TotalBytes), u.Dir)
 		gauge(c.free, float64(u.FreeBytes), u.Dir)
 		gauge(c.budget, float64(u.BudgetBytes), u.Dir)
 		gauge(c.retention, u.Retention().Seconds(), u.Dir)
