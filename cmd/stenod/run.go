@@ -193,10 +193,7 @@ func runDaemon(ctx context.Context, e *env, cfg config.Config) error {
 		e.log.Info("capture stopped", "packets", packets, "bytes", bytes, "stored", stored)
 		return errors.Join(cerr, sp.Close())
 	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	reg.MustRegister(c.Collectors()...)
-	srv, err := api.New(cfg.API, api.Options{Spool: sp, Registry: reg, Stats: func() any { return c.Stats() }, Health: c.Health, Logger: e.log,
+	srv, err := api.New(cfg.API, api.Options{Spool: sp, Registry: metricsRegistry(c), Stats: func() any { return c.Stats() }, Health: c.Health, Logger: e.log,
 		FDLimit: fdLimit})
 	if err != nil {
 		return errors.Join(err, stopCapture())
@@ -229,6 +226,16 @@ func runDaemon(ctx context.Context, e *env, cfg config.Config) error {
 		return fmt.Errorf("shut down: %w", err)
 	}
 	return nil
+}
+
+// metricsRegistry returns what /metrics serves besides the API's and the
+// spool's own metrics, which api.New adds: Go's, the process's and
+// capture's.
+func metricsRegistry(c *capture.Capture) *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(c.Collectors()...)
+	return reg
 }
 
 // raiseFileLimit raises the soft limit on open files to the hard limit and
