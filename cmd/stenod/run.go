@@ -162,6 +162,12 @@ func runDaemon(ctx context.Context, e *env, cfg config.Config) error {
 	// this, its next log line would kill it with SIGPIPE.
 	signal.Ignore(syscall.SIGPIPE)
 	ctx = watchSupervisor(ctx, e)
+	// A typo in an interface's name is said as such, before anything is
+	// locked, opened or tried (a capture method failing on a missing
+	// interface would blame itself).
+	if err := capture.CheckInterfaces(cfg.Capture.Interfaces); err != nil {
+		return err
+	}
 	// First of all: a second sensor on an interface must not touch the
 	// first one's pins, link, rings or spool. The locks outlive the
 	// privilege drop (a descriptor) and are released last, once the XDP
