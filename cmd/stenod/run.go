@@ -203,7 +203,7 @@ func runDaemon(ctx context.Context, e *env, cfg config.Config) error {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	reg.MustRegister(c.Collectors()...)
 	srv, err := api.New(cfg.API, api.Options{Spool: sp, Registry: reg, Stats: func() any { return c.Stats() }, Health: c.Health, Logger: e.log,
-		FDLimit: fdLimit})
+		FDLimit: fdLimit, Config: cfg.Format()})
 	if err != nil {
 		return errors.Join(err, stopCapture())
 	}
