@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -189,5 +190,86 @@ func TestQueryDamagedRecords(t *testing.T) {
 	first := pcapio.PcapHeaderSize + pcapio.RecordHeaderSize + p.CapLen
 	if before[:pcapio.PcapHeaderSize]+before[first:] != after {
 		t.Fatalf("answer of %d bytes, want the %d of before less its first record", len(after), len(before)-first+pcapio.PcapHeaderSize)
+	}
+}
+
+// TestQuerySeveralSpools: stenod query answers from several spool
+// directories, given as repeated --spool flags, as a comma list or as the
+// spool.dirs of a configuration file, merged in time order; -w - writes to
+// standard output, not to a file named "-".
+func TestQuerySeveralSpools(t *testing.T) {
+	a, b := t.TempDir(), t.TempDir()
+	var inA, inB []string
+	for _, f := range testpcaps.Files(t, "chrissanders-packets") {
+		switch {
+		case strings.Contains(f, "dns"):
+			inA = append(inA, f)
+		case strings.Contains(f, "http_"):
+			inB = append(inB, f)
+		}
+	}
+	for dir, files := range map[string][]string{a: inA, b: inB} {
+		if code, _, stderr := runCmd(t, append([]string{"import", "--spool", dir}, files...)...); code != 0 {
+			t.Fatalf("import: %s", stderr)
+		}
+	}
+	const q = "tcp or udp"
+	packets := func(what, pcap string) []int64 {
+		t.Helper()
+		r, err := pcapio.NewReader(strings.NewReader(pcap))
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		var ts []int64
+		var p pcapio.Packet
+		for r.Next(&p) == nil {
+			ts = append(ts, p.Timestamp)
+		}
+		return ts
+	}
+	_, onlyA, _ := runCmd(t, "query", "--spool", a, q)
+	_, onlyB, _ := runCmd(t, "query", "--spool", b, q)
+	code, both, stderr := runCmd(t, "query", "--spool", a, "--spool", b, q)
+	if code != 0 {
+		t.Fatalf("two --spool: exit %d: %s", code, stderr)
+	}
+	nA, nB, tsBoth := len(packets("a", onlyA)), len(packets("b", onlyB)), packets("both", both)
+	if nA == 0 || nB == 0 || len(tsBoth) != nA+nB {
+		t.Fatalf("%d packets from both, want %d + %d", len(tsBoth), nA, nB)
+	}
+	if !slices.IsSorted(tsBoth) {
+		t.Error("the merged answer is not in time order")
+	}
+	if _, comma, _ := runCmd(t, "query", "--spool", a+","+b, q); comma != both {
+		t.Error("--spool A,B answers differently from --spool A --spool B")
+	}
+
+	cfg := filepath.Join(t.TempDir(), "config.json")
+	if err := os.WriteFile(cfg, []byte(`{"spool": {"dirs": ["`+a+`", "`+b+`"]}}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code, fromConfig, stderr := runCmd(t, "query", "--config", cfg, q); code != 0 || fromConfig != both {
+		t.Errorf("--config: exit %d, %d bytes (want %d): %s", code, len(fromConfig), len(both), stderr)
+	}
+	if code, _, stderr := runCmd(t, "query", "--config", cfg, "--spool", a, q); code != 2 {
+		t.Errorf("--config with --spool: exit %d: %s", code, stderr)
+	}
+
+	// -w - is standard output.
+	t.Chdir(t.TempDir())
+	code, stdout, stderr := runCmd(t, "query", "--spool", a, "-w", "-", q)
+	if code != 0 || stdout != onlyA {
+		t.Errorf("-w -: exit %d, %d bytes on stdout, want %d: %s", code, len(stdout), len(onlyA), stderr)
+	}
+	if _, err := os.Stat("-"); err == nil {
+		t.Error("-w - created a file named -")
+	}
+	// -w FILE leaves nothing else behind.
+	code, stdout, _ = runCmd(t, "query", "--spool", a, "-w", "out.pcap", q)
+	if data, err := os.ReadFile("out.pcap"); code != 0 || stdout != "" || err != nil || string(data) != onlyA {
+		t.Errorf("-w out.pcap: exit %d, %v", code, err)
+	}
+	if ents, _ := os.ReadDir("."); len(ents) != 1 {
+		t.Errorf("files left: %v", ents)
 	}
 }
