@@ -5,7 +5,14 @@ import (
 	"fmt"
 	"path/filepath"
 	"time"
+
+	"github.com/stenod/stenod/pcapio"
 )
+
+// MaxSnapLen is the largest snap length a spool takes: the largest record
+// pcapio reads (and so the largest a query reads back), enough for BIG TCP
+// and GRO super-packets of up to 256 KiB.
+const MaxSnapLen = pcapio.MaxPacket
 
 // Config says where and how packets are stored.
 type Config struct {
@@ -81,8 +88,8 @@ func (c *Config) Validate() error {
 	switch {
 	case len(c.Dirs) == 0:
 		return errors.New("spool: no spool directory configured")
-	case c.SnapLen < 64 || c.SnapLen > 262144:
-		return fmt.Errorf("spool: snap length %d outside [64, 262144]", c.SnapLen)
+	case c.SnapLen < 64 || c.SnapLen > MaxSnapLen:
+		return fmt.Errorf("spool: snap length %d outside [64, %d]", c.SnapLen, MaxSnapLen)
 	case c.RotateSize < 1<<16:
 		return fmt.Errorf("spool: rotate size %d below 64 KiB", c.RotateSize)
 	case c.RotateAge < time.Second:

@@ -33,6 +33,11 @@ func cmdImport(ctx context.Context, e *env, args []string) error {
 	cfg := spool.DefaultConfig()
 	cfg.Dirs = []string{*dir}
 	cfg.DirectIO = true // a bulk write: the page cache would only cost
+	// Every record is stored whole, up to the largest a capture file may
+	// hold and a query reads back (BIG TCP and GRO records of up to 256
+	// KiB): capture's snap length is capture's business, an import keeps
+	// what the file has.
+	cfg.SnapLen = spool.MaxSnapLen
 	sp, err := spool.Open(cfg, e.log)
 	if err != nil {
 		return err
@@ -101,7 +106,6 @@ func cmdQuery(ctx context.Context, e *env, args []string) error {
 	if len(dirs) > 0 && *configPath != "" {
 		return usagef("give --spool or --config, not both")
 	}
-	snapLen := 0
 	if len(dirs) == 0 {
 		path := *configPath
 		if path == "" {
@@ -115,7 +119,7 @@ func cmdQuery(ctx context.Context, e *env, args []string) error {
 		if err != nil {
 			return err
 		}
-		dirs, snapLen = cfg.Spool.Dirs, cfg.Spool.SnapLen
+		dirs = cfg.Spool.Dirs
 		if len(dirs) == 0 {
 			return usagef("%s: spool.dirs is empty", path)
 		}
@@ -130,7 +134,7 @@ func cmdQuery(ctx context.Context, e *env, args []string) error {
 			return usagef("refusing to write pcap to a terminal: use -w FILE or pipe into 'tcpdump -r -'")
 		}
 	}
-	sp, err := openSpoolReadOnly(dirs, snapLen, e)
+	sp, err := openSpoolReadOnly(dirs, e)
 	if err != nil {
 		return err
 	}
@@ -152,7 +156,9 @@ func cmdQuery(ctx context.Context, e *env, args []string) error {
 		}()
 		out = tmp
 	}
-	pw, err := newPacketWriter(*format, out, sp.Config().SnapLen)
+	// The answer's header says the largest record it may hold: the spool
+	// may hold imported records longer than capture's snap length.
+	pw, err := newPacketWriter(*format, out, spool.MaxSnapLen)
 	if err != nil {
 		return err
 	}
@@ -193,9 +199,8 @@ func (l *listFlag) Set(v string) error {
 	return nil
 }
 
-// openSpoolReadOnly opens existing spool directories for queries; snapLen
-// (0: the default) is the snap length written in answers' headers.
-func openSpoolReadOnly(dirs []string, snapLen int, e *env) (*spool.Spool, error) {
+// openSpoolReadOnly opens existing spool directories for queries.
+func openSpoolReadOnly(dirs []string, e *env) (*spool.Spool, error) {
 	for _, dir := range dirs {
 		if _, err := os.Stat(dir); err != nil {
 			return nil, fmt.Errorf("spool %s: %w", dir, err)
@@ -203,9 +208,6 @@ func openSpoolReadOnly(dirs []string, snapLen int, e *env) (*spool.Spool, error)
 	}
 	cfg := spool.DefaultConfig()
 	cfg.Dirs = dirs
-	if snapLen != 0 {
-		cfg.SnapLen = snapLen
-	}
 	cfg.ReadOnly = true
 	return spool.Open(cfg, e.log)
 }

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/stenod/stenod/internal/testpcaps"
 	"github.com/stenod/stenod/pcapio"
+	"github.com/stenod/stenod/spool"
 )
 
 func runCmd(t *testing.T, args ...string) (code int, stdout, stderr string) {
@@ -271,5 +273,65 @@ func TestQuerySeveralSpools(t *testing.T) {
 	}
 	if ents, _ := os.ReadDir("."); len(ents) != 1 {
 		t.Errorf("files left: %v", ents)
+	}
+}
+
+// TestImportBigRecords: records longer than 65,535 bytes (BIG TCP, GRO)
+// are stored whole by stenod import and come back whole from stenod query,
+// in a pcap whose header admits them; tcpdump reads them at full length.
+func TestImportBigRecords(t *testing.T) {
+	frame := func(n int, seed byte) []byte {
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = byte(i) ^ seed
+		}
+		copy(b[12:], []byte{0x08, 0x00, 0x45, 0}) // IPv4, so it parses as a frame
+		return b
+	}
+	sizes := []int{100, 100_000, 65_536, spool.MaxSnapLen}
+	in := pcapio.AppendPcapHeader(nil, spool.MaxSnapLen, pcapio.LinkTypeEthernet)
+	var frames [][]byte
+	for i, n := range sizes {
+		f := frame(n, byte(i))
+		frames = append(frames, f)
+		in = pcapio.AppendRecord(in, int64(i+1)*1_000_000_000, n, f)
+	}
+	file := filepath.Join(t.TempDir(), "big.pcap")
+	if err := os.WriteFile(file, in, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if code, _, stderr := runCmd(t, "import", "--spool", dir, file); code != 0 {
+		t.Fatalf("import: exit %d: %s", code, stderr)
+	}
+	code, out, stderr := runCmd(t, "query", "--spool", dir, "after 1970-01-01T00:00:00Z")
+	if code != 0 {
+		t.Fatalf("query: exit %d: %s", code, stderr)
+	}
+	r, err := pcapio.NewReader(strings.NewReader(out))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if snap := r.Interfaces()[0].SnapLen; snap < spool.MaxSnapLen {
+		t.Errorf("answer's snap length %d, below its largest record", snap)
+	}
+	var p pcapio.Packet
+	for i, f := range frames {
+		if err := r.Next(&p); err != nil {
+			t.Fatalf("record %d: %v", i, err)
+		}
+		if p.CapLen != len(f) || p.OrigLen != len(f) || !bytes.Equal(p.Data, f) {
+			t.Errorf("record %d: %d of %d bytes came back, want all %d", i, p.CapLen, p.OrigLen, len(f))
+		}
+	}
+	if tcpdump, err := exec.LookPath("tcpdump"); err == nil {
+		ans := filepath.Join(t.TempDir(), "answer.pcap")
+		if err := os.WriteFile(ans, []byte(out), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		got, err := exec.Command(tcpdump, "-r", ans, "-nn", "-e").CombinedOutput()
+		if err != nil || !strings.Contains(string(got), "length 100000:") || !strings.Contains(string(got), "length 262144:") {
+			t.Errorf("tcpdump: %v\n%s", err, got)
+		}
 	}
 }
