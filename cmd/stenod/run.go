@@ -214,6 +214,10 @@ func runDaemon(ctx context.Context, e *env, cfg config.Config) error {
 	if err != nil {
 		return errors.Join(err, stopCapture())
 	}
+	// stenod status finds the API through the interface locks.
+	if err := locks.setAPI(apiAddress(cfg.API, ln.Addr())); err != nil {
+		e.log.Warn("cannot note the API's address in the interface locks: stenod status will not find this sensor's counters", "err", err)
+	}
 	if err := priv.drop(); err != nil {
 		return errors.Join(err, ln.Close(), stopCapture())
 	}
