@@ -177,19 +177,19 @@ func (p *Packet) Time() time.Time { return time.Unix(0, p.Timestamp) }
 type Stats struct {
 	// Packets is every packet the kernel offered the socket, whether it
 	// found room in the ring or not (tp_packets, which includes tp_drops).
-	Packets uint64
+	Packets uint64 `json:"packets"`
 	// Drops are packets lost because every block was held by user space
 	// (tp_drops).
-	Drops uint64
+	Drops uint64 `json:"drops"`
 	// QueueFreezes counts the times the kernel found the ring full
 	// (tp_freeze_q_cnt).
-	QueueFreezes uint64
+	QueueFreezes uint64 `json:"queue_freezes"`
 	// Delivered is the number of packets Next handed to its function.
-	Delivered uint64
+	Delivered uint64 `json:"delivered"`
 	// Malformed counts packets skipped because their headers pointed
 	// outside their block. Anything but zero means the kernel and this
 	// package disagree on the ring layout.
-	Malformed uint64
+	Malformed uint64 `json:"malformed"`
 }
 
 // Ring is an open TPACKET_V3 capture socket on one interface.

@@ -289,6 +289,7 @@ func TestFlows(t *testing.T) {
 	if got.Truncated || len(got.Flows) != len(exp) {
 		t.Fatalf("%d flows (truncated %v), want %d", len(got.Flows), got.Truncated, len(exp))
 	}
+	v6 := 0
 	for i, f := range got.Flows {
 		e := exp[i]
 		k := &e.Key
@@ -307,6 +308,21 @@ func TestFlows(t *testing.T) {
 		if k.Proto == 1 && (f.SrcPort != nil || f.DstPort != nil) {
 			t.Errorf("ICMP flow %d has ports", i)
 		}
+		// Endpoints with ports are written as address:port, IPv6
+		// addresses in brackets.
+		if f.SrcPort != nil {
+			src := net.JoinHostPort(f.Src, strconv.Itoa(int(*f.SrcPort)))
+			dst := net.JoinHostPort(f.Dst, strconv.Itoa(int(*f.DstPort)))
+			if !strings.Contains(f.Key, " "+src+" > "+dst) {
+				t.Errorf("flow %d: key %q, want %s > %s", i, f.Key, src, dst)
+			}
+			if k.SrcAddr().Is6() {
+				v6++
+			}
+		}
+	}
+	if v6 == 0 {
+		t.Error("no IPv6 flow with ports in the answer")
 	}
 	// The raw JSON uses the documented names.
 	for _, name := range []string{`"src"`, `"dst"`, `"sport"`, `"dport"`, `"proto"`, `"ethertype"`, `"first"`, `"last"`, `"packets"`, `"bytes"`} {

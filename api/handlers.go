@@ -570,6 +570,12 @@ type DirStats struct {
 }
 
 func (s *Server) handleStats(w http.ResponseWriter, _ *http.Request) {
+	out := s.statsAnswer()
+	s.writeJSON(w, &out)
+}
+
+// statsAnswer gathers the /v1/stats answer.
+func (s *Server) statsAnswer() Stats {
 	out := Stats{Now: formatNS(time.Now().UnixNano())}
 	var lo, hi int64
 	for _, u := range s.sp.Usage() {
@@ -594,7 +600,7 @@ func (s *Server) handleStats(w http.ResponseWriter, _ *http.Request) {
 	if s.stats != nil {
 		out.Capture = s.stats()
 	}
-	s.writeJSON(w, &out)
+	return out
 }
 
 func span(files int, bytes int64, packets uint64, oldest, newest int64) SpanStats {

@@ -200,6 +200,9 @@ type Options struct {
 	// Health reports whether the capture side still works; a non-nil
 	// error makes /healthz answer 503 with its text. May be nil.
 	Health func() error
+	// Config is the daemon's effective configuration as JSON, served at
+	// /debug/config (stenographer serves its own there). Nil: 404.
+	Config []byte
 }
 
 // Server serves the HTTP API. It owns no listener until Serve is called.
@@ -209,6 +212,7 @@ type Server struct {
 	reg     *prometheus.Registry
 	stats   func() any
 	health  func() error
+	config  []byte
 	log     *slog.Logger
 	tls     *tls.Config
 	metrics *metrics
@@ -233,7 +237,8 @@ func New(cfg Config, opts Options) (*Server, error) {
 	if opts.Spool == nil {
 		return nil, errors.New("api: no spool")
 	}
-	s := &Server{cfg: cfg, sp: opts.Spool, reg: opts.Registry, stats: opts.Stats, health: opts.Health, log: opts.Logger}
+	s := &Server{cfg: cfg, sp: opts.Spool, reg: opts.Registry, stats: opts.Stats, health: opts.Health, log: opts.Logger,
+		config: opts.Config}
 	if s.reg == nil {
 		s.reg = prometheus.NewRegistry()
 	}
@@ -281,6 +286,9 @@ func (s *Server) routes() http.Handler {
 	r.Get("/v1/pcap", s.handlePcap)
 	r.Get("/v1/flows", s.handleFlows)
 	r.Get("/v1/stats", s.handleStats)
+	// stenographer's debugging pages, as stenocurl asks for them.
+	r.Get("/debug/stats", s.handleDebugStats)
+	r.Get("/debug/config", s.handleDebugConfig)
 	r.Method(http.MethodGet, "/metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{
 		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelError),
 		Registry: s.reg,

@@ -73,14 +73,19 @@ type ifaceCapture struct {
 // only bounds the start itself; the capture runs until Close. On error
 // nothing is left running or pinned.
 //
-// Errors: a Config.Validate error (ErrInvalidConfig), and the xdp, afpacket
-// and spool errors of setting up, wrapped with the interface.
+// Errors: a Config.Validate error (ErrInvalidConfig), an interface that
+// does not exist (ErrNoInterface, checked before any capture method is
+// tried), and the xdp, afpacket and spool errors of setting up, wrapped
+// with the interface.
 func Start(ctx context.Context, cfg Config, sp *spool.Spool, log *slog.Logger) (_ *Capture, err error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
+	}
+	if err := CheckInterfaces(cfg.Interfaces); err != nil {
+		return nil, fmt.Errorf("capture: %w", err)
 	}
 	if cfg.PinRoot == "" {
 		cfg.PinRoot = xdp.DefaultPinRoot

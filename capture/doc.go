@@ -78,7 +78,9 @@
 // # Life cycle and ownership
 //
 // Start sets everything up before any goroutine runs, and undoes it all on
-// error. The Capture owns the programs, sockets, AF_PACKET rings, ring
+// error. It first checks that every interface exists (CheckInterfaces: an
+// *InterfaceError, ErrNoInterface, naming the missing one), so a typo is
+// never reported as a capture method failing. The Capture owns the programs, sockets, AF_PACKET rings, ring
 // buffer readers and spool writers it created; the spool belongs to the
 // caller. Close detaches
 // the programs first (so nothing new arrives), lets the receive loops drain

@@ -17,87 +17,87 @@ type Stats struct {
 	// Method is the capture method of every interface (MethodXDP or
 	// MethodAFPacket), or MethodAuto when auto chose differently for
 	// different interfaces.
-	Method     string
-	Interfaces []InterfaceStats
+	Method     string           `json:"method"`
+	Interfaces []InterfaceStats `json:"interfaces"`
 }
 
 // InterfaceStats are the counters of one interface.
 type InterfaceStats struct {
-	Name string
+	Name string `json:"name"`
 	// Method is how this interface is captured, MethodXDP or
 	// MethodAFPacket; MethodReason says why (auto's probe, or the
 	// configuration).
-	Method       string
-	MethodReason string
+	Method       string `json:"method"`
+	MethodReason string `json:"method_reason"`
 	// Attach is how the XDP program is attached: "native" or "generic";
 	// empty when AF_PACKET captures without it.
-	Attach string
+	Attach string `json:"attach"`
 	// Observe: the XDP program runs in observe mode (Config.Observe, or
 	// beside AF_PACKET capture).
-	Observe bool
+	Observe bool `json:"observe"`
 	// Program holds the XDP program's counters, nil when they could not
 	// be read (ProgramError says why). Program.RingBufFull counts the
 	// new-flow records lost to a full ring buffer.
-	Program      *xdp.ProgramStats `json:",omitempty"`
-	ProgramError string            `json:",omitempty"`
+	Program      *xdp.ProgramStats `json:"program,omitempty"`
+	ProgramError string            `json:"program_error,omitempty"`
 	// RingBufRecords counts new-flow records read; FlowIDs is how many
 	// flow ids the flow id table holds now, FlowIDEvictions how many it
 	// forgot for a newer flow that maps to the same slot (their packets
 	// are keyed by the Go parser, as Fallbacks).
-	RingBufRecords  uint64
-	FlowIDs         int64
-	FlowIDEvictions uint64
-	Queues          []QueueStats
+	RingBufRecords  uint64       `json:"ringbuf_records"`
+	FlowIDs         int64        `json:"flow_ids"`
+	FlowIDEvictions uint64       `json:"flow_id_evictions"`
+	Queues          []QueueStats `json:"queues"`
 }
 
 // QueueStats are the counters of one RX queue (AF_XDP) or ring (AF_PACKET)
 // and its spool stream.
 type QueueStats struct {
-	Queue  int
-	Stream string
-	CPU    int // the receive loop's CPU, -1 when not pinned
+	Queue  int    `json:"queue"`
+	Stream string `json:"stream"`
+	CPU    int    `json:"cpu"` // the receive loop's CPU, -1 when not pinned
 	// ZeroCopy and MultiBuffer say how the AF_XDP socket is bound.
-	ZeroCopy    bool
-	MultiBuffer bool
+	ZeroCopy    bool `json:"zero_copy"`
+	MultiBuffer bool `json:"multi_buffer"`
 	// Packets and Bytes (wire lengths) received from the kernel.
-	Packets uint64
-	Bytes   uint64
+	Packets uint64 `json:"packets"`
+	Bytes   uint64 `json:"bytes"`
 	// Stored counts packets appended to the spool; SpoolWriteErrors the
 	// failed appends and flushes, and SpoolWriteLost the packets they lost
 	// (appended packets not yet flushed included, so Stored-SpoolWriteLost
 	// is what the spool holds).
-	Stored           uint64
-	SpoolWriteErrors uint64
-	SpoolWriteLost   uint64
+	Stored           uint64 `json:"stored"`
+	SpoolWriteErrors uint64 `json:"spool_write_errors"`
+	SpoolWriteLost   uint64 `json:"spool_write_lost"`
 	// Truncated counts packets longer than the snap length, stored cut.
-	Truncated uint64
+	Truncated uint64 `json:"truncated"`
 	// MetaMissing counts packets without XDP metadata (stamped on
 	// receipt, keyed by the Go parser).
-	MetaMissing uint64
+	MetaMissing uint64 `json:"meta_missing"`
 	// WriterStalls counts times the receive loop found every batch buffer
 	// in the writer's hands: the writer was behind and packets waited in
 	// the UMEM. Drops only follow when the UMEM is full as well, and the
 	// kernel counts them in Socket. AF_PACKET has no batches: its reader
 	// stores each block itself while the kernel fills the others.
-	WriterStalls uint64
+	WriterStalls uint64 `json:"writer_stalls"`
 	// FlowIDHits counts packets keyed through their flow id (the same
 	// flow as the packet before, or a cut packet's id in the flow id
 	// table); FlowIDFallbacks those keyed by the Go parser.
-	FlowIDHits      uint64
-	FlowIDFallbacks uint64
+	FlowIDHits      uint64 `json:"flow_id_hits"`
+	FlowIDFallbacks uint64 `json:"flow_id_fallbacks"`
 	// Socket holds the kernel's AF_XDP counters (XDP_STATISTICS): drops
 	// for a full RX ring, an empty fill ring, and others.
-	Socket      *xdp.SocketStats `json:",omitempty"`
-	SocketError string           `json:",omitempty"`
+	Socket      *xdp.SocketStats `json:"socket,omitempty"`
+	SocketError string           `json:"socket_error,omitempty"`
 	// Ring holds the AF_PACKET ring's counters: PACKET_STATISTICS
 	// (Packets offered, Drops for a full ring, QueueFreezes) and the
 	// reader's Delivered and Malformed.
-	Ring      *afpacket.Stats `json:",omitempty"`
-	RingError string          `json:",omitempty"`
+	Ring      *afpacket.Stats `json:"ring,omitempty"`
+	RingError string          `json:"ring_error,omitempty"`
 	// ReceiveError is why the receive loop stopped early, if it did; for
 	// AF_PACKET the latest error of a reader that retries (an interface
 	// that went down).
-	ReceiveError string `json:",omitempty"`
+	ReceiveError string `json:"receive_error,omitempty"`
 }
 
 // Stats reads every counter. It may be called from any goroutine while the

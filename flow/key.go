@@ -69,20 +69,21 @@ func (k *Key) addr(a *[16]byte) netip.Addr {
 	return netip.Addr{}
 }
 
-// String formats the key for logs and tests, e.g.
-// "tcp 10.0.0.1:1234 > 10.0.0.2:80 vlan 100".
+// String formats the key for logs, tests and /v1/flows, e.g.
+// "proto 6 10.0.0.1:1234 > 10.0.0.2:80 vlan 100" or
+// "proto 17 [2001:db8::1]:5353 > [ff02::fb]:5353".
 func (k Key) String() string {
 	var b strings.Builder
 	if !k.IsIP() {
 		fmt.Fprintf(&b, "ethertype 0x%04x", k.EtherType)
 	} else {
-		fmt.Fprintf(&b, "proto %d %v", k.Proto, k.SrcAddr())
+		// With ports, an endpoint is written as netip.AddrPort does:
+		// 10.0.0.1:443, [2001:db8::1]:443.
 		if k.Flags&FlagPorts != 0 {
-			fmt.Fprintf(&b, ":%d", k.SrcPort)
-		}
-		fmt.Fprintf(&b, " > %v", k.DstAddr())
-		if k.Flags&FlagPorts != 0 {
-			fmt.Fprintf(&b, ":%d", k.DstPort)
+			fmt.Fprintf(&b, "proto %d %v > %v", k.Proto,
+				netip.AddrPortFrom(k.SrcAddr(), k.SrcPort), netip.AddrPortFrom(k.DstAddr(), k.DstPort))
+		} else {
+			fmt.Fprintf(&b, "proto %d %v > %v", k.Proto, k.SrcAddr(), k.DstAddr())
 		}
 		if k.Flags&FlagFragment != 0 {
 			b.WriteString(" frag")

@@ -30,7 +30,9 @@ readonly PACKAGES=(
 	clang           # bpf2go compiles bpf/*.c
 	llvm            # llvm-strip, used by bpf2go
 	libbpf-dev      # bpf/bpf_helpers.h and friends
-	bpftool         # inspecting pinned maps and programs; BTF dumps
+	bpftool         # inspecting pinned maps and programs; BTF dumps; the documented recipes (TestBpftoolRecipes)
+	jq              # the documented bpftool | jq recipes (TestBpftoolRecipes)
+	tshark          # Wireshark's expert analysis of generated traffic (testutil.WiresharkProblems)
 	linux-libc-dev  # linux/bpf.h, linux/if_xdp.h
 	libc6-dev       # libc headers for clang; cgo for go test -race
 	gcc             # cgo for go test -race

@@ -123,52 +123,52 @@ type Counters struct {
 	// FilesDeleted, BytesDeleted and PacketsDeleted count the files (a
 	// pcap with its index) the disk budget deleted, their bytes on disk
 	// and the packets they held.
-	FilesDeleted   uint64
-	BytesDeleted   uint64
-	PacketsDeleted uint64
+	FilesDeleted   uint64 `json:"files_deleted"`
+	BytesDeleted   uint64 `json:"bytes_deleted"`
+	PacketsDeleted uint64 `json:"packets_deleted"`
 	// WriteErrors counts failed writes of packets: a Flush, or the creation
 	// of a file, that failed even after a full disk was given room.
-	WriteErrors uint64
+	WriteErrors uint64 `json:"write_errors"`
 	// PacketsLostToWriteErrors counts the packets those failures lost.
-	PacketsLostToWriteErrors uint64
+	PacketsLostToWriteErrors uint64 `json:"packets_lost_to_write_errors"`
 	// ENOSPCEvents counts writes (packets or indexes) that found the file
 	// system full; each made room and was tried once more.
-	ENOSPCEvents uint64
+	ENOSPCEvents uint64 `json:"enospc_events"`
 	// ReadersRevoked counts the queries cut off because capture needed
 	// the space of deleted files they held open, or because they held
 	// more than Config.MaxHeldPercent of a file system.
-	ReadersRevoked uint64
+	ReadersRevoked uint64 `json:"readers_revoked"`
 	// HeldBytes is not a count but a gauge: the bytes of deleted spool
 	// files that queries hold open right now, over all directories. The
 	// budget counts them as space that will come back.
-	HeldBytes int64
+	HeldBytes int64 `json:"held_bytes"`
 	// BudgetShortfalls counts the times the budget could not be met
 	// because only active files were left to delete: the budget is too
 	// small for the number of writers and the rotate size.
-	BudgetShortfalls uint64
+	BudgetShortfalls uint64 `json:"budget_shortfalls"`
 	// DamagedRecordsSkipped counts the records queries left out of their
 	// answers because they are not what their index says (Damaged).
-	DamagedRecordsSkipped uint64
+	DamagedRecordsSkipped uint64 `json:"damaged_records_skipped"`
 	// RecordsMissing counts the records a file's sums journal lists that
 	// repair did not find intact (damaged, or cut off with the file's
 	// end): packets known to be lost.
-	RecordsMissing uint64
+	RecordsMissing uint64 `json:"records_missing"`
 	// DamagedRegions and DamagedBytes count the damaged byte ranges that
 	// repair stepped over while indexing a pcap file (at Open, or when an
 	// index is rebuilt), and their bytes: no plausible record starts in
 	// them, so whatever packets they held are not indexed. The bytes stay
 	// in the file. A file re-indexed twice in one run counts twice.
-	DamagedRegions uint64
-	DamagedBytes   uint64
+	DamagedRegions uint64 `json:"damaged_regions"`
+	DamagedBytes   uint64 `json:"damaged_bytes"`
 	// FilesQuarantined counts spool files (or what stood in their place: a
 	// directory, a symbolic link, ...) moved into a directory's quarantine
 	// folder because no packet could be read from them.
-	FilesQuarantined uint64
+	FilesQuarantined uint64 `json:"files_quarantined"`
 	// FilesRepaired counts pcap files repaired beyond what a crash leaves
 	// (a torn last record, zeros at the end, a missing index): a damaged
 	// file header rewritten, damaged regions stepped over, or a file
 	// shorter than its index re-indexed.
-	FilesRepaired uint64
+	FilesRepaired uint64 `json:"files_repaired"`
 }
 
 // Counters returns the spool's counts so far.

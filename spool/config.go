@@ -5,7 +5,13 @@ import (
 	"time"
 
 	"github.com/stenod/stenod/internal/fielderr"
+	"github.com/stenod/stenod/pcapio"
 )
+
+// MaxSnapLen is the largest snap length a spool takes: the largest record
+// pcapio reads (and so the largest a query reads back), enough for BIG TCP
+// and GRO super-packets of up to 256 KiB.
+const MaxSnapLen = pcapio.MaxPacket
 
 // Config says where and how packets are stored.
 type Config struct {
@@ -82,8 +88,8 @@ func (c *Config) Validate() error {
 	switch {
 	case len(c.Dirs) == 0:
 		return fielderr.Errorf("Dirs", "spool: no spool directory configured")
-	case c.SnapLen < 64 || c.SnapLen > 262144:
-		return fielderr.Errorf("SnapLen", "spool: snap length %d outside [64, 262144]", c.SnapLen)
+	case c.SnapLen < 64 || c.SnapLen > MaxSnapLen:
+		return fielderr.Errorf("SnapLen", "spool: snap length %d outside [64, %d]", c.SnapLen, MaxSnapLen)
 	case c.RotateSize < 1<<16:
 		return fielderr.Errorf("RotateSize", "spool: rotate size %d below 64 KiB", c.RotateSize)
 	case c.RotateAge < time.Second:

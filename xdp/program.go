@@ -331,23 +331,23 @@ type FlowValue = gen.StenodFlowValue
 // ProgramStats are the XDP program's counters (enum stat in bpf/stenod.h),
 // summed over all CPUs, since the program was loaded.
 type ProgramStats struct {
-	Packets          uint64 // frames the program ran on
-	Bytes            uint64 // their length, all buffers of multi-buffer frames
-	Redirected       uint64 // handed to an AF_XDP socket (XDP_REDIRECT)
-	RedirectFailed   uint64 // no socket on the frame's RX queue: passed to the stack
-	MetaFailed       uint64 // redirected without metadata (bpf_xdp_adjust_meta failed)
-	RingBufFull      uint64 // new flows whose new_flows record was lost
-	DroppedByRule    uint64 // dropped by a drop rule
-	OverSnapLen      uint64 // longer than the snap length
-	Passed           uint64 // observe mode: passed to the stack after accounting
-	NewFlows         uint64 // flows entered in the flows map
-	FlowInsertFailed uint64 // flows that could not be entered: packets with flow id 0
-	ParseNotIP       uint64 // frames without an IPv4/IPv6 header
-	ParseIPv4        uint64 // frames with an IPv4 header
-	ParseIPv6        uint64 // frames with an IPv6 header
-	ParseFragment    uint64 // IP fragments
-	ParseVLAN        uint64 // frames with at least one VLAN tag
-	ParseMPLS        uint64 // frames with an MPLS label stack
+	Packets          uint64 `json:"packets"`            // frames the program ran on
+	Bytes            uint64 `json:"bytes"`              // their length, all buffers of multi-buffer frames
+	Redirected       uint64 `json:"redirected"`         // handed to an AF_XDP socket (XDP_REDIRECT)
+	RedirectFailed   uint64 `json:"redirect_failed"`    // no socket on the frame's RX queue: passed to the stack
+	MetaFailed       uint64 `json:"meta_failed"`        // redirected without metadata (bpf_xdp_adjust_meta failed)
+	RingBufFull      uint64 `json:"ringbuf_full"`       // new flows whose new_flows record was lost
+	DroppedByRule    uint64 `json:"dropped_rule"`       // dropped by a drop rule
+	OverSnapLen      uint64 `json:"over_snaplen"`       // longer than the snap length
+	Passed           uint64 `json:"passed"`             // observe mode: passed to the stack after accounting
+	NewFlows         uint64 `json:"new_flows"`          // flows entered in the flows map
+	FlowInsertFailed uint64 `json:"flow_insert_failed"` // flows that could not be entered: packets with flow id 0
+	ParseNotIP       uint64 `json:"parse_not_ip"`       // frames without an IPv4/IPv6 header
+	ParseIPv4        uint64 `json:"parse_ipv4"`         // frames with an IPv4 header
+	ParseIPv6        uint64 `json:"parse_ipv6"`         // frames with an IPv6 header
+	ParseFragment    uint64 `json:"parse_fragment"`     // IP fragments
+	ParseVLAN        uint64 `json:"parse_vlan"`         // frames with at least one VLAN tag
+	ParseMPLS        uint64 `json:"parse_mpls"`         // frames with an MPLS label stack
 }
 
 const statCount = int(gen.StenodStatSTAT_MAX)

@@ -529,17 +529,18 @@ func (s *Socket) Run(ctx context.Context, batch []Desc, handle func(batch []Desc
 type SocketStats struct {
 	// RxDropped: packets dropped for other reasons than the two below,
 	// for example longer than a frame without multi-buffer.
-	RxDropped uint64
+	RxDropped uint64 `json:"rx_dropped"`
 	// RxInvalidDescs, TxInvalidDescs: descriptors the kernel rejected.
-	RxInvalidDescs, TxInvalidDescs uint64
+	RxInvalidDescs uint64 `json:"rx_invalid_descs"`
+	TxInvalidDescs uint64 `json:"tx_invalid_descs"`
 	// RxRingFull: packets dropped because the RX ring was full (the
 	// consumer is behind). Since 5.9, like the two below.
-	RxRingFull uint64
+	RxRingFull uint64 `json:"rx_ring_full"`
 	// RxFillRingEmptyDescs: times the kernel found no frame in the fill
 	// ring (every frame held by the consumer or queued in the RX ring).
-	RxFillRingEmptyDescs uint64
+	RxFillRingEmptyDescs uint64 `json:"rx_fill_ring_empty_descs"`
 	// TxRingEmptyDescs: times the TX ring was empty; zero for receivers.
-	TxRingEmptyDescs uint64
+	TxRingEmptyDescs uint64 `json:"tx_ring_empty_descs"`
 }
 
 // Stats reads the socket's counters (getsockopt XDP_STATISTICS). On kernels

@@ -366,10 +366,15 @@ func TestRunConnectionFlood(t *testing.T) {
 		Capture struct {
 			Interfaces []struct {
 				Queues []struct {
-					Packets, Stored, SpoolWriteErrors, SpoolWriteLost uint64
-					Ring                                              *struct{ Drops uint64 }
-				}
-			}
+					Packets          uint64 `json:"packets"`
+					Stored           uint64 `json:"stored"`
+					SpoolWriteErrors uint64 `json:"spool_write_errors"`
+					SpoolWriteLost   uint64 `json:"spool_write_lost"`
+					Ring             *struct {
+						Drops uint64 `json:"drops"`
+					} `json:"ring"`
+				} `json:"queues"`
+			} `json:"interfaces"`
 		} `json:"capture"`
 	}
 	resp, err := client.Get(base + "/v1/stats")

@@ -5,10 +5,12 @@ package main
 import (
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"strconv"
 	"strings"
 
+	"github.com/stenod/stenod/api"
 	"github.com/stenod/stenod/internal/ifacelock"
 )
 
@@ -64,4 +66,28 @@ func (ls ifaceLocks) Close() error {
 		errs = append(errs, l.Close())
 	}
 	return errors.Join(errs...)
+}
+
+// setAPI notes the API's address in every lock (ifacelock.Lock.SetAPI).
+func (ls ifaceLocks) setAPI(addr string) error {
+	var errs []error
+	for _, l := range ls {
+		errs = append(errs, l.SetAPI(addr))
+	}
+	return errors.Join(errs...)
+}
+
+// apiAddress is where the API of cfg listens, as the interface locks note
+// it: "unix:PATH", "tcp:HOST:PORT" or, with client certificates,
+// "tls:HOST:PORT"; bound is the listener's address (the port a ":0" got).
+func apiAddress(cfg api.Config, bound net.Addr) string {
+	network, addr := cfg.Network()
+	switch {
+	case network == "unix":
+		// The socket was bound elsewhere and moved into place.
+		return "unix:" + addr
+	case cfg.CertsDir != "":
+		return "tls:" + bound.String()
+	}
+	return "tcp:" + bound.String()
 }

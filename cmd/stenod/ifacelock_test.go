@@ -177,8 +177,10 @@ func TestRunTakesOverStaleLock(t *testing.T) {
 			d := startStenod(t, bin, "run", "--iface", v.Host, "--capture", "afpacket", "--user", "",
 				"--listen", listen, "--spool", filepath.Join(reachableTempDir(t), "spool"))
 			waitHealthy(t, d, httpClient, "http://"+listen)
-			if b, err := os.ReadFile(lockPath); err != nil || strings.TrimSpace(string(b)) != strconv.Itoa(d.cmd.Process.Pid) {
-				t.Errorf("lock file holds %q (%v), want the pid %d", b, err, d.cmd.Process.Pid)
+			// The pid, then the API's address (for stenod status).
+			want := strconv.Itoa(d.cmd.Process.Pid) + "\napi tcp:" + listen + "\n"
+			if b, err := os.ReadFile(lockPath); err != nil || string(b) != want {
+				t.Errorf("lock file holds %q (%v), want %q", b, err, want)
 			}
 			if b, err := os.ReadFile(target); err != nil || string(b) != content {
 				t.Errorf("the symlink's target now holds %q (%v)", b, err)

@@ -35,7 +35,7 @@ func commands() []command {
 		{"read", "query a running stenod and pipe the answer to tcpdump (stenoread)", cmdRead},
 		{"import", "store pcap/pcapng captures in a spool (no privileges needed)", cmdImport},
 		{"query", "answer a query from a spool directory, without a server", cmdQuery},
-		{"status", "show a running sensor's capture counters from its pinned maps", cmdStatus},
+		{"status", "show every running sensor's capture counters and retention", cmdStatus},
 		{"certs", "create a CA, server and client certificates (certs init DIR)", cmdCerts},
 		{"version", "print the version and commit", cmdVersion},
 	}

@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
 	"golang.org/x/term"
 
+	"github.com/stenod/stenod/config"
 	"github.com/stenod/stenod/engine"
 	"github.com/stenod/stenod/pcapio"
 	"github.com/stenod/stenod/query"
@@ -31,6 +33,11 @@ func cmdImport(ctx context.Context, e *env, args []string) error {
 	cfg := spool.DefaultConfig()
 	cfg.Dirs = []string{*dir}
 	cfg.DirectIO = true // a bulk write: the page cache would only cost
+	// Every record is stored whole, up to the largest a capture file may
+	// hold and a query reads back (BIG TCP and GRO records of up to 256
+	// KiB): capture's snap length is capture's business, an import keeps
+	// what the file has.
+	cfg.SnapLen = spool.MaxSnapLen
 	sp, err := spool.Open(cfg, e.log)
 	if err != nil {
 		return err
@@ -73,44 +80,85 @@ func importFile(ctx context.Context, w *spool.Writer, path string) (spool.Import
 }
 
 func cmdQuery(ctx context.Context, e *env, args []string) error {
-	fs := newFlagSet(e, "query", "QUERY...", "Writes the packets matching QUERY (stenographer's query language, see\ndocs/query-language.md) from the spool as pcap, in timestamp order.\nDamaged records of the spool are left out: their count goes to stderr and\nthe exit status is 3 (docs/operations.md, What stenod promises on damage).")
-	dir := fs.String("spool", "", "spool `directory` (required)")
+	fs := newFlagSet(e, "query", "QUERY...", "Writes the packets matching QUERY (stenographer's query language, see\n"+
+		"docs/query-language.md) from the spool as pcap, merged from every spool\n"+
+		"directory in timestamp order. The directories are --spool's; without it,\n"+
+		"spool.dirs of --config's file, or of "+config.DefaultPath+" when it exists.\n"+
+		"Damaged records of the spool are left out: their count goes to stderr and\n"+
+		"the exit status is 3 (docs/operations.md, What stenod promises on damage).")
+	var dirs listFlag
+	fs.Var(&dirs, "spool", "spool `directories`: repeat the flag or separate them with commas (default: the configuration's spool.dirs)")
+	configPath := fs.String("config", "", "configuration `file` whose spool.dirs to read (default "+config.DefaultPath+" when it exists and --spool is not given)")
 	limitPackets := fs.Int64("limit-packets", 0, "stop after `N` packets (0: no limit)")
 	limitBytes := fs.Int64("limit-bytes", 0, "stop before exceeding `N` bytes of pcap records (0: no limit)")
 	format := fs.String("format", "pcap", "output `format`: pcap (nanosecond) or pcapng")
-	outPath := fs.String("w", "", "write to `FILE` instead of standard output")
+	outPath := fs.String("w", "", "write to `FILE` instead of standard output ('-': standard output)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if *dir == "" || fs.NArg() == 0 {
+	if fs.NArg() == 0 {
 		fs.Usage()
-		return usagef("--spool and a QUERY are required")
+		return usagef("a QUERY is required")
 	}
 	if *limitPackets < 0 || *limitBytes < 0 {
 		return usagef("limits must not be negative")
+	}
+	if len(dirs) > 0 && *configPath != "" {
+		return usagef("give --spool or --config, not both")
+	}
+	if len(dirs) == 0 {
+		path := *configPath
+		if path == "" {
+			if _, err := os.Stat(config.DefaultPath); err != nil {
+				fs.Usage()
+				return usagef("--spool is required (or --config, or a configuration file at %s)", config.DefaultPath)
+			}
+			path = config.DefaultPath
+		}
+		cfg, err := config.Load(path)
+		if err != nil {
+			return err
+		}
+		dirs = cfg.Spool.Dirs
+		if len(dirs) == 0 {
+			return usagef("%s: spool.dirs is empty", path)
+		}
 	}
 	q, err := query.Parse(strings.Join(fs.Args(), " "), time.Now())
 	if err != nil {
 		return usageError{err}
 	}
-	var out io.Writer = e.stdout
-	if *outPath == "" {
+	toStdout := *outPath == "" || *outPath == "-"
+	if toStdout {
 		if f, ok := e.stdout.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
 			return usagef("refusing to write pcap to a terminal: use -w FILE or pipe into 'tcpdump -r -'")
 		}
-	} else {
-		f, err := os.Create(*outPath)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		out = f
 	}
-	sp, err := openSpoolReadOnly(*dir, e)
+	sp, err := openSpoolReadOnly(dirs, e)
 	if err != nil {
 		return err
 	}
-	pw, err := newPacketWriter(*format, out, sp.Config().SnapLen)
+	defer sp.Close()
+	var out io.Writer = e.stdout
+	var tmp *os.File
+	if !toStdout {
+		// The answer goes to a temporary file (mode 0600: packets are
+		// secret) renamed once it is whole, so a query that fails never
+		// leaves a whole-looking pcap behind.
+		if tmp, err = os.CreateTemp(filepath.Dir(*outPath), "."+filepath.Base(*outPath)+".*.tmp"); err != nil {
+			return err
+		}
+		defer func() {
+			if tmp != nil {
+				tmp.Close()
+				os.Remove(tmp.Name())
+			}
+		}()
+		out = tmp
+	}
+	// The answer's header says the largest record it may hold: the spool
+	// may hold imported records longer than capture's snap length.
+	pw, err := newPacketWriter(*format, out, spool.MaxSnapLen)
 	if err != nil {
 		return err
 	}
@@ -121,12 +169,14 @@ func cmdQuery(ctx context.Context, e *env, args []string) error {
 	if res.Limited {
 		fmt.Fprintf(e.stderr, "stopped at a limit after %d packets (%d bytes); more packets matched\n", res.Packets, res.Bytes)
 	}
-	if *outPath != "" {
-		if f, ok := out.(*os.File); ok {
-			if err := f.Close(); err != nil {
-				return err
-			}
+	if tmp != nil {
+		if err := tmp.Close(); err != nil {
+			return err
 		}
+		if err := os.Rename(tmp.Name(), *outPath); err != nil {
+			return err
+		}
+		tmp = nil
 	}
 	if res.Damaged > 0 {
 		return damagedAnswer{n: res.Damaged, first: res.FirstDamage.Error()}
@@ -134,13 +184,30 @@ func cmdQuery(ctx context.Context, e *env, args []string) error {
 	return nil
 }
 
-// openSpoolReadOnly opens an existing spool directory for queries.
-func openSpoolReadOnly(dir string, e *env) (*spool.Spool, error) {
-	if _, err := os.Stat(dir); err != nil {
-		return nil, fmt.Errorf("spool %s: %w", dir, err)
+// listFlag is a flag that may be repeated, each value a comma separated
+// list: --spool /a --spool /b,/c is [/a /b /c].
+type listFlag []string
+
+func (l *listFlag) String() string { return strings.Join(*l, ",") }
+
+func (l *listFlag) Set(v string) error {
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			*l = append(*l, s)
+		}
+	}
+	return nil
+}
+
+// openSpoolReadOnly opens existing spool directories for queries.
+func openSpoolReadOnly(dirs []string, e *env) (*spool.Spool, error) {
+	for _, dir := range dirs {
+		if _, err := os.Stat(dir); err != nil {
+			return nil, fmt.Errorf("spool %s: %w", dir, err)
+		}
 	}
 	cfg := spool.DefaultConfig()
-	cfg.Dirs = []string{dir}
+	cfg.Dirs = dirs
 	cfg.ReadOnly = true
 	return spool.Open(cfg, e.log)
 }

@@ -6,7 +6,9 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +17,7 @@ import (
 
 	"github.com/stenod/stenod/internal/testpcaps"
 	"github.com/stenod/stenod/pcapio"
+	"github.com/stenod/stenod/spool"
 )
 
 func runCmd(t *testing.T, args ...string) (code int, stdout, stderr string) {
@@ -189,5 +192,146 @@ func TestQueryDamagedRecords(t *testing.T) {
 	first := pcapio.PcapHeaderSize + pcapio.RecordHeaderSize + p.CapLen
 	if before[:pcapio.PcapHeaderSize]+before[first:] != after {
 		t.Fatalf("answer of %d bytes, want the %d of before less its first record", len(after), len(before)-first+pcapio.PcapHeaderSize)
+	}
+}
+
+// TestQuerySeveralSpools: stenod query answers from several spool
+// directories, given as repeated --spool flags, as a comma list or as the
+// spool.dirs of a configuration file, merged in time order; -w - writes to
+// standard output, not to a file named "-".
+func TestQuerySeveralSpools(t *testing.T) {
+	a, b := t.TempDir(), t.TempDir()
+	var inA, inB []string
+	for _, f := range testpcaps.Files(t, "chrissanders-packets") {
+		switch {
+		case strings.Contains(f, "dns"):
+			inA = append(inA, f)
+		case strings.Contains(f, "http_"):
+			inB = append(inB, f)
+		}
+	}
+	for dir, files := range map[string][]string{a: inA, b: inB} {
+		if code, _, stderr := runCmd(t, append([]string{"import", "--spool", dir}, files...)...); code != 0 {
+			t.Fatalf("import: %s", stderr)
+		}
+	}
+	const q = "tcp or udp"
+	packets := func(what, pcap string) []int64 {
+		t.Helper()
+		r, err := pcapio.NewReader(strings.NewReader(pcap))
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		var ts []int64
+		var p pcapio.Packet
+		for r.Next(&p) == nil {
+			ts = append(ts, p.Timestamp)
+		}
+		return ts
+	}
+	_, onlyA, _ := runCmd(t, "query", "--spool", a, q)
+	_, onlyB, _ := runCmd(t, "query", "--spool", b, q)
+	code, both, stderr := runCmd(t, "query", "--spool", a, "--spool", b, q)
+	if code != 0 {
+		t.Fatalf("two --spool: exit %d: %s", code, stderr)
+	}
+	nA, nB, tsBoth := len(packets("a", onlyA)), len(packets("b", onlyB)), packets("both", both)
+	if nA == 0 || nB == 0 || len(tsBoth) != nA+nB {
+		t.Fatalf("%d packets from both, want %d + %d", len(tsBoth), nA, nB)
+	}
+	if !slices.IsSorted(tsBoth) {
+		t.Error("the merged answer is not in time order")
+	}
+	if _, comma, _ := runCmd(t, "query", "--spool", a+","+b, q); comma != both {
+		t.Error("--spool A,B answers differently from --spool A --spool B")
+	}
+
+	cfg := filepath.Join(t.TempDir(), "config.json")
+	if err := os.WriteFile(cfg, []byte(`{"spool": {"dirs": ["`+a+`", "`+b+`"]}}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code, fromConfig, stderr := runCmd(t, "query", "--config", cfg, q); code != 0 || fromConfig != both {
+		t.Errorf("--config: exit %d, %d bytes (want %d): %s", code, len(fromConfig), len(both), stderr)
+	}
+	if code, _, stderr := runCmd(t, "query", "--config", cfg, "--spool", a, q); code != 2 {
+		t.Errorf("--config with --spool: exit %d: %s", code, stderr)
+	}
+
+	// -w - is standard output.
+	t.Chdir(t.TempDir())
+	code, stdout, stderr := runCmd(t, "query", "--spool", a, "-w", "-", q)
+	if code != 0 || stdout != onlyA {
+		t.Errorf("-w -: exit %d, %d bytes on stdout, want %d: %s", code, len(stdout), len(onlyA), stderr)
+	}
+	if _, err := os.Stat("-"); err == nil {
+		t.Error("-w - created a file named -")
+	}
+	// -w FILE leaves nothing else behind.
+	code, stdout, _ = runCmd(t, "query", "--spool", a, "-w", "out.pcap", q)
+	if data, err := os.ReadFile("out.pcap"); code != 0 || stdout != "" || err != nil || string(data) != onlyA {
+		t.Errorf("-w out.pcap: exit %d, %v", code, err)
+	}
+	if ents, _ := os.ReadDir("."); len(ents) != 1 {
+		t.Errorf("files left: %v", ents)
+	}
+}
+
+// TestImportBigRecords: records longer than 65,535 bytes (BIG TCP, GRO)
+// are stored whole by stenod import and come back whole from stenod query,
+// in a pcap whose header admits them; tcpdump reads them at full length.
+func TestImportBigRecords(t *testing.T) {
+	frame := func(n int, seed byte) []byte {
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = byte(i) ^ seed
+		}
+		copy(b[12:], []byte{0x08, 0x00, 0x45, 0}) // IPv4, so it parses as a frame
+		return b
+	}
+	sizes := []int{100, 100_000, 65_536, spool.MaxSnapLen}
+	in := pcapio.AppendPcapHeader(nil, spool.MaxSnapLen, pcapio.LinkTypeEthernet)
+	var frames [][]byte
+	for i, n := range sizes {
+		f := frame(n, byte(i))
+		frames = append(frames, f)
+		in = pcapio.AppendRecord(in, int64(i+1)*1_000_000_000, n, f)
+	}
+	file := filepath.Join(t.TempDir(), "big.pcap")
+	if err := os.WriteFile(file, in, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if code, _, stderr := runCmd(t, "import", "--spool", dir, file); code != 0 {
+		t.Fatalf("import: exit %d: %s", code, stderr)
+	}
+	code, out, stderr := runCmd(t, "query", "--spool", dir, "after 1970-01-01T00:00:00Z")
+	if code != 0 {
+		t.Fatalf("query: exit %d: %s", code, stderr)
+	}
+	r, err := pcapio.NewReader(strings.NewReader(out))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if snap := r.Interfaces()[0].SnapLen; snap < spool.MaxSnapLen {
+		t.Errorf("answer's snap length %d, below its largest record", snap)
+	}
+	var p pcapio.Packet
+	for i, f := range frames {
+		if err := r.Next(&p); err != nil {
+			t.Fatalf("record %d: %v", i, err)
+		}
+		if p.CapLen != len(f) || p.OrigLen != len(f) || !bytes.Equal(p.Data, f) {
+			t.Errorf("record %d: %d of %d bytes came back, want all %d", i, p.CapLen, p.OrigLen, len(f))
+		}
+	}
+	if tcpdump, err := exec.LookPath("tcpdump"); err == nil {
+		ans := filepath.Join(t.TempDir(), "answer.pcap")
+		if err := os.WriteFile(ans, []byte(out), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		got, err := exec.Command(tcpdump, "-r", ans, "-nn", "-e").CombinedOutput()
+		if err != nil || !strings.Contains(string(got), "length 100000:") || !strings.Contains(string(got), "length 262144:") {
+			t.Errorf("tcpdump: %v\n%s", err, got)
+		}
 	}
 }

@@ -162,6 +162,12 @@ func runDaemon(ctx context.Context, e *env, cfg config.Config) error {
 	// this, its next log line would kill it with SIGPIPE.
 	signal.Ignore(syscall.SIGPIPE)
 	ctx = watchSupervisor(ctx, e)
+	// A typo in an interface's name is said as such, before anything is
+	// locked, opened or tried (a capture method failing on a missing
+	// interface would blame itself).
+	if err := capture.CheckInterfaces(cfg.Capture.Interfaces); err != nil {
+		return err
+	}
 	// First of all: a second sensor on an interface must not touch the
 	// first one's pins, link, rings or spool. The locks outlive the
 	// privilege drop (a descriptor) and are released last, once the XDP
@@ -194,7 +200,7 @@ func runDaemon(ctx context.Context, e *env, cfg config.Config) error {
 		return errors.Join(cerr, sp.Close())
 	}
 	srv, err := api.New(cfg.API, api.Options{Spool: sp, Registry: metricsRegistry(c), Stats: func() any { return c.Stats() }, Health: c.Health, Logger: e.log,
-		FDLimit: fdLimit})
+		FDLimit: fdLimit, Config: cfg.Format()})
 	if err != nil {
 		return errors.Join(err, stopCapture())
 	}
@@ -204,6 +210,10 @@ func runDaemon(ctx context.Context, e *env, cfg config.Config) error {
 	ln, err := srv.Listen(ctx, priv.socketOwner())
 	if err != nil {
 		return errors.Join(err, stopCapture())
+	}
+	// stenod status finds the API through the interface locks.
+	if err := locks.setAPI(apiAddress(cfg.API, ln.Addr())); err != nil {
+		e.log.Warn("cannot note the API's address in the interface locks: stenod status will not find this sensor's counters", "err", err)
 	}
 	if err := priv.drop(); err != nil {
 		return errors.Join(err, ln.Close(), stopCapture())

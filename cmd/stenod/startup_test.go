@@ -223,3 +223,25 @@ func TestRunSpoolInUse(t *testing.T) {
 	}
 	d.stop(t)
 }
+
+// TestRunMissingInterface: a typo in the interface's name is reported with
+// the name, as a missing interface, before any capture method is tried
+// (no AF_XDP or zero-copy message), and nothing is locked or created.
+func TestRunMissingInterface(t *testing.T) {
+	spoolDir := filepath.Join(t.TempDir(), "spool")
+	code, _, stderr := runCmd(t, "run", "--iface", "lo,eht1", "--spool", spoolDir, "--user", "", "--listen", "127.0.0.1:1")
+	if code != 1 || !strings.Contains(stderr, `stenod run: interface "eht1": no such network interface (this host has `) {
+		t.Errorf("exit %d, stderr:\n%s\nwant exit 1 and the interface named", code, stderr)
+	}
+	for _, bad := range []string{"zero-copy", "AF_XDP", "route ip+net", "capture method"} {
+		if strings.Contains(stderr, bad) {
+			t.Errorf("stderr mentions %q:\n%s", bad, stderr)
+		}
+	}
+	if _, err := os.Stat(spoolDir); err == nil {
+		t.Errorf("the spool %s was created", spoolDir)
+	}
+	if _, err := os.Stat("/run/stenod/iface/eht1.lock"); err == nil {
+		t.Error("a lock file was created for the missing interface")
+	}
+}

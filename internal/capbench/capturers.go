@@ -261,14 +261,14 @@ func startStenod(e *env, method string) (*capturer, error) {
 
 // dropName picks the counters that count packets lost before capture,
 // whatever the capture method calls them.
-var dropName = regexp.MustCompile(`(?i)drop|full|empty|freeze|redirectfailed|writeerrors`)
+var dropName = regexp.MustCompile(`drop|full|empty|freeze|redirect_failed|write_errors`)
 
 // notLoss are counters matching dropName that count no lost packet.
-var notLoss = map[string]bool{"RingBufFull": true, "DroppedByRule": true}
+var notLoss = map[string]bool{"ringbuf_full": true, "dropped_rule": true}
 
-// stenodCounts reads /v1/stats: the sum of every queue's Packets, and of
-// every drop counter in the queues, their sub-objects (Socket, ...) and
-// the interfaces' sub-objects (Program).
+// stenodCounts reads /v1/stats: the sum of every queue's packets, and of
+// every drop counter in the queues, their sub-objects (socket, ring) and
+// the interfaces' sub-objects (program).
 func stenodCounts(url string) (counters, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -280,7 +280,7 @@ func stenodCounts(url string) (counters, error) {
 	defer resp.Body.Close()
 	var st struct {
 		Capture struct {
-			Interfaces []map[string]any
+			Interfaces []map[string]any `json:"interfaces"`
 		} `json:"capture"`
 	}
 	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
@@ -300,13 +300,13 @@ func stenodCounts(url string) (counters, error) {
 				addDrops(k+".", m)
 			}
 		}
-		qs, _ := ifc["Queues"].([]any)
+		qs, _ := ifc["queues"].([]any)
 		for _, q := range qs {
 			qm, ok := q.(map[string]any)
 			if !ok {
 				continue
 			}
-			if p, ok := qm["Packets"].(float64); ok {
+			if p, ok := qm["packets"].(float64); ok {
 				c.captured += uint64(p)
 			}
 			addDrops("", qm)

@@ -4,6 +4,7 @@ package demotap
 
 import (
 	"context"
+	"embed"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -46,8 +47,8 @@ const (
 // Options configure a tap.
 type Options struct {
 	// Captures is a pcap or pcapng file, or a directory searched
-	// recursively for them. "" looks for the shared sample captures
-	// (SampleDirs) and falls back to generated traffic.
+	// recursively for them. "" replays the built-in sample captures and
+	// those in SystemSamplesDir; Generated replays generated traffic.
 	Captures string
 	// Rate is packets per second; 0 means 1000.
 	Rate int
@@ -71,22 +72,24 @@ type Tap struct {
 	closeErr  error
 }
 
-// SampleDirs are where Start looks for captures when Options.Captures is
-// empty: $STENOD_TESTDATA, then testdata/pcaps of the checkout, found from
-// the working directory (make run) and from the executable's (bin/stenod),
-// then /usr/share/stenod/demo. A directory with
-// a chrissanders-packets folder is narrowed to it: real traffic.
-func SampleDirs() []string {
-	var dirs []string
-	if d := os.Getenv("STENOD_TESTDATA"); d != "" {
-		dirs = append(dirs, d)
-	}
-	dirs = append(dirs, filepath.Join("testdata", "pcaps"))
-	if exe, err := os.Executable(); err == nil {
-		dirs = append(dirs, filepath.Join(filepath.Dir(exe), "..", "testdata", "pcaps"))
-	}
-	return append(dirs, "/usr/share/stenod/demo")
-}
+// Sources of packets besides a configured capture.
+const (
+	// SystemSamplesDir holds more sample captures, replayed after the
+	// built-in ones (a package may install some there).
+	SystemSamplesDir = "/usr/share/stenod/demo"
+	// Generated, as Options.Captures, replays traffic of
+	// internal/trafficgen instead of captures.
+	Generated = "generated"
+)
+
+// samples are the built-in captures (samples/README.md says what they are
+// and where they come from).
+//
+//go:embed samples/*.pcapng
+var samples embed.FS
+
+// systemSamplesDir is SystemSamplesDir; tests point it elsewhere.
+var systemSamplesDir = SystemSamplesDir
 
 // Start removes a crashed demo's leftovers, creates the namespace and the
 // veth pair, and starts replaying. ctx bounds the set-up only.
@@ -294,34 +297,38 @@ func ifindex(fd int, name string) (int, error) {
 
 // loadPackets reads what is replayed, and says what it is.
 func loadPackets(captures string) ([][]byte, string, error) {
-	if captures != "" {
-		pkts, err := readCaptures(captures)
-		if err != nil {
+	switch captures {
+	case "":
+		var r reader
+		if err := r.readFS(samples, "samples"); err != nil {
 			return nil, "", err
 		}
-		if len(pkts) == 0 {
-			return nil, "", fmt.Errorf("demo tap: %s: no whole Ethernet packet of at most %d bytes", captures, MaxFrame)
+		source := fmt.Sprintf("the built-in sample captures (%d packets)", len(r.out))
+		if isDir(systemSamplesDir) {
+			n := len(r.out)
+			if err := r.readFS(os.DirFS(systemSamplesDir), "."); err != nil {
+				return nil, "", err
+			}
+			source += fmt.Sprintf(" and %s (%d packets)", systemSamplesDir, len(r.out)-n)
 		}
-		return pkts, captures, nil
+		return r.out, source, nil
+	case Generated:
+		g := trafficgen.New(1, 256)
+		pkts := make([][]byte, generated)
+		for i := range pkts {
+			f, _ := g.Next()
+			pkts[i] = append([]byte(nil), f...)
+		}
+		return pkts, "generated traffic (internal/trafficgen)", nil
 	}
-	for _, d := range SampleDirs() {
-		if st, err := os.Stat(d); err != nil || !st.IsDir() {
-			continue
-		}
-		if sub := filepath.Join(d, "chrissanders-packets"); isDir(sub) {
-			d = sub
-		}
-		if pkts, err := readCaptures(d); err == nil && len(pkts) > 0 {
-			return pkts, filepath.Clean(d), nil
-		}
+	pkts, err := readCaptures(captures)
+	if err != nil {
+		return nil, "", err
 	}
-	g := trafficgen.New(1, 256)
-	pkts := make([][]byte, generated)
-	for i := range pkts {
-		f, _ := g.Next()
-		pkts[i] = append([]byte(nil), f...)
+	if len(pkts) == 0 {
+		return nil, "", fmt.Errorf("demo tap: %s: no whole Ethernet packet of at most %d bytes", captures, MaxFrame)
 	}
-	return pkts, "generated traffic (internal/trafficgen)", nil
+	return pkts, captures, nil
 }
 
 func isDir(p string) bool {
@@ -333,8 +340,27 @@ func isDir(p string) bool {
 // of path (a file, or every capture below a directory). Files that are not
 // captures are skipped; a damaged file contributes what precedes the damage.
 func readCaptures(path string) ([][]byte, error) {
+	var r reader
+	dir, root := path, "."
+	if !isDir(path) {
+		dir, root = filepath.Dir(path), filepath.Base(path)
+	}
+	if err := r.readFS(os.DirFS(dir), root); err != nil {
+		return nil, err
+	}
+	return r.out, nil
+}
+
+// reader gathers packets, up to maxPackets and maxBytes.
+type reader struct {
+	out   [][]byte
+	total int
+}
+
+// readFS reads every capture at or below root in fsys, in lexical order.
+func (r *reader) readFS(fsys fs.FS, root string) error {
 	var files []string
-	err := filepath.WalkDir(path, func(p string, d fs.DirEntry, err error) error {
+	err := fs.WalkDir(fsys, root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
@@ -344,21 +370,19 @@ func readCaptures(path string) ([][]byte, error) {
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("demo tap: %w", err)
+		return fmt.Errorf("demo tap: %w", err)
 	}
-	var out [][]byte
-	total := 0
 	for _, f := range files {
-		if len(out) >= maxPackets || total >= maxBytes {
+		if len(r.out) >= maxPackets || r.total >= maxBytes {
 			break
 		}
-		out, total = readFile(f, out, total)
+		r.out, r.total = readFile(fsys, f, r.out, r.total)
 	}
-	return out, nil
+	return nil
 }
 
-func readFile(path string, out [][]byte, total int) ([][]byte, int) {
-	f, err := os.Open(path)
+func readFile(fsys fs.FS, path string, out [][]byte, total int) ([][]byte, int) {
+	f, err := fsys.Open(path)
 	if err != nil {
 		return out, total
 	}

@@ -6,9 +6,12 @@
 // it runs. The kernel releases the lock when the process exits, however it
 // exits (kill -9 included), so a lock left by a dead process is no lock: the
 // next sensor takes it without any clean-up. The holder writes its pid into
-// the file for people (cat /run/stenod/iface/eth0.lock); a refused sensor
-// learns the holder from /proc/locks, which the kernel keeps, and falls back
-// to the pid in the file.
+// the file for people (cat /run/stenod/iface/eth0.lock), and once its API
+// listens, the API's address on a second line ("api unix:/run/stenod/
+// stenod.sock", SetAPI), so that stenod status finds every running sensor
+// and asks it for its counters (Held). A refused sensor learns the holder
+// from /proc/locks, which the kernel keeps, and falls back to the pid in the
+// file. What a file says counts only while its lock is held.
 //
 // The lock must be taken before anything of the interface is touched (pins,
 // XDP link, rings, spool): a second sensor that went ahead would detach the
@@ -225,7 +228,7 @@ func holder(f *os.File, iface string, st *unix.Stat_t) error {
 	if e.PID == 0 {
 		buf := make([]byte, 32)
 		n, _ := unix.Pread(int(f.Fd()), buf, 0)
-		if pid, err := strconv.Atoi(strings.TrimSpace(string(buf[:max(n, 0)]))); err == nil && pid > 0 {
+		if pid := parseInfo(buf[:max(n, 0)]).PID; pid > 0 {
 			e.PID = pid
 		}
 	}
@@ -305,4 +308,97 @@ func cmdlineOf(pid int) string {
 	}
 	b = bytes.TrimRight(b, "\x00")
 	return string(bytes.ReplaceAll(b, []byte{0}, []byte{' '}))
+}
+
+// Info is what an interface's lock file says about the sensor holding it.
+type Info struct {
+	Iface string
+	// PID is the holder's, from /proc/locks (the pid in the file when the
+	// kernel's table does not say).
+	PID     int
+	Cmdline string
+	// API is where the sensor's API listens, as SetAPI wrote it; "" when
+	// the sensor has not said (not listening yet, or an older stenod).
+	API string
+}
+
+// maxInfo bounds what is read of a lock file.
+const maxInfo = 4096
+
+// SetAPI writes the holder's pid and api, the address its API listens on
+// ("unix:PATH", "tcp:HOST:PORT" or "tls:HOST:PORT"), into the lock file. The
+// file never reads empty meanwhile: the new text is written over the old
+// one, which it only extends, and the rest is cut off after.
+func (l *Lock) SetAPI(api string) error {
+	if strings.ContainsAny(api, "\n\x00") {
+		return fmt.Errorf("lock %s: API address %q: not one line", l.f.Name(), api)
+	}
+	b := []byte(strconv.Itoa(os.Getpid()) + "\napi " + api + "\n")
+	fd := int(l.f.Fd())
+	n, err := unix.Pwrite(fd, b, 0)
+	if err == nil && n != len(b) {
+		err = fmt.Errorf("short write: %d of %d bytes", n, len(b))
+	}
+	if err == nil {
+		err = unix.Ftruncate(fd, int64(len(b)))
+	}
+	if err != nil {
+		return fmt.Errorf("lock %s: write API address: %w", l.f.Name(), err)
+	}
+	return nil
+}
+
+// parseInfo reads a lock file's text: the pid on the first line, then
+// "key value" lines.
+func parseInfo(b []byte) Info {
+	var in Info
+	lines := strings.Split(string(b), "\n")
+	if pid, err := strconv.Atoi(strings.TrimSpace(lines[0])); err == nil && pid > 0 {
+		in.PID = pid
+	}
+	for _, l := range lines[1:] {
+		if k, v, ok := strings.Cut(l, " "); ok && k == "api" {
+			in.API = strings.TrimSpace(v)
+		}
+	}
+	return in
+}
+
+// Held returns, for every interface whose lock in dir (DefaultDir when
+// empty) a live process holds, what its lock file says, sorted by
+// interface. A missing dir holds no lock. It takes no lock and needs no
+// privilege beyond reading dir (lock files are mode 0644).
+func Held(dir string) ([]Info, error) {
+	if dir == "" {
+		dir = DefaultDir
+	}
+	ents, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("interface locks %s: %w", dir, err)
+	}
+	var out []Info
+	for _, e := range ents {
+		iface, ok := strings.CutSuffix(e.Name(), ".lock")
+		if !ok || !e.Type().IsRegular() || checkName(iface) != nil {
+			continue
+		}
+		f, err := os.OpenFile(filepath.Join(dir, e.Name()), os.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
+		if err != nil {
+			continue
+		}
+		pid, cmdline := Holder(f)
+		buf := make([]byte, maxInfo)
+		n, _ := unix.Pread(int(f.Fd()), buf, 0)
+		f.Close()
+		if pid == 0 {
+			continue // nobody holds it: whatever the file says is stale
+		}
+		in := parseInfo(buf[:max(n, 0)])
+		in.Iface, in.PID, in.Cmdline = iface, pid, cmdline
+		out = append(out, in)
+	}
+	return out, nil
 }

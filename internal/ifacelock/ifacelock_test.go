@@ -145,3 +145,50 @@ func TestHolder(t *testing.T) {
 		t.Errorf("HolderOf of a free interface: %d %v, want 0", pid, err)
 	}
 }
+
+// TestHeldAndSetAPI: Held lists the held locks with the API address their
+// holder wrote; a lock nobody holds (a dead sensor's file) is left out; the
+// pid stays on the first line, for people and for HeldError.
+func TestHeldAndSetAPI(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "iface")
+	if got, err := Held(dir); err != nil || len(got) != 0 {
+		t.Fatalf("Held of a missing directory: %v, %v", got, err)
+	}
+	l, err := Acquire(dir, "eth9")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if err := os.WriteFile(filepath.Join(dir, "eth8.lock"), []byte("999999999\napi unix:/run/old.sock\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.SetAPI("unix:/run/stenod/stenod.sock"); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(filepath.Join(dir, "eth9.lock"))
+	if want := strconv.Itoa(os.Getpid()) + "\napi unix:/run/stenod/stenod.sock\n"; string(b) != want {
+		t.Errorf("lock file %q, want %q", b, want)
+	}
+	got, err := Held(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || got[0].Iface != "eth9" || got[0].PID != os.Getpid() || got[0].API != "unix:/run/stenod/stenod.sock" {
+		t.Errorf("Held = %+v, want eth9 with our pid and API", got)
+	}
+	// A shorter address leaves no tail of the longer one.
+	if err := l.SetAPI("tcp:127.0.0.1:1"); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := Held(dir); len(got) != 1 || got[0].API != "tcp:127.0.0.1:1" {
+		t.Errorf("after a second SetAPI: %+v", got)
+	}
+	// A second sensor is still told who holds it.
+	var he *HeldError
+	if _, err := Acquire(dir, "eth9"); !errors.As(err, &he) || he.PID != os.Getpid() {
+		t.Errorf("second Acquire: %v", err)
+	}
+	if err := l.SetAPI("bad\nline"); err == nil {
+		t.Error("an address with a newline was written")
+	}
+}

@@ -141,3 +141,36 @@ func EnvInt(tb testing.TB, name string, def int) int {
 	}
 	return n
 }
+
+// WiresharkProblems runs tshark's expert analysis over the capture at path
+// and returns what it reports at severity note or above (Errors, among
+// them every "Malformed Packet", Warns and Notes), "" when it reports
+// nothing. tshark must be installed (RequireCommand). Chats, such as a
+// TCP connection's opening, are not problems.
+func WiresharkProblems(tb testing.TB, path string) string {
+	tb.Helper()
+	tshark := RequireCommand(tb, "tshark")
+	cmd := exec.Command(tshark, "-n", "-r", path, "-q", "-z", "expert,note")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		tb.Fatalf("tshark -r %s -z expert: %v\n%s", path, err, stderr.String())
+	}
+	var problems []string
+	for _, sec := range strings.Split(string(out), "\n\n") {
+		s := strings.TrimSpace(sec)
+		for _, head := range []string{"Errors (", "Warns (", "Notes ("} {
+			if strings.HasPrefix(s, head) {
+				problems = append(problems, s)
+			}
+		}
+	}
+	// A dissector that fails loudly says so on stderr.
+	for _, line := range strings.Split(stderr.String(), "\n") {
+		if strings.Contains(line, "Dissector bug") || strings.Contains(line, "Malformed") {
+			problems = append(problems, line)
+		}
+	}
+	return strings.Join(problems, "\n\n")
+}
