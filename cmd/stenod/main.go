@@ -11,12 +11,8 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"syscall"
 )
-
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "dev"
 
 type command struct {
 	name, summary string
@@ -123,26 +119,3 @@ func newFlagSet(e *env, name, args, doc string) *flag.FlagSet {
 	}
 	return fs
 }
-
-func cmdVersion(_ context.Context, e *env, _ []string) error {
-	commit, dirty := "unknown", ""
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		for _, s := range bi.Settings {
-			switch {
-			case s.Key == "vcs.revision":
-				commit = s.Value
-			case s.Key == "vcs.modified" && s.Value == "true":
-				dirty = "-dirty"
-			}
-		}
-	}
-	if commitFlag != "" {
-		commit = commitFlag
-	}
-	fmt.Fprintf(e.stdout, "stenod %s (commit %s%s)\n", version, commit, dirty)
-	return nil
-}
-
-// commitFlag is set at build time with -ldflags "-X main.commitFlag=...",
-// for builds without VCS information (-buildvcs=false).
-var commitFlag string
