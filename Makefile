@@ -12,7 +12,7 @@ STATICCHECK ?= $(shell command -v staticcheck || echo $$($(GO) env GOPATH)/bin/s
 # (-p 1): they create interfaces and pin maps and must not interfere.
 TEST_FLAGS ?= -count=1 -timeout 40m
 
-.PHONY: help build install deb provision run test test-short lint generate ci bench bench-storage bench-capture soak faults fuzz clean
+.PHONY: help build install deb deb-check provision run test test-short lint generate ci bench bench-storage bench-capture soak faults fuzz clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -36,6 +36,9 @@ install: build ## install binary, systemd unit, user and /etc/stenod/config.json
 deb: ## build the Debian package dist/stenod_VERSION_ARCH.deb (packaging/debian/; no root needed)
 	MAKE="$(MAKE)" bash scripts/deb.sh
 
+deb-check: ## build the package, apt-get install it, check it, purge it (CI=true and root only)
+	MAKE="$(MAKE)" bash scripts/deb-check.sh
+
 provision: ## install build and test dependencies (Debian 12; needs root, skipped otherwise)
 	@if [ "$$(id -u)" = 0 ]; then bash scripts/provision.sh; \
 	  else echo "provision: not root, skipping (run 'sudo make provision' once)"; fi
@@ -57,9 +60,10 @@ lint: ## gofmt, go vet, staticcheck
 
 include bpf/Makefile.inc
 
-ci: lint ## what CI runs: lint, gen/ current, all tests
+ci: lint ## what CI runs: lint, gen/ current, all tests, the Debian package installed and purged
 	MAKE="$(MAKE)" bash scripts/check-generated.sh
 	$(MAKE) test
+	$(MAKE) deb-check
 
 bench: bench-storage bench-capture ## all benchmarks, as tables with ratios against tcpdump
 
