@@ -4,13 +4,15 @@ GO ?= go
 export PATH := /usr/local/go/bin:$(shell $(GO) env GOPATH 2>/dev/null)/bin:$(PATH)
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
-LDFLAGS := -X main.version=$(VERSION) -X main.commitFlag=$(COMMIT)
+# EXTRA_LDFLAGS: more linker flags (make deb strips the binary: -s -w).
+EXTRA_LDFLAGS ?=
+LDFLAGS := -X main.version=$(VERSION) -X main.commitFlag=$(COMMIT) $(EXTRA_LDFLAGS)
 STATICCHECK ?= $(shell command -v staticcheck || echo $$($(GO) env GOPATH)/bin/staticcheck)
 # Packages whose tests need root, BPF or network namespaces run one at a time
 # (-p 1): they create interfaces and pin maps and must not interfere.
 TEST_FLAGS ?= -count=1 -timeout 40m
 
-.PHONY: help build install provision run test test-short lint generate ci bench bench-storage bench-capture soak faults fuzz clean
+.PHONY: help build install deb deb-check provision run test test-short lint generate ci bench bench-storage bench-capture soak faults fuzz clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -30,6 +32,12 @@ install: build ## install binary, systemd unit, user and /etc/stenod/config.json
 	  systemd-sysusers /usr/lib/sysusers.d/stenod.conf 2>/dev/null || id stenod >/dev/null 2>&1 || \
 	  useradd --system --user-group --home-dir /var/lib/stenod --shell /usr/sbin/nologin stenod; \
 	  systemctl daemon-reload 2>/dev/null || true; fi
+
+deb: ## build the Debian package dist/stenod_VERSION_ARCH.deb (packaging/debian/; no root needed)
+	MAKE="$(MAKE)" bash scripts/deb.sh
+
+deb-check: ## build the package, apt-get install it, check it, purge it (CI=true and root only)
+	MAKE="$(MAKE)" bash scripts/deb-check.sh
 
 provision: ## install build and test dependencies (Debian 12; needs root, skipped otherwise)
 	@if [ "$$(id -u)" = 0 ]; then bash scripts/provision.sh; \
@@ -52,9 +60,10 @@ lint: ## gofmt, go vet, staticcheck
 
 include bpf/Makefile.inc
 
-ci: lint ## what CI runs: lint, gen/ current, all tests
+ci: lint ## what CI runs: lint, gen/ current, all tests, the Debian package installed and purged
 	MAKE="$(MAKE)" bash scripts/check-generated.sh
 	$(MAKE) test
+	$(MAKE) deb-check
 
 bench: bench-storage bench-capture ## all benchmarks, as tables with ratios against tcpdump
 
@@ -77,4 +86,4 @@ fuzz: ## run every fuzz target for FUZZTIME each (default 30s)
 	done
 
 clean: ## remove build output
-	rm -rf bin
+	rm -rf bin dist

@@ -51,6 +51,10 @@ readonly PACKAGES=(
 	e2fsprogs       # mkfs.ext4 for loop-mounted test filesystems
 	libcap2-bin     # setcap, capsh
 	hyperfine       # benchmarks of whole commands
+	adduser         # the Debian package's postinst (make deb-check installs it)
+	systemd         # systemd-analyze verify of the packaged unit (make deb-check)
+	man-db          # man: the packaged manual page (make deb-check)
+	lintian         # checks the Debian package (make deb-check)
 )
 
 log() { printf '==> %s\n' "$*"; }

@@ -11,12 +11,8 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"syscall"
 )
-
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "dev"
 
 type command struct {
 	name, summary string
@@ -27,6 +23,9 @@ type command struct {
 type env struct {
 	stdout, stderr io.Writer
 	log            *slog.Logger
+	// onFlagSet, when set, is told about every flag set a command creates
+	// (newFlagSet): how 'stenod help' learns a command's flags.
+	onFlagSet func(*usageInfo)
 }
 
 func commands() []command {
@@ -50,9 +49,12 @@ func main() {
 }
 
 func run(ctx context.Context, args []string, e *env) int {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "-help" {
 		usage(e.stderr)
 		return 2
+	}
+	if args[0] == "help" {
+		return cmdHelp(ctx, e, args[1:])
 	}
 	if args[0] == "--version" || args[0] == "-version" {
 		args[0] = "version"
@@ -111,9 +113,18 @@ func usage(w io.Writer) {
 	for _, c := range commands() {
 		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.summary)
 	}
-	fmt.Fprintln(w, "\nRun 'stenod COMMAND -h' for a command's flags.")
+	fmt.Fprintln(w, "\nRun 'stenod help COMMAND' (or 'stenod COMMAND -h') for a command's flags.")
 }
 
+// usageInfo is what a command's usage says: its name ("certs init" for a
+// subcommand), its arguments, its description and its flags.
+type usageInfo struct {
+	name, args, doc string
+	fs              *flag.FlagSet
+}
+
+// newFlagSet returns the flag set of command name, whose usage (-h, or a
+// mistake) goes to e.stderr.
 func newFlagSet(e *env, name, args, doc string) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(e.stderr)
@@ -121,28 +132,8 @@ func newFlagSet(e *env, name, args, doc string) *flag.FlagSet {
 		fmt.Fprintf(e.stderr, "usage: stenod %s [flags] %s\n\n%s\n\nflags:\n", name, args, doc)
 		fs.PrintDefaults()
 	}
+	if e.onFlagSet != nil {
+		e.onFlagSet(&usageInfo{name: name, args: args, doc: doc, fs: fs})
+	}
 	return fs
 }
-
-func cmdVersion(_ context.Context, e *env, _ []string) error {
-	commit, dirty := "unknown", ""
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		for _, s := range bi.Settings {
-			switch {
-			case s.Key == "vcs.revision":
-				commit = s.Value
-			case s.Key == "vcs.modified" && s.Value == "true":
-				dirty = "-dirty"
-			}
-		}
-	}
-	if commitFlag != "" {
-		commit = commitFlag
-	}
-	fmt.Fprintf(e.stdout, "stenod %s (commit %s%s)\n", version, commit, dirty)
-	return nil
-}
-
-// commitFlag is set at build time with -ldflags "-X main.commitFlag=...",
-// for builds without VCS information (-buildvcs=false).
-var commitFlag string

@@ -9,6 +9,12 @@
 //
 // Init never overwrites: if any of the six files exists it fails with
 // ErrExist and writes nothing.
+//
+// Who reads what: the server needs ca_cert.pem, server_cert.pem and
+// server_key.pem; a client ca_cert.pem, client_cert.pem and client_key.pem;
+// ca_key.pem only signs. A service that runs as its own user (the systemd
+// unit runs stenod as the user stenod) reads its key when Options.ServerUID
+// gives the key to that user.
 package certs
 
 import (
@@ -39,15 +45,18 @@ const (
 	ClientKey  = "client_key.pem"
 )
 
-// File modes. The server key is for the service user alone; the client key
-// may be shared with a group of analysts (Options.GID), as stenographer does
-// with its "stenographer" group; the CA key signs new clients and is kept as
-// private as the server key.
+// File modes. The server key is for the service user alone
+// (Options.ServerUID); the client key may be shared with a group of analysts
+// (Options.GID), as stenographer does with its "stenographer" group; the CA
+// key signs new clients and is kept as private as the server key. A
+// directory Init creates is ModeDir, whatever the umask, so that the service
+// user reaches its key; the key files' own modes guard them.
 const (
 	ModeCert      fs.FileMode = 0o644
 	ModeCAKey     fs.FileMode = 0o600
 	ModeServerKey fs.FileMode = 0o600
 	ModeClientKey fs.FileMode = 0o640
+	ModeDir       fs.FileMode = 0o755
 )
 
 // ErrExist: the directory already holds one of the files Init writes.
@@ -62,13 +71,18 @@ type Options struct {
 	Validity time.Duration
 	// GID, when not negative, becomes the group of the client key.
 	GID int
+	// ServerUID, when not negative, becomes the owner of the server key:
+	// the user the service runs as, which then reads its key without being
+	// root. Giving a file to another user needs root (CAP_CHOWN).
+	ServerUID int
 	// Now is the start of validity; the zero value means time.Now().
 	Now time.Time
 }
 
-// DefaultOptions returns ten years of validity and no group change.
+// DefaultOptions returns ten years of validity and no owner or group
+// change.
 func DefaultOptions() Options {
-	return Options{Validity: 10 * 365 * 24 * time.Hour, GID: -1}
+	return Options{Validity: 10 * 365 * 24 * time.Hour, GID: -1, ServerUID: -1}
 }
 
 // Result says what Init wrote.
@@ -153,21 +167,21 @@ func Init(dir string, opts Options) (*Result, error) {
 		return nil, fmt.Errorf("certs: client certificate: %w", err)
 	}
 
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := makeDir(dir); err != nil {
 		return nil, fmt.Errorf("certs: %w", err)
 	}
 	files := []struct {
-		name string
-		pem  []byte
-		mode fs.FileMode
-		gid  int
+		name     string
+		pem      []byte
+		mode     fs.FileMode
+		uid, gid int
 	}{
-		{CACert, certPEM(caDER), ModeCert, -1},
-		{CAKey, nil, ModeCAKey, -1},
-		{ServerCert, certPEM(srvDER), ModeCert, -1},
-		{ServerKey, nil, ModeServerKey, -1},
-		{ClientCert, certPEM(cliDER), ModeCert, -1},
-		{ClientKey, nil, ModeClientKey, opts.GID},
+		{CACert, certPEM(caDER), ModeCert, -1, -1},
+		{CAKey, nil, ModeCAKey, -1, -1},
+		{ServerCert, certPEM(srvDER), ModeCert, -1, -1},
+		{ServerKey, nil, ModeServerKey, opts.ServerUID, -1},
+		{ClientCert, certPEM(cliDER), ModeCert, -1, -1},
+		{ClientKey, nil, ModeClientKey, -1, opts.GID},
 	}
 	for i, k := range []*ecdsa.PrivateKey{caKey, srvKey, cliKey} {
 		if files[2*i+1].pem, err = keyPEM(k); err != nil {
@@ -176,7 +190,7 @@ func Init(dir string, opts Options) (*Result, error) {
 	}
 	for _, f := range files {
 		p := filepath.Join(dir, f.name)
-		if err := writeFile(p, f.pem, f.mode, f.gid); err != nil {
+		if err := writeFile(p, f.pem, f.mode, f.uid, f.gid); err != nil {
 			// Leave no half set behind: a later Init would refuse it.
 			for _, w := range res.Files {
 				err = errors.Join(err, os.Remove(w))
@@ -186,6 +200,18 @@ func Init(dir string, opts Options) (*Result, error) {
 		res.Files = append(res.Files, p)
 	}
 	return res, nil
+}
+
+// makeDir creates dir and its missing parents with mode ModeDir, whatever
+// the umask; an existing directory is left as it is.
+func makeDir(dir string) error {
+	if _, err := os.Stat(dir); err == nil || !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	if err := os.MkdirAll(dir, ModeDir); err != nil {
+		return err
+	}
+	return os.Chmod(dir, ModeDir)
 }
 
 // serverNames returns the names a client may use to reach this machine.
@@ -249,8 +275,8 @@ func keyPEM(k *ecdsa.PrivateKey) ([]byte, error) {
 }
 
 // writeFile creates path exclusively with exactly mode (whatever the umask)
-// and, when gid is not negative, that group.
-func writeFile(path string, data []byte, mode fs.FileMode, gid int) (err error) {
+// and, when uid or gid is not negative, that owner or group.
+func writeFile(path string, data []byte, mode fs.FileMode, uid, gid int) (err error) {
 	// Created 0600 and widened afterwards, so a key is never readable by
 	// others, not even for a moment.
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
@@ -263,9 +289,9 @@ func writeFile(path string, data []byte, mode fs.FileMode, gid int) (err error) 
 			err = errors.Join(err, os.Remove(path))
 		}
 	}()
-	if gid >= 0 {
-		if err := f.Chown(-1, gid); err != nil {
-			return fmt.Errorf("set group of %s to %d: %w", path, gid, err)
+	if uid >= 0 || gid >= 0 {
+		if err := f.Chown(uid, gid); err != nil {
+			return fmt.Errorf("set owner of %s to %d:%d: %w", path, uid, gid, err)
 		}
 	}
 	if err := f.Chmod(mode); err != nil {

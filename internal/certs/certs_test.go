@@ -22,6 +22,7 @@ func TestInit(t *testing.T) {
 	opts := DefaultOptions()
 	opts.Hosts = []string{"sensor.example", "192.0.2.7", "2001:db8::7", "localhost"}
 	opts.GID = os.Getgid()
+	opts.ServerUID = os.Getuid() // giving a file to oneself needs no privilege
 	res, err := Init(dir, opts)
 	if err != nil {
 		t.Fatal(err)
@@ -42,6 +43,11 @@ func TestInit(t *testing.T) {
 		if name == ClientKey {
 			if gid := st.Sys().(*syscall.Stat_t).Gid; int(gid) != opts.GID {
 				t.Errorf("client key gid %d, want %d", gid, opts.GID)
+			}
+		}
+		if name == ServerKey {
+			if uid := st.Sys().(*syscall.Stat_t).Uid; int(uid) != opts.ServerUID {
+				t.Errorf("server key uid %d, want %d", uid, opts.ServerUID)
 			}
 		}
 	}
@@ -98,11 +104,13 @@ func TestInit(t *testing.T) {
 func TestInitModesIgnoreUmask(t *testing.T) {
 	old := syscall.Umask(0o077)
 	defer syscall.Umask(old)
-	dir := t.TempDir()
+	// A directory Init creates is ModeDir, so that the service user
+	// reaches its key.
+	dir := filepath.Join(t.TempDir(), "certs")
 	if _, err := Init(dir, DefaultOptions()); err != nil {
 		t.Fatal(err)
 	}
-	for name, want := range map[string]fs.FileMode{ClientKey: ModeClientKey, CACert: ModeCert} {
+	for name, want := range map[string]fs.FileMode{"": ModeDir, ClientKey: ModeClientKey, CACert: ModeCert} {
 		st, err := os.Stat(filepath.Join(dir, name))
 		if err != nil {
 			t.Fatal(err)
