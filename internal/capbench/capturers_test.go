@@ -9,11 +9,11 @@ import (
 )
 
 func TestStenodCounts(t *testing.T) {
-	const body = `{"now":"x","spool":{},"capture":{"Method":"afpacket","Interfaces":[{
-		"Name":"eth0","Program":{"Packets":10,"RedirectFailed":2,"RingBufFull":7,"DroppedByRule":1},
-		"Queues":[
-			{"Queue":0,"Packets":100,"Stored":100,"SpoolWriteErrors":0,"Ring":{"Packets":105,"Drops":5,"QueueFreezes":1,"Delivered":100}},
-			{"Queue":1,"Packets":50,"Stored":50,"SpoolWriteErrors":1,"Socket":{"RxDropped":0,"RxRingFull":3,"RxFillRingEmptyDescs":4}}
+	const body = `{"now":"x","spool":{},"capture":{"method":"afpacket","interfaces":[{
+		"name":"eth0","program":{"packets":10,"redirect_failed":2,"ringbuf_full":7,"dropped_rule":1},
+		"queues":[
+			{"queue":0,"packets":100,"stored":100,"spool_write_errors":0,"ring":{"packets":105,"drops":5,"queue_freezes":1,"delivered":100}},
+			{"queue":1,"packets":50,"stored":50,"spool_write_errors":1,"socket":{"rx_dropped":0,"rx_ring_full":3,"rx_fill_ring_empty_descs":4}}
 		]}]}}`
 	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte(body)) }))
 	defer ts.Close()
@@ -25,8 +25,8 @@ func TestStenodCounts(t *testing.T) {
 		t.Errorf("captured %d, want 150", c.captured)
 	}
 	want := map[string]uint64{
-		"Program.RedirectFailed": 2, "Ring.Drops": 5, "Ring.QueueFreezes": 1, "SpoolWriteErrors": 1,
-		"Socket.RxDropped": 0, "Socket.RxRingFull": 3, "Socket.RxFillRingEmptyDescs": 4,
+		"program.redirect_failed": 2, "ring.drops": 5, "ring.queue_freezes": 1, "spool_write_errors": 1,
+		"socket.rx_dropped": 0, "socket.rx_ring_full": 3, "socket.rx_fill_ring_empty_descs": 4,
 	}
 	for k, v := range want {
 		if c.drops[k] != v {
