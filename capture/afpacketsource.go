@@ -356,7 +356,7 @@ func (s *afpSource) publish(q *queue) bool {
 	q.packets.Add(s.n)
 	q.bytes.Add(s.bytes)
 	q.stored.Add(s.stored)
-	q.fallbacks.Add(s.n)
+	q.keysParsed.Add(s.n)
 	if s.truncated > 0 {
 		q.truncated.Add(s.truncated)
 	}

@@ -199,10 +199,8 @@ const pollTimeout = 100 * time.Millisecond
 // lets more gather in the ring before it looks again, as TPACKET_V3 blocks
 // do for AF_PACKET; a batch goes to the writer once it is this old (or
 // full). Taking each packet as it arrived cost a wakeup of the loop (poll)
-// and of the writer per handful of packets. Measured on veth, 64-byte
-// packets of one flow (make bench-capture -one-flow), stenod's CPU per
-// packet: 1 ms 0.69 µs, 4 ms 0.59, 10 ms 0.45, 25 ms 0.42, 50 ms 0.42; with
-// each packet taken at once it was 3.75 µs with many flows. 25 ms is far
+// and of the writer per handful of packets, several times the CPU per
+// packet (docs/benchmarks.md, "Receive loop coalescing"). 25 ms is far
 // below the flush interval's promise of a second; the sleep is cut short
 // (queue.gatherTime) so that at any rate at most a quarter of the RX ring
 // fills while the loop sleeps.

@@ -290,16 +290,16 @@ func testReplay(t *testing.T, method string, mod func(*Config)) Stats {
 			if s := q.Socket; s == nil || *s != (xdp.SocketStats{}) {
 				t.Errorf("queue %d: socket %+v (%s)", q.Queue, q.Socket, q.SocketError)
 			}
-			if q.FlowIDHits == 0 {
+			if q.KeysFromFlowID == 0 {
 				t.Errorf("queue %d: no packet keyed through its flow id", q.Queue)
 			}
 		case MethodAFPacket:
-			if r := q.Ring; r == nil || r.Drops != 0 || r.Malformed != 0 || r.Delivered != q.Packets || q.FlowIDFallbacks != q.Packets {
-				t.Errorf("queue %d: ring %+v (%s), %d packets, %d keyed by the parser", q.Queue, q.Ring, q.RingError, q.Packets, q.FlowIDFallbacks)
+			if r := q.Ring; r == nil || r.Drops != 0 || r.Malformed != 0 || r.Delivered != q.Packets || q.KeysParsed != q.Packets {
+				t.Errorf("queue %d: ring %+v (%s), %d packets, %d keyed by the parser", q.Queue, q.Ring, q.RingError, q.Packets, q.KeysParsed)
 			}
 		}
-		t.Logf("queue %d: %d packets, flow id hits %d, fallbacks %d, writer stalls %d, truncated %d, cpu %d, zero-copy %v, multi-buffer %v, ring %+v",
-			q.Queue, q.Packets, q.FlowIDHits, q.FlowIDFallbacks, q.WriterStalls, q.Truncated, q.CPU, q.ZeroCopy, q.MultiBuffer, q.Ring)
+		t.Logf("queue %d: %d packets, keys from flow ids %d, parsed %d, writer stalls %d, truncated %d, cpu %d, zero-copy %v, multi-buffer %v, ring %+v",
+			q.Queue, q.Packets, q.KeysFromFlowID, q.KeysParsed, q.WriterStalls, q.Truncated, q.CPU, q.ZeroCopy, q.MultiBuffer, q.Ring)
 	}
 	if _, err := json.Marshal(st); err != nil {
 		t.Errorf("stats do not marshal: %v", err)
@@ -445,18 +445,18 @@ func checkMetrics(tb testing.TB, c *Capture, method string, packets uint64) {
 		}
 	}
 	want := map[string]float64{
-		"stenod_capture_packets_total":      float64(packets),
-		"stenod_xdp_packets_total":          float64(packets),
-		"stenod_xsk_rx_ring_full_total":     0,
-		"stenod_capture_flow_id_hits_total": -1,
+		"stenod_capture_packets_total":           float64(packets),
+		"stenod_xdp_packets_total":               float64(packets),
+		"stenod_xsk_rx_ring_full_total":          0,
+		"stenod_capture_keys_from_flow_id_total": -1,
 	}
 	if method == MethodAFPacket {
 		want = map[string]float64{
-			"stenod_capture_packets_total":           float64(packets),
-			"stenod_capture_flow_id_fallbacks_total": float64(packets),
-			"stenod_afpacket_packets_total":          float64(packets),
-			"stenod_afpacket_drops_total":            0,
-			"stenod_afpacket_queue_freezes_total":    0,
+			"stenod_capture_packets_total":        float64(packets),
+			"stenod_capture_keys_parsed_total":    float64(packets),
+			"stenod_afpacket_packets_total":       float64(packets),
+			"stenod_afpacket_drops_total":         0,
+			"stenod_afpacket_queue_freezes_total": 0,
 		}
 	}
 	for name, want := range want {

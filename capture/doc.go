@@ -23,9 +23,8 @@
 //     when it is full, or when the socket is dry and the batch is 25 ms
 //     old (half the flush interval while the writer is still busy with
 //     earlier batches), or after half the flush interval.
-//   - the writer keys each packet by its flow id (the table) or, when the id
-//     is unknown or 0, with flow.Parse, and appends it to the stream's
-//     spool.Writer ("<iface>-q<queue>", interface name <iface>). It flushes
+//   - the writer keys each packet (see Flow keys) and appends it to the
+//     stream's spool.Writer ("<iface>-q<queue>", interface name <iface>). It flushes
 //     whenever no batch is waiting, and at least every FlushInterval under
 //     load, which is what makes packets queryable within a second.
 //
@@ -38,14 +37,22 @@
 //
 // Timestamps come from the XDP program's metadata (CLOCK_TAI) converted by
 // an xdp.Clock refreshed every few seconds; a packet without metadata is
-// stamped when it is received. The writer keys packets with flow.Parse,
-// except a packet with the flow id of the packet before it, which keeps
-// that packet's key, and a packet the snap length cut, which takes the key
-// of its flow id from the flow id table (queue.store says why). Flow ids
-// are only meaningful for one loaded program (docs/bpf.md), so the table
-// belongs to one interface's capture and dies with it. It is direct-mapped
-// (one cache miss per lookup): a newer flow may take an older one's slot,
-// and the older flow's packets are then keyed by the Go parser
+// stamped when it is received.
+//
+// # Flow keys
+//
+// Every packet is keyed by flow.Parse over its captured bytes, on both
+// paths. The AF_XDP writer uses the XDP program's flow id for two
+// shortcuts only (queue.store says why no more): a packet with the flow id
+// of the packet before it keeps that packet's key without a parse, and a
+// packet the snap length cut, whose headers the parser may lack, takes the
+// key the program parsed from the whole frame, from the flow id table. The
+// counters say which: QueueStats.KeysFromFlowID and KeysParsed (AF_PACKET:
+// every packet is parsed). Flow ids are only meaningful for one loaded
+// program (docs/bpf.md), so the table belongs to one interface's capture
+// and dies with it. It is direct-mapped (one cache miss per lookup): a
+// newer flow may take an older one's slot, and a cut packet of the older
+// flow is then keyed by parsing what was kept
 // (InterfaceStats.FlowIDEvictions).
 //
 // # Methods
@@ -98,7 +105,7 @@
 // program's counters (redirect failures, ring buffer records lost, frames
 // over the snap length, drop rules) and, per queue, packets and bytes
 // received, stored, spool write failures (the packet is lost and counted),
-// flow id fallbacks, writer stalls and the socket's XDP_STATISTICS or the
+// keys parsed and taken through flow ids, writer stalls and the socket's XDP_STATISTICS or the
 // AF_PACKET ring's PACKET_STATISTICS (stenod_afpacket_* metrics).
 // Collectors exports the same figures to Prometheus.
 package capture

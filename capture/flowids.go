@@ -26,8 +26,9 @@ const maxFlowIDs = xdp.DefaultMaxFlows
 // The writer consults it for packets the snap length cut, whose headers
 // flow.Parse may lack (queue.store). It is direct-mapped: an id has one
 // slot, and a newer flow whose id maps to an occupied slot replaces the
-// older one, whose packets then take their key from flow.Parse (counted as
-// fallbacks). A lookup is one cache miss, where a Go map took two or three. The slot is the id's per-CPU sequence number plus an
+// older one, whose cut packets then take their key from parsing what was
+// kept (counted in KeysParsed). A lookup is one cache miss, where a Go map
+// took two or three. The slot is the id's per-CPU sequence number plus an
 // offset per CPU, so the last len(slots) flows of one CPU never evict each
 // other.
 type flowIDs struct {

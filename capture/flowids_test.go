@@ -115,8 +115,8 @@ func TestStoreKeys(t *testing.T) {
 			t.Errorf("%s: %d packets, want %d", tc.filter, got, tc.want)
 		}
 	}
-	if hits, fallbacks := q.idHits.Load(), q.fallbacks.Load(); hits != 2 || fallbacks != 4 {
-		t.Errorf("flow id hits %d, fallbacks %d; want 2 and 4", hits, fallbacks)
+	if fromID, parsed := q.keysFromID.Load(), q.keysParsed.Load(); fromID != 2 || parsed != 4 {
+		t.Errorf("keys from flow ids %d, parsed %d; want 2 and 4", fromID, parsed)
 	}
 	if err := w.Close(); err != nil {
 		t.Fatal(err)

@@ -42,8 +42,8 @@ type InterfaceStats struct {
 	ProgramError string            `json:"program_error,omitempty"`
 	// RingBufRecords counts new-flow records read; FlowIDs is how many
 	// flow ids the flow id table holds now, FlowIDEvictions how many it
-	// forgot for a newer flow that maps to the same slot (their packets
-	// are keyed by the Go parser, as Fallbacks).
+	// forgot for a newer flow that maps to the same slot (a cut packet of
+	// theirs is keyed by parsing what was kept, counted in KeysParsed).
 	RingBufRecords  uint64       `json:"ringbuf_records"`
 	FlowIDs         int64        `json:"flow_ids"`
 	FlowIDEvictions uint64       `json:"flow_id_evictions"`
@@ -80,11 +80,13 @@ type QueueStats struct {
 	// kernel counts them in Socket. AF_PACKET has no batches: its reader
 	// stores each block itself while the kernel fills the others.
 	WriterStalls uint64 `json:"writer_stalls"`
-	// FlowIDHits counts packets keyed through their flow id (the same
-	// flow as the packet before, or a cut packet's id in the flow id
-	// table); FlowIDFallbacks those keyed by the Go parser.
-	FlowIDHits      uint64 `json:"flow_id_hits"`
-	FlowIDFallbacks uint64 `json:"flow_id_fallbacks"`
+	// Every packet is keyed by flow.Parse except where the AF_XDP path's
+	// flow id gives the key for less: KeysFromFlowID counts those (a
+	// packet with the previous packet's flow id, or a cut packet whose id
+	// is in the flow id table), KeysParsed the others (on AF_PACKET, every
+	// packet).
+	KeysFromFlowID uint64 `json:"keys_from_flow_id"`
+	KeysParsed     uint64 `json:"keys_parsed"`
 	// Socket holds the kernel's AF_XDP counters (XDP_STATISTICS): drops
 	// for a full RX ring, an empty fill ring, and others.
 	Socket      *xdp.SocketStats `json:"socket,omitempty"`
@@ -124,8 +126,8 @@ func (c *Capture) Stats() Stats {
 				SpoolWriteLost:   q.writeLost.Load(),
 				Truncated:        q.truncated.Load(),
 				WriterStalls:     q.writerStalls.Load(),
-				FlowIDHits:       q.idHits.Load(),
-				FlowIDFallbacks:  q.fallbacks.Load(),
+				KeysFromFlowID:   q.keysFromID.Load(),
+				KeysParsed:       q.keysParsed.Load(),
 			}
 			if e := q.receiveErr.Load(); e != nil {
 				qs.ReceiveError = *e
@@ -233,8 +235,8 @@ func queueMetrics() []queueMetric {
 		qcounter("truncated_packets", "Packets longer than the snap length, stored cut.", func(q *QueueStats) uint64 { return q.Truncated }),
 		qcounter("meta_missing_packets", "Packets without XDP metadata.", func(q *QueueStats) uint64 { return q.MetaMissing }),
 		qcounter("writer_stalls", "Times the receive loop waited for the spool writer.", func(q *QueueStats) uint64 { return q.WriterStalls }),
-		qcounter("flow_id_hits", "Packets keyed through their XDP flow id.", func(q *QueueStats) uint64 { return q.FlowIDHits }),
-		qcounter("flow_id_fallbacks", "Packets keyed by the Go parser.", func(q *QueueStats) uint64 { return q.FlowIDFallbacks }),
+		qcounter("keys_from_flow_id", "Packets keyed through their XDP flow id (the previous packet's flow, or a cut packet's id in the flow id table) instead of by the Go parser.", func(q *QueueStats) uint64 { return q.KeysFromFlowID }),
+		qcounter("keys_parsed", "Packets keyed by the Go parser (on AF_PACKET, every packet).", func(q *QueueStats) uint64 { return q.KeysParsed }),
 		sockcounter("rx_dropped", "AF_XDP packets dropped for other reasons (XDP_STATISTICS rx_dropped).", func(s *xdp.SocketStats) uint64 { return s.RxDropped }),
 		sockcounter("rx_invalid_descs", "AF_XDP invalid RX descriptors.", func(s *xdp.SocketStats) uint64 { return s.RxInvalidDescs }),
 		sockcounter("rx_ring_full", "AF_XDP packets dropped because the RX ring was full.", func(s *xdp.SocketStats) uint64 { return s.RxRingFull }),

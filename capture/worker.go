@@ -114,11 +114,8 @@ func (b *batch) packet(i int) []byte {
 // A batch goes to the writer once it holds handoffBytes of packets or
 // handoffPackets packets, well before it is full, so that the writer reads
 // it while it is still in the CPU's cache (both loops share the receive
-// loop's CPU). Batches of a whole 25 ms gathering (about 6,600 packets, 600
-// KB, at 0.26 Mpps of 64-byte frames) had left the 512 KB L2 cache before
-// the writer came to them; handing off at 256 KiB or 4,096 packets cut the
-// AF_XDP path's CPU per packet from 0.270 to 0.225 µs (one flow, five
-// alternating rounds; 1,024 packets 0.236, 2,048 packets or 128 KiB 0.232).
+// loop's CPU): batches of a whole 25 ms gathering had left the L2 cache
+// before the writer came to them (docs/benchmarks.md, "Batch hand-off").
 const (
 	batchesPerQueue = 8
 	batchBytes      = 2 << 20
@@ -149,14 +146,14 @@ type queue struct {
 	full chan *batch // batches for the writer; closed when the receive loop ends
 
 	// Counters, written by the loops and read by Stats.
-	packets, bytes    atomic.Uint64 // received (bytes on the wire)
-	truncated         atomic.Uint64 // cut to the snap length
-	writerStalls      atomic.Uint64 // receive loop found no free batch
-	stored            atomic.Uint64 // appended to the spool
-	idHits, fallbacks atomic.Uint64 // keys from flow ids / from flow.Parse
-	writeErrors       atomic.Uint64 // spool Append or Flush failures
-	writeLost         atomic.Uint64 // packets lost to them, appended ones included
-	receiveErr        atomic.Pointer[string]
+	packets, bytes         atomic.Uint64 // received (bytes on the wire)
+	truncated              atomic.Uint64 // cut to the snap length
+	writerStalls           atomic.Uint64 // receive loop found no free batch
+	stored                 atomic.Uint64 // appended to the spool
+	keysFromID, keysParsed atomic.Uint64 // keys taken through the flow id / from flow.Parse
+	writeErrors            atomic.Uint64 // spool Append or Flush failures
+	writeLost              atomic.Uint64 // packets lost to them, appended ones included
+	receiveErr             atomic.Pointer[string]
 
 	closeErr error // the spool writer's Close, set when write returns
 
@@ -388,8 +385,8 @@ func (q *queue) store(b *batch) {
 		}
 		stored++
 	}
-	q.idHits.Add(fromID)
-	q.fallbacks.Add(uint64(len(b.pkts)) - fromID)
+	q.keysFromID.Add(fromID)
+	q.keysParsed.Add(uint64(len(b.pkts)) - fromID)
 	q.stored.Add(stored)
 }
 

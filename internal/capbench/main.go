@@ -60,12 +60,12 @@ type options struct {
 	freshLoad   uint64
 	queryLoad   uint64
 	liveMethod  string
-	oneFlow     bool
 	repeat      int
+	contention  []string
 	tcpdumpArgs []string
 }
 
-var allConfigs = []string{"xdp-drop", "xsk-count", "xsk-coalesce", "tcpdump", "stenod-xdp", "stenod-afpacket"}
+var allConfigs = []string{"bare", "xdp-drop", "xsk-count", "xsk-coalesce", "tcpdump", "stenod-xdp", "stenod-afpacket"}
 
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == "xskcount" {
@@ -76,11 +76,11 @@ func main() {
 		return
 	}
 	var o options
-	var rates, configs, traffics, tcpdumpArgs string
+	var rates, configs, traffics, tcpdumpArgs, contention string
 	flag.DurationVar(&o.duration, "duration", 10*time.Second, "traffic `time` per run (the issue's soak: 60s)")
 	flag.StringVar(&rates, "rates", "", "comma-separated `pps` rates to run besides the generator's maximum, for the zero-loss rate (e.g. 300000,600000,900000)")
 	flag.StringVar(&configs, "configs", strings.Join(allConfigs, ",")+",freshness,query", "`configurations` to run, comma separated, plus freshness and query (the live stenod benchmarks)")
-	flag.StringVar(&traffics, "traffic", "64B,IMIX", "`traffic` mixes: 64B, IMIX")
+	flag.StringVar(&traffics, "traffic", "64B-1flow,64B,IMIX", "`traffic` mixes: 64B and IMIX from 65,536 random flows, 64B-1flow and IMIX-1flow from one")
 	flag.IntVar(&o.genCPU, "gen-cpu", 1, "`CPU` trafgen sends from (and where veth's receive path runs)")
 	flag.IntVar(&o.capCPU, "cap-cpu", 0, "`CPU` every capturer is pinned to (-1: not pinned)")
 	flag.BoolVar(&o.qdisc, "qdisc-path", true, "trafgen sends through the qdisc (--qdisc-path): a full veth ring then slows the sender instead of dropping")
@@ -90,8 +90,8 @@ func main() {
 	flag.Uint64Var(&o.freshLoad, "fresh-load", 0, "background `pps` during the freshness probes (0: half of stenod-xdp's 64B sender rate, else 100000)")
 	flag.Uint64Var(&o.queryLoad, "query-load", 0, "`pps` during the broad-query benchmark (0: stenod-xdp's 64B zero-loss rate, else 100000)")
 	flag.StringVar(&o.liveMethod, "live-method", "xdp", "capture `method` for the freshness and query benchmarks")
-	flag.IntVar(&o.repeat, "repeat", 1, "run each measurement `N` times and report the run with the median sender rate")
-	flag.BoolVar(&o.oneFlow, "one-flow", false, "send one static flow instead of up to 65536 random ones (trafgen then need not rewrite each packet)")
+	flag.IntVar(&o.repeat, "repeat", 5, "`rounds`: every measurement runs once per round, the contenders taking turns (reversed every other round)")
+	flag.StringVar(&contention, "contention", "none", "what shares the machine during the runs, comma separated: none, cpu (a busy process at nice 0 on the capturer's CPU), disk (a process writing and syncing files on -dir's disk)")
 	flag.StringVar(&tcpdumpArgs, "tcpdump-args", "", "extra tcpdump `arguments`, space separated (e.g. \"-B 65536\")")
 	flag.Parse()
 	log.SetFlags(0)
@@ -105,6 +105,7 @@ func main() {
 	o.configs = splitList(configs)
 	o.traffic = splitList(traffics)
 	o.tcpdumpArgs = strings.Fields(tcpdumpArgs)
+	o.contention = splitList(contention)
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -131,12 +132,17 @@ func splitList(s string) []string {
 type result struct {
 	config, traffic string
 	rate            uint64 // offered; 0: the generator's maximum
+	contention      string
 	gen             genRun
 	cnt             counters
 	cpu             time.Duration
-	hasCapture      bool   // false for xdp-drop
+	machine         machineStat   // the whole machine over the same time as cpu
+	window          time.Duration // that time
+	contentionCPU   time.Duration // the contention's processes', over that time
+	hasCapture      bool          // false for bare and xdp-drop
 	runs            string // with -repeat: the sender rates of every run
 	err             error
+	contender       *contender // running during the measurement; nil for none
 }
 
 func (r *result) lost() int64 { return int64(r.gen.sent) - int64(r.cnt.captured) }
@@ -171,9 +177,17 @@ func run(ctx context.Context, o *options, c *cleanups) error {
 		}
 	}
 	for _, t := range o.traffic {
-		if t != "64B" && t != "IMIX" {
-			return fmt.Errorf("-traffic: unknown %q (want 64B, IMIX)", t)
+		if !slices.Contains(trafficNames, t) {
+			return fmt.Errorf("-traffic: unknown %q (want %s)", t, strings.Join(trafficNames, ", "))
 		}
+	}
+	for _, c := range o.contention {
+		if !slices.Contains(contentions, c) {
+			return fmt.Errorf("-contention: unknown %q (want %s)", c, strings.Join(contentions, ", "))
+		}
+	}
+	if o.repeat < 1 {
+		return errors.New("-repeat must be at least 1")
 	}
 	dir, err := os.MkdirTemp(o.dir, "capbench-")
 	if err != nil {
@@ -210,7 +224,7 @@ func run(ctx context.Context, o *options, c *cleanups) error {
 		return err
 	}
 	progress("veth %s <-> %s in netns %s; trafgen on CPU %d, capture on CPU %d", e.v.host, e.v.peer, e.v.ns, o.genCPU, o.capCPU)
-	mixes, err := writeTraffic(dir, o.genCPU, o.oneFlow)
+	mixes, err := writeTraffic(dir, o.genCPU)
 	if err != nil {
 		return err
 	}
@@ -223,6 +237,7 @@ func run(ctx context.Context, o *options, c *cleanups) error {
 		return &e2
 	}
 	starters := map[string]func(uint64) (*capturer, error){
+		"bare":            func(uint64) (*capturer, error) { return &capturer{stop: func() (counters, error) { return counters{}, nil }}, nil },
 		"xdp-drop":        func(r uint64) (*capturer, error) { return startDropBaseline(at(r)) },
 		"xsk-count":       func(r uint64) (*capturer, error) { return startXSKCount(at(r), 0) },
 		"xsk-coalesce":    func(r uint64) (*capturer, error) { return startXSKCount(at(r), time.Millisecond) },
@@ -230,25 +245,22 @@ func run(ctx context.Context, o *options, c *cleanups) error {
 		"stenod-xdp":      func(r uint64) (*capturer, error) { return startStenod(at(r), "xdp") },
 		"stenod-afpacket": func(r uint64) (*capturer, error) { return startStenod(at(r), "afpacket") },
 	}
-	// With -repeat the measurements take turns, in reverse order every
-	// other round, so that the machine's drift (15-20% an hour on the
-	// development VM) falls on every configuration alike.
-	type key struct {
-		t    traffic
-		cfg  string
-		rate uint64
-	}
-	var keys []key
-	for _, t := range mixes {
-		for _, cfg := range allConfigs {
-			if !slices.Contains(o.configs, cfg) {
-				continue
-			}
-			for _, rate := range append([]uint64{0}, o.rates...) {
-				if cfg == "xdp-drop" && rate != 0 {
-					continue // the sweep is about loss; a drop program has none to find
+	// The measurements take turns, in reverse order every other round,
+	// so that the machine's drift (15-20% an hour on the development VM)
+	// falls on every configuration alike.
+	var keys []runKey
+	for _, cont := range o.contention {
+		for _, t := range mixes {
+			for _, cfg := range allConfigs {
+				if !slices.Contains(o.configs, cfg) {
+					continue
 				}
-				keys = append(keys, key{t, cfg, rate})
+				for _, rate := range append([]uint64{0}, o.rates...) {
+					if (cfg == "xdp-drop" || cfg == "bare") && rate != 0 {
+						continue // the sweep is about loss; these have none to find
+					}
+					keys = append(keys, runKey{t, cfg, rate, cont})
+				}
 			}
 		}
 	}
@@ -266,25 +278,32 @@ func run(ctx context.Context, o *options, c *cleanups) error {
 			if n := len(runs[i]); n > 0 && runs[i][n-1].err != nil {
 				continue
 			}
-			r := &result{config: k.cfg, traffic: k.t.name, rate: k.rate, hasCapture: k.cfg != "xdp-drop"}
+			r := &result{config: k.cfg, traffic: k.t.name, rate: k.rate, contention: k.contention, hasCapture: k.hasCapture()}
 			if strings.HasPrefix(k.cfg, "stenod") && stenodErr != nil {
 				r.err = stenodErr
 			} else {
+				settle()
+				cont, err := startContention(k.contention, e)
+				if err != nil {
+					return fmt.Errorf("contention %s: %w", k.contention, err)
+				}
+				r.contender = cont
 				measure(ctx, e, starters[k.cfg], k.t, o, r)
+				cont.stop()
 			}
 			runs[i] = append(runs[i], r)
 			if r.err != nil {
-				progress("%-16s %-5s %-9s n/a: %v", k.cfg, k.t.name, offered(k.rate), r.err)
+				progress("round %d %-16s %-10s %-4s %-9s n/a: %v", round+1, k.cfg, k.t.name, k.contention, offered(k.rate), r.err)
 			} else {
-				progress("%-16s %-5s %-9s sender %.3f Mpps, sent %d, captured %d, lost %d, drops %s, CPU %s/packet",
-					k.cfg, k.t.name, offered(k.rate), r.gen.rate/1e6, r.gen.sent, r.cnt.captured, r.lost(), r.cnt.dropNote(), perPacket(r))
+				progress("round %d %-16s %-10s %-4s %-9s sender %.3f Mpps, sent %d, captured %d, lost %d, drops %s, CPU %s/packet, machine %.3f µs/packet sent, steal %v",
+					round+1, k.cfg, k.t.name, k.contention, offered(k.rate), r.gen.rate/1e6, r.gen.sent, r.cnt.captured, r.lost(), r.cnt.dropNote(), perPacket(r), r.machinePerPacket(), r.machine.steal)
 			}
 		}
 	}
 	var results []*result
 	for i := range keys {
-		if len(runs[i]) > 0 {
-			results = append(results, median(runs[i]))
+		if len(runs[i]) > 0 && keys[i].contention == o.contention[0] {
+			results = append(results, median(slices.Clone(runs[i])))
 		}
 	}
 
@@ -300,6 +319,7 @@ func run(ctx context.Context, o *options, c *cleanups) error {
 		}
 	}
 	printTable(o, mixes, results, live)
+	printRounds(o, keys, runs)
 	return ctx.Err()
 }
 
@@ -388,6 +408,13 @@ func phase(ctx context.Context, e *env, cp *capturer, t traffic, o *options, r *
 			return
 		}
 	}
+	m0, err := readMachine()
+	if err != nil {
+		r.err = err
+		return
+	}
+	cont0 := r.contender.cpu()
+	t0 := time.Now()
 	var cpu0 time.Duration
 	if cp.pid != 0 {
 		if cpu0, err = procCPU(cp.pid); err != nil {
@@ -431,4 +458,22 @@ func phase(ctx context.Context, e *env, cp *capturer, t traffic, o *options, r *
 		}
 		r.cpu = cpu1 - cpu0
 	}
+	m1, err := readMachine()
+	if err != nil {
+		r.err = err
+		return
+	}
+	r.machine = m1.sub(m0)
+	r.window = time.Since(t0)
+	r.contentionCPU = r.contender.cpu() - cont0
 }
+
+// runKey is one measurement of a round.
+type runKey struct {
+	t          traffic
+	cfg        string
+	rate       uint64
+	contention string
+}
+
+func (k runKey) hasCapture() bool { return k.cfg != "xdp-drop" && k.cfg != "bare" }

@@ -30,26 +30,33 @@ type traffic struct {
 // IMIX by frame size on the wire, 64:7, 570:4, 1518:1, interleaved.
 var imix = []int{60, 566, 60, 60, 566, 60, 1514, 60, 566, 60, 60, 566}
 
+// trafficNames are the mixes writeTraffic writes.
+var trafficNames = []string{"64B", "64B-1flow", "IMIX", "IMIX-1flow"}
+
 // writeTraffic writes the trafgen configurations into dir. Every packet is
-// IPv4/UDP from 10.0.0.x:4096+y (x, y random bytes: up to 65536 flows) to
-// 10.0.1.1:5000, addressed to a MAC no interface has, so the kernel stack
-// drops it early when it sees it at all. There is one configuration for
-// cpu and one for CPU 0 (see rateCPU).
-func writeTraffic(dir string, cpu int, oneFlow bool) ([]traffic, error) {
+// IPv4/UDP from 10.0.0.x:4096+y (x, y random bytes: up to 65536 flows; in
+// the -1flow mixes x and y are 7: one static flow, which trafgen need not
+// rewrite per packet) to 10.0.1.1:5000, addressed to a MAC no interface
+// has, so the kernel stack drops it early when it sees it at all. There is
+// one configuration for cpu and one for CPU 0 (see rateCPU).
+func writeTraffic(dir string, cpu int) ([]traffic, error) {
 	var out []traffic
 	for _, t := range []struct {
 		name, desc string
 		sizes      []int
+		oneFlow    bool
 	}{
-		{"64B", "64-byte UDP frames (60 without FCS)", []int{60}},
-		{"IMIX", "IMIX 7:4:1 of 64, 570, 1518 bytes", imix},
+		{"64B", "64-byte UDP frames (60 without FCS) of 65,536 random flows", []int{60}, false},
+		{"64B-1flow", "64-byte UDP frames of one flow", []int{60}, true},
+		{"IMIX", "IMIX 7:4:1 of 64, 570, 1518 bytes, 65,536 random flows", imix, false},
+		{"IMIX-1flow", "IMIX of one flow", imix, true},
 	} {
 		tr := traffic{name: t.name, desc: t.desc, confs: map[int]string{}}
 		for _, c := range []int{cpu, 0} {
 			var b strings.Builder
 			total := 0
 			for _, size := range t.sizes {
-				b.WriteString(udpFrameConf(size, c, oneFlow))
+				b.WriteString(udpFrameConf(size, c, t.oneFlow))
 				total += size
 			}
 			path := filepath.Join(dir, fmt.Sprintf("trafgen-%s-cpu%d.cfg", t.name, c))
@@ -96,6 +103,9 @@ type genRun struct {
 	// put out (0 when it printed none).
 	trafgenOut string
 	generated  uint64
+	// cpu is trafgen's CPU time, its workers' and the kernel's work done
+	// in its context (the veth's receive path runs there) included.
+	cpu time.Duration
 }
 
 var trafgenCount = regexp.MustCompile(`(?m)^\s*(\d+) packets outgoing`)
@@ -171,6 +181,9 @@ func generate(ctx context.Context, v *vethPair, t traffic, cpu int, rate uint64,
 	serr := ch.stop(syscall.SIGINT, 5*time.Second)
 	r.wall = time.Since(start)
 	r.trafgenOut = ch.stdout.String()
+	if ps := ch.cmd.ProcessState; ps != nil {
+		r.cpu = ps.UserTime() + ps.SystemTime()
+	}
 	if err != nil {
 		return r, err
 	}
