@@ -4,6 +4,7 @@ package capture
 
 import (
 	"strconv"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -80,6 +81,12 @@ type QueueStats struct {
 	// kernel counts them in Socket. AF_PACKET has no batches: its reader
 	// stores each block itself while the kernel fills the others.
 	WriterStalls uint64 `json:"writer_stalls"`
+	// WriterStallSeconds is how long the receive loop waited for the
+	// writer in all, WriterStallMaxSeconds the longest wait: at the
+	// packet rate, how much of the UMEM one stall takes (UMEMFrames must
+	// hold more).
+	WriterStallSeconds    float64 `json:"writer_stall_seconds"`
+	WriterStallMaxSeconds float64 `json:"writer_stall_max_seconds"`
 	// Every packet is keyed by flow.Parse except where the AF_XDP path's
 	// flow id gives the key for less: KeysFromFlowID counts those (a
 	// packet with the previous packet's flow id, or a cut packet whose id
@@ -116,18 +123,20 @@ func (c *Capture) Stats() Stats {
 		}
 		for _, q := range ifc.queues {
 			qs := QueueStats{
-				Queue:            q.index,
-				Stream:           q.stream,
-				CPU:              q.cpu,
-				Packets:          q.packets.Load(),
-				Bytes:            q.bytes.Load(),
-				Stored:           q.stored.Load(),
-				SpoolWriteErrors: q.writeErrors.Load(),
-				SpoolWriteLost:   q.writeLost.Load(),
-				Truncated:        q.truncated.Load(),
-				WriterStalls:     q.writerStalls.Load(),
-				KeysFromFlowID:   q.keysFromID.Load(),
-				KeysParsed:       q.keysParsed.Load(),
+				Queue:                 q.index,
+				Stream:                q.stream,
+				CPU:                   q.cpu,
+				Packets:               q.packets.Load(),
+				Bytes:                 q.bytes.Load(),
+				Stored:                q.stored.Load(),
+				SpoolWriteErrors:      q.writeErrors.Load(),
+				SpoolWriteLost:        q.writeLost.Load(),
+				Truncated:             q.truncated.Load(),
+				WriterStalls:          q.writerStalls.Load(),
+				WriterStallSeconds:    time.Duration(q.stallNanos.Load()).Seconds(),
+				WriterStallMaxSeconds: time.Duration(q.maxStallNanos.Load()).Seconds(),
+				KeysFromFlowID:        q.keysFromID.Load(),
+				KeysParsed:            q.keysParsed.Load(),
 			}
 			if e := q.receiveErr.Load(); e != nil {
 				qs.ReceiveError = *e
@@ -235,6 +244,16 @@ func queueMetrics() []queueMetric {
 		qcounter("truncated_packets", "Packets longer than the snap length, stored cut.", func(q *QueueStats) uint64 { return q.Truncated }),
 		qcounter("meta_missing_packets", "Packets without XDP metadata.", func(q *QueueStats) uint64 { return q.MetaMissing }),
 		qcounter("writer_stalls", "Times the receive loop waited for the spool writer.", func(q *QueueStats) uint64 { return q.WriterStalls }),
+		{
+			desc: prometheus.NewDesc("stenod_capture_writer_stall_seconds_total", "Time the receive loop waited for the spool writer while packets queued in the UMEM.", []string{"iface", "queue"}, nil),
+			kind: prometheus.CounterValue,
+			get:  func(q *QueueStats) (float64, bool) { return q.WriterStallSeconds, true },
+		},
+		{
+			desc: prometheus.NewDesc("stenod_capture_writer_stall_max_seconds", "The receive loop's longest wait for the spool writer: at the packet rate, what the UMEM must hold.", []string{"iface", "queue"}, nil),
+			kind: prometheus.GaugeValue,
+			get:  func(q *QueueStats) (float64, bool) { return q.WriterStallMaxSeconds, true },
+		},
 		qcounter("keys_from_flow_id", "Packets keyed through their XDP flow id (the previous packet's flow, or a cut packet's id in the flow id table) instead of by the Go parser.", func(q *QueueStats) uint64 { return q.KeysFromFlowID }),
 		qcounter("keys_parsed", "Packets keyed by the Go parser (on AF_PACKET, every packet).", func(q *QueueStats) uint64 { return q.KeysParsed }),
 		sockcounter("rx_dropped", "AF_XDP packets dropped for other reasons (XDP_STATISTICS rx_dropped).", func(s *xdp.SocketStats) uint64 { return s.RxDropped }),

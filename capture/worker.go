@@ -149,6 +149,8 @@ type queue struct {
 	packets, bytes         atomic.Uint64 // received (bytes on the wire)
 	truncated              atomic.Uint64 // cut to the snap length
 	writerStalls           atomic.Uint64 // receive loop found no free batch
+	stallNanos             atomic.Int64  // the time it waited for one, in all
+	maxStallNanos          atomic.Int64  // and at the longest
 	stored                 atomic.Uint64 // appended to the spool
 	keysFromID, keysParsed atomic.Uint64 // keys taken through the flow id / from flow.Parse
 	writeErrors            atomic.Uint64 // spool Append or Flush failures
@@ -211,7 +213,9 @@ func (q *queue) receive(stop <-chan struct{}) {
 			case b = <-q.free:
 			default:
 				q.writerStalls.Add(1)
+				t := time.Now()
 				b = <-q.free
+				q.stalled(time.Since(t))
 			}
 		}
 		// Poll only with nothing in hand: packets in hand gather by
@@ -263,6 +267,18 @@ func (q *queue) receive(stop <-chan struct{}) {
 		}
 		if stopping {
 			q.free <- b
+			return
+		}
+	}
+}
+
+// stalled counts a wait of d for the writer. The longest wait is what the
+// UMEM must hold (Config.UMEMFrames): packets keep arriving meanwhile.
+func (q *queue) stalled(d time.Duration) {
+	q.stallNanos.Add(int64(d))
+	for {
+		m := q.maxStallNanos.Load()
+		if int64(d) <= m || q.maxStallNanos.CompareAndSwap(m, int64(d)) {
 			return
 		}
 	}
