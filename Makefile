@@ -77,7 +77,7 @@ soak: build ## kill -9 a capturing daemon SOAK_CYCLES times (default 200) and ch
 	STENOD_SOAK_CYCLES=$${SOAK_CYCLES:-200} $(GO) test -count=1 -timeout 60m -run Kill9 -v ./cmd/stenod
 
 faults: ## damage a spool in FAULT_CASES random ways (default 20000) and check every answer; FAULT_SEED=N runs one case
-	set -o pipefail; STENOD_FAULT_CASES=$${FAULT_CASES:-20000} $(if $(FAULT_SEED),STENOD_FAULT_SEED=$(FAULT_SEED)) $(GO) test -count=1 -timeout 0 -v -run 'TestNamedDamage|TestRandomDamage' ./internal/faults | grep -v '^=== RUN'
+	set -o pipefail; STENOD_FAULT_CASES=$${FAULT_CASES:-20000} $(if $(FAULT_SEED),STENOD_FAULT_SEED=$(FAULT_SEED)) $(GO) test -count=1 -timeout 0 -v -run 'TestNamedDamage|TestRandomDamage' ./internal/testkit/faults | grep -v '^=== RUN'
 
 fuzz: ## run every fuzz target for FUZZTIME each (default 30s)
 	@for t in flow:FuzzParse query:FuzzParse index:FuzzDecode pcapio:FuzzReader; do \

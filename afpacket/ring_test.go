@@ -16,8 +16,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/stenod/stenod/internal/testpcaps"
-	"github.com/stenod/stenod/internal/testutil"
+	"github.com/stenod/stenod/internal/testkit/testpcaps"
+	"github.com/stenod/stenod/internal/testkit/testutil"
 )
 
 const collectTimeout = 20 * time.Second

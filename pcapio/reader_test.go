@@ -7,7 +7,7 @@ import (
 	"os"
 	"testing"
 
-	"github.com/stenod/stenod/internal/testpcaps"
+	"github.com/stenod/stenod/internal/testkit/testpcaps"
 )
 
 // TestReaderAgreesWithPcapgo reads every shared test capture with this

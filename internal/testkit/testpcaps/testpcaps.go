@@ -56,8 +56,8 @@ func Dir(tb testing.TB) string {
 // source file's place in it.
 func RepoRoot() string {
 	_, file, _, _ := runtime.Caller(0)
-	// internal/testpcaps/testpcaps.go -> repo root
-	return filepath.Dir(filepath.Dir(filepath.Dir(file)))
+	// internal/testkit/testpcaps/testpcaps.go -> repo root
+	return filepath.Join(filepath.Dir(file), "..", "..", "..")
 }
 
 // Files lists every capture file (pcap or pcapng) below sub ("" for all), sorted.
