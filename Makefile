@@ -52,9 +52,10 @@ test: provision build ## run every test (as root for the capture tests)
 test-short: ## the fast unprivileged tests
 	$(GO) test -short -count=1 ./...
 
-lint: ## gofmt, go vet, staticcheck
+lint: ## gofmt, go mod tidy, go vet, staticcheck
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '^gen/')); \
 	  if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	@$(GO) mod tidy -diff || { echo "go mod tidy would change go.mod or go.sum (above): run go mod tidy"; exit 1; }
 	$(GO) vet ./...
 	$(STATICCHECK) ./...
 
