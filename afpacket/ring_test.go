@@ -59,7 +59,7 @@ func TestReceiveFrames(t *testing.T) {
 	}
 }
 
-// TestReplayCaptures sends every Ethernet frame of the shared test captures,
+// TestReplayCaptures sends every Ethernet frame of the test captures,
 // malformed ones included, and expects each back unchanged.
 func TestReplayCaptures(t *testing.T) {
 	v := testutil.NewVeth(t)
