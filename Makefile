@@ -52,10 +52,12 @@ test: provision build ## run every test (as root for the capture tests)
 test-short: ## the fast unprivileged tests
 	$(GO) test -short -count=1 ./...
 
-lint: ## gofmt, go mod tidy, go vet, staticcheck
+lint: ## gofmt, go mod tidy, the binary free of test code, go vet, staticcheck
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '^gen/')); \
 	  if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	@$(GO) mod tidy -diff || { echo "go mod tidy would change go.mod or go.sum (above): run go mod tidy"; exit 1; }
+	@if $(GO) list -deps ./cmd/stenod | grep -E '/internal/(testkit|bench|capbench)(/|$$)'; then \
+	  echo "cmd/stenod is built with test or benchmark code (above): see docs/architecture.md"; exit 1; fi
 	$(GO) vet ./...
 	$(STATICCHECK) ./...
 
