@@ -52,9 +52,12 @@ test: provision build ## run every test (as root for the capture tests)
 test-short: ## the fast unprivileged tests
 	$(GO) test -short -count=1 ./...
 
-lint: ## gofmt, go vet, staticcheck
+lint: ## gofmt, go mod tidy, the binary free of test code, go vet, staticcheck
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '^gen/')); \
 	  if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	@$(GO) mod tidy -diff || { echo "go mod tidy would change go.mod or go.sum (above): run go mod tidy"; exit 1; }
+	@if $(GO) list -deps ./cmd/stenod | grep -E '/internal/(testkit|bench|capbench)(/|$$)'; then \
+	  echo "cmd/stenod is built with test or benchmark code (above): see docs/architecture.md"; exit 1; fi
 	$(GO) vet ./...
 	$(STATICCHECK) ./...
 
@@ -77,7 +80,7 @@ soak: build ## kill -9 a capturing daemon SOAK_CYCLES times (default 200) and ch
 	STENOD_SOAK_CYCLES=$${SOAK_CYCLES:-200} $(GO) test -count=1 -timeout 60m -run Kill9 -v ./cmd/stenod
 
 faults: ## damage a spool in FAULT_CASES random ways (default 20000) and check every answer; FAULT_SEED=N runs one case
-	set -o pipefail; STENOD_FAULT_CASES=$${FAULT_CASES:-20000} $(if $(FAULT_SEED),STENOD_FAULT_SEED=$(FAULT_SEED)) $(GO) test -count=1 -timeout 0 -v -run 'TestNamedDamage|TestRandomDamage' ./internal/faults | grep -v '^=== RUN'
+	set -o pipefail; STENOD_FAULT_CASES=$${FAULT_CASES:-20000} $(if $(FAULT_SEED),STENOD_FAULT_SEED=$(FAULT_SEED)) $(GO) test -count=1 -timeout 0 -v -run 'TestNamedDamage|TestRandomDamage' ./internal/testkit/faults | grep -v '^=== RUN'
 
 fuzz: ## run every fuzz target for FUZZTIME each (default 30s)
 	@for t in flow:FuzzParse query:FuzzParse index:FuzzDecode pcapio:FuzzReader; do \

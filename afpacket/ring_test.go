@@ -16,8 +16,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/stenod/stenod/internal/testpcaps"
-	"github.com/stenod/stenod/internal/testutil"
+	"github.com/stenod/stenod/internal/testkit/testpcaps"
+	"github.com/stenod/stenod/internal/testkit/testutil"
 )
 
 const collectTimeout = 20 * time.Second
@@ -59,7 +59,7 @@ func TestReceiveFrames(t *testing.T) {
 	}
 }
 
-// TestReplayCaptures sends every Ethernet frame of the shared test captures,
+// TestReplayCaptures sends every Ethernet frame of the test captures,
 // malformed ones included, and expects each back unchanged.
 func TestReplayCaptures(t *testing.T) {
 	v := testutil.NewVeth(t)

@@ -18,7 +18,7 @@ import (
 
 	"github.com/stenod/stenod/engine"
 	"github.com/stenod/stenod/internal/certs"
-	"github.com/stenod/stenod/internal/testutil"
+	"github.com/stenod/stenod/internal/testkit/testutil"
 )
 
 // tcpdumpLine is the start of a packet line of 'tcpdump -n': a time of day.

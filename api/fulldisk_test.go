@@ -21,7 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/stenod/stenod/flow"
-	"github.com/stenod/stenod/internal/testutil"
+	"github.com/stenod/stenod/internal/testkit/testutil"
 	"github.com/stenod/stenod/internal/trafficgen"
 	"github.com/stenod/stenod/pcapio"
 	"github.com/stenod/stenod/spool"

@@ -12,8 +12,9 @@ import (
 	"os/user"
 	"path/filepath"
 	"strconv"
-	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // SocketOwner is the account the Unix socket, and the directories created
@@ -181,7 +182,7 @@ func removeStale(ctx context.Context, path string, log *slog.Logger) error {
 		c.Close()
 		return fmt.Errorf("api %s: another process answers on this socket (is stenod already running?): refusing to take it over", path)
 	}
-	if !errors.Is(err, syscall.ECONNREFUSED) {
+	if !errors.Is(err, unix.ECONNREFUSED) {
 		return fmt.Errorf("api %s: cannot tell whether the socket is in use: %w", path, err)
 	}
 	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {

@@ -58,9 +58,10 @@ type Demo struct {
 	// Spool.Dirs, so a demo never mixes with a real sensor's history.
 	Spool string
 	// Captures is a directory (searched recursively) or a file of pcap or
-	// pcapng captures to replay. "" takes the sample captures when they
-	// are found ($STENOD_TESTDATA, the checkout's testdata/pcaps) and
-	// generated traffic otherwise.
+	// pcapng captures to replay. "": the sample captures built into the
+	// binary, then those in /usr/share/stenod/demo
+	// (demotap.SystemSamplesDir); "generated" (demotap.Generated):
+	// synthetic traffic.
 	Captures string
 	// Rate is the number of packets per second replayed.
 	Rate int

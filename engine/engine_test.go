@@ -20,7 +20,7 @@ import (
 	"github.com/google/gopacket/pcapgo"
 
 	"github.com/stenod/stenod/flow"
-	"github.com/stenod/stenod/internal/testpcaps"
+	"github.com/stenod/stenod/internal/testkit/testpcaps"
 	"github.com/stenod/stenod/pcapio"
 	"github.com/stenod/stenod/query"
 	"github.com/stenod/stenod/spool"

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/stenod/stenod/flow"
-	"github.com/stenod/stenod/internal/testutil"
+	"github.com/stenod/stenod/internal/testkit/testutil"
 	"github.com/stenod/stenod/internal/trafficgen"
 	"github.com/stenod/stenod/pcapio"
 	"github.com/stenod/stenod/query"

@@ -6,8 +6,9 @@ import (
 	"io"
 	"slices"
 	"sync/atomic"
-	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/stenod/stenod/pcapio"
 	"github.com/stenod/stenod/query"
@@ -208,7 +209,7 @@ func (r *recordReader) need(off, n, ahead int64) error {
 // the file turned out shorter than its index says (cut short, or truncated
 // under a mapping), else the read's own error, which ends the query.
 func (r *recordReader) readError(off int64, n int, err error) error {
-	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.EIO) {
+	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, unix.EIO) {
 		return r.damaged(off, fmt.Sprintf("read %d bytes", n), err)
 	}
 	return fmt.Errorf("spool %s: read %d bytes at %d: %w", r.path, n, off, err)

@@ -3,7 +3,7 @@ package flow
 import (
 	"testing"
 
-	"github.com/stenod/stenod/internal/testpcaps"
+	"github.com/stenod/stenod/internal/testkit/testpcaps"
 )
 
 // BenchmarkParse reports the cost per packet: over the mix of every test

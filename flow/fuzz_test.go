@@ -4,7 +4,7 @@ import (
 	"encoding/binary"
 	"testing"
 
-	"github.com/stenod/stenod/internal/testpcaps"
+	"github.com/stenod/stenod/internal/testkit/testpcaps"
 )
 
 // FuzzParse checks that Parse survives any input, that the key it returns is

@@ -8,7 +8,8 @@ import (
 	"io"
 	"math"
 	"os"
-	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // MaxFileSize bounds the index files Open reads into memory. The positions
@@ -62,8 +63,8 @@ func OpenLimit(path string, limit int64) (*Reader, error) {
 // link and without blocking on a FIFO, and returns it with its size if it
 // is a regular file.
 func openIndex(path string) (*os.File, int64, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
-	if errors.Is(err, syscall.ELOOP) {
+	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
+	if errors.Is(err, unix.ELOOP) {
 		return nil, 0, fmt.Errorf("%w: a symbolic link (not followed)", ErrCorrupt)
 	}
 	if err != nil {

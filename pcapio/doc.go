@@ -6,7 +6,7 @@
 // the record or block that is bad (pcapgo's pcapng reader buffers internally
 // and cannot say where it is), a hostile length field is refused before any
 // allocation, and reading a packet allocates nothing. Tests check this reader
-// against pcapgo on every shared test capture.
+// against pcapgo on every committed test capture (testdata/pcaps).
 //
 // Readers and writers own no file descriptors: callers open and close files.
 package pcapio

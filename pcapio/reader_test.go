@@ -7,10 +7,10 @@ import (
 	"os"
 	"testing"
 
-	"github.com/stenod/stenod/internal/testpcaps"
+	"github.com/stenod/stenod/internal/testkit/testpcaps"
 )
 
-// TestReaderAgreesWithPcapgo reads every shared test capture with this
+// TestReaderAgreesWithPcapgo reads every committed test capture with this
 // reader and with gopacket/pcapgo (through testpcaps) and requires the same
 // packets, bytes and timestamps, as far as pcapgo reads.
 func TestReaderAgreesWithPcapgo(t *testing.T) {

@@ -8,8 +8,9 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/stenod/stenod/index"
 )
@@ -44,8 +45,8 @@ type dirState struct {
 	files int   // pcap files, active ones included
 	bytes int64 // their pcap and index bytes
 
-	st     syscall.Statfs_t // reused: it is large and passed by pointer
-	statOK bool             // total and avail hold a statfs result
+	st     unix.Statfs_t // reused: it is large and passed by pointer
+	statOK bool          // total and avail hold a statfs result
 	statAt time.Time
 	total  int64 // file system size
 	block  int64 // its block size
@@ -68,7 +69,7 @@ type dirState struct {
 
 	// fakeStatfs, set by tests only, stands for statfs: a file system
 	// of a size the test chooses, without root to mount one.
-	fakeStatfs func(path string, st *syscall.Statfs_t) error
+	fakeStatfs func(path string, st *unix.Statfs_t) error
 }
 
 // refresh reads the file system's size and available space.
@@ -77,9 +78,9 @@ func (d *dirState) refresh(now time.Time) error {
 	if d.fakeStatfs != nil {
 		err = d.fakeStatfs(d.path, &d.st)
 	} else if d.dir != nil {
-		err = syscall.Fstatfs(int(d.dir.Fd()), &d.st)
+		err = unix.Fstatfs(int(d.dir.Fd()), &d.st)
 	} else {
-		err = syscall.Statfs(d.path, &d.st)
+		err = unix.Statfs(d.path, &d.st)
 	}
 	if err != nil {
 		return fmt.Errorf("statfs %s: %w", d.path, err)
@@ -490,7 +491,7 @@ func (s *Spool) writeIndex(f *File, data []byte) error {
 	}()
 	g := s.reserve(f, n, true, 0)
 	err := index.WriteFile(path, data)
-	if errors.Is(err, syscall.ENOSPC) {
+	if errors.Is(err, unix.ENOSPC) {
 		s.ctr.enospc.Add(1)
 		s.done(g, false)
 		g = s.reserve(f, n, true, f.ds.shortfall(n))
@@ -574,8 +575,8 @@ func (s *Spool) dirUsage(d *dirState, u *Usage) {
 	u.FileBytes, u.HeldBytes = d.bytes, d.held
 	d.mu.Unlock()
 	// A statfs of its own: d's figure is an estimate, and Usage is rare.
-	var st syscall.Statfs_t
-	statfs := syscall.Statfs
+	var st unix.Statfs_t
+	statfs := unix.Statfs
 	if d.fakeStatfs != nil {
 		statfs = d.fakeStatfs
 	}

@@ -10,9 +10,10 @@ import (
 	"runtime"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/stenod/stenod/flow"
 	"github.com/stenod/stenod/index"
@@ -300,7 +301,7 @@ func TestRepairImpossibleFiles(t *testing.T) {
 			must(t, os.Rename(idx, target), os.Symlink(target, idx))
 		}},
 		{name: "index-is-a-fifo", quarantined: []string{"eth1-q0.idx"}, spoil: func(t *testing.T, dir, idx, _ string) {
-			must(t, os.Remove(idx), syscall.Mkfifo(idx, 0o640))
+			must(t, os.Remove(idx), unix.Mkfifo(idx, 0o640))
 		}},
 		{name: "index-is-sparse-100GB", spoil: func(t *testing.T, dir, idx, _ string) {
 			f, err := os.OpenFile(idx, os.O_WRONLY, 0)

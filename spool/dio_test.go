@@ -9,9 +9,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/stenod/stenod/flow"
 	"github.com/stenod/stenod/internal/trafficgen"
@@ -137,7 +138,7 @@ func TestImportKilled(t *testing.T) {
 				t.Fatalf("import did not reach %d bytes within 30 s", killAt)
 			}
 		}
-		if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		if err := cmd.Process.Signal(unix.SIGKILL); err != nil {
 			t.Fatal(err)
 		}
 		<-done

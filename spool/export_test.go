@@ -1,6 +1,6 @@
 package spool
 
-import "syscall"
+import "golang.org/x/sys/unix"
 
 // Crash leaves sp as a killed process would: files and writers as they are,
 // only the directory locks released (the kernel drops a dead process's
@@ -9,7 +9,7 @@ func Crash(sp *Spool) { sp.unlock() }
 
 // FakeStatfs makes sp's budget see the file system f describes instead of
 // the real one, from its next look on.
-func FakeStatfs(sp *Spool, f func(path string, st *syscall.Statfs_t) error) {
+func FakeStatfs(sp *Spool, f func(path string, st *unix.Statfs_t) error) {
 	for _, d := range sp.dirs {
 		d.mu.Lock()
 		d.fakeStatfs, d.statOK = f, false

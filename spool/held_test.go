@@ -8,9 +8,10 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/stenod/stenod/spool"
 )
@@ -61,8 +62,8 @@ func (fs fakeFS) used(t testing.TB) int64 {
 
 func (fs fakeFS) avail(t testing.TB) int64 { return max(fs.size-fs.used(t), 0) }
 
-func (fs fakeFS) statfs(t testing.TB) func(string, *syscall.Statfs_t) error {
-	return func(_ string, st *syscall.Statfs_t) error {
+func (fs fakeFS) statfs(t testing.TB) func(string, *unix.Statfs_t) error {
+	return func(_ string, st *unix.Statfs_t) error {
 		st.Bsize, st.Frsize = fakeBlock, fakeBlock
 		st.Blocks = uint64(fs.size / fakeBlock)
 		st.Bavail = uint64(fs.avail(t) / fakeBlock)

@@ -9,13 +9,14 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/stenod/stenod/engine"
 	"github.com/stenod/stenod/flow"
-	"github.com/stenod/stenod/internal/testutil"
+	"github.com/stenod/stenod/internal/testkit/testutil"
 	"github.com/stenod/stenod/internal/trafficgen"
 	"github.com/stenod/stenod/pcapio"
 	"github.com/stenod/stenod/query"
@@ -211,13 +212,13 @@ func mountTmpfs(t testing.TB, size string) string {
 	t.Helper()
 	testutil.RequireRoot(t)
 	dir := t.TempDir()
-	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size="+size+",mode=0750"); err != nil {
+	if err := unix.Mount("tmpfs", dir, "tmpfs", 0, "size="+size+",mode=0750"); err != nil {
 		testutil.SkipOrFail(t, "mount tmpfs: %v", err)
 	}
 	t.Cleanup(func() {
 		// Lazily: a descriptor the test left open must not keep the
 		// mount (and t.TempDir's removal) from going.
-		if err := syscall.Unmount(dir, syscall.MNT_DETACH); err != nil {
+		if err := unix.Unmount(dir, unix.MNT_DETACH); err != nil {
 			t.Errorf("unmount %s: %v", dir, err)
 		}
 	})
@@ -227,8 +228,8 @@ func mountTmpfs(t testing.TB, size string) string {
 // statfs returns a file system's size and available bytes.
 func statfs(t testing.TB, dir string) (total, avail int64) {
 	t.Helper()
-	var st syscall.Statfs_t
-	if err := syscall.Statfs(dir, &st); err != nil {
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
 		t.Fatal(err)
 	}
 	return int64(st.Blocks) * st.Frsize, int64(st.Bavail) * st.Frsize

@@ -7,7 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/stenod/stenod/index"
 	"github.com/stenod/stenod/pcapio"
@@ -258,7 +259,7 @@ func removeIfExists(path string) error {
 // openPcap opens a spool pcap file without following a symbolic link or
 // blocking on a FIFO, and returns it with its size if it is a regular file.
 func openPcap(path string, mode int) (*os.File, int64, error) {
-	f, err := os.OpenFile(path, mode|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	f, err := os.OpenFile(path, mode|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, 0, fmt.Errorf("spool %s: %w", path, err)
 	}
@@ -339,7 +340,7 @@ func (s *Spool) reindex(path, stream string, start int64, cutShort bool) (r *ind
 	if err := f.Sync(); err != nil {
 		return nil, nil, fmt.Errorf("spool %s: %w", path, err)
 	}
-	if err := index.WriteFile(indexPath(path), data); errors.Is(err, syscall.ENOSPC) {
+	if err := index.WriteFile(indexPath(path), data); errors.Is(err, unix.ENOSPC) {
 		s.ctr.enospc.Add(1)
 		return r, data, nil
 	} else if err != nil {

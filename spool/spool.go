@@ -12,8 +12,9 @@ import (
 	"runtime"
 	"slices"
 	"sync"
-	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/stenod/stenod/index"
 )
@@ -237,7 +238,7 @@ func (s *Spool) SnapshotFor(lo, hi int64, revoke func(error)) ([]*Handle, error)
 		}
 		// Not followed if something has put a symbolic link in the
 		// file's place since Open.
-		pcap, err := os.OpenFile(f.Path, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+		pcap, err := os.OpenFile(f.Path, os.O_RDONLY|unix.O_NOFOLLOW, 0)
 		if errors.Is(err, os.ErrNotExist) {
 			continue // deleted since the listing
 		}

@@ -7,8 +7,9 @@ import (
 	"io"
 	"os"
 	"strings"
-	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/stenod/stenod/index"
 )
@@ -40,7 +41,7 @@ func sumsPath(pcapPath string) string {
 
 // createSums creates the sums journal of a new pcap file.
 func createSums(pcapPath string) (*os.File, error) {
-	f, err := os.OpenFile(sumsPath(pcapPath), os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o640)
+	f, err := os.OpenFile(sumsPath(pcapPath), os.O_WRONLY|os.O_CREATE|os.O_EXCL|unix.O_NOFOLLOW, 0o640)
 	if err != nil {
 		return nil, fmt.Errorf("spool %s: %w", sumsPath(pcapPath), err)
 	}
@@ -166,7 +167,7 @@ func maxSumsBytes(pcapSize int64) int64 {
 // without it. A torn last checksum is left out.
 func readSums(pcapPath string, pcapSize int64) ([]uint32, error) {
 	p := sumsPath(pcapPath)
-	f, err := os.OpenFile(p, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	f, err := os.OpenFile(p, os.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}

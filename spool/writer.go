@@ -6,8 +6,9 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/stenod/stenod/flow"
 	"github.com/stenod/stenod/index"
@@ -194,7 +195,7 @@ func (w *Writer) open(ts int64) error {
 	d := sp.pickDir()
 	sp.reserveFile(d, 0)
 	f, path, err := w.create(d.path, ts)
-	if errors.Is(err, syscall.ENOSPC) {
+	if errors.Is(err, unix.ENOSPC) {
 		sp.ctr.enospc.Add(1)
 		sp.releaseFile(d)
 		sp.reserveFile(d, d.shortfall(0))
@@ -228,7 +229,7 @@ func (w *Writer) openDirect(f *os.File, path string) *os.File {
 	if !w.sp.cfg.DirectIO {
 		return nil
 	}
-	dio, err := os.OpenFile(path, os.O_WRONLY|syscall.O_DIRECT, 0)
+	dio, err := os.OpenFile(path, os.O_WRONLY|unix.O_DIRECT, 0)
 	if err != nil {
 		return nil
 	}
@@ -293,7 +294,7 @@ func (w *Writer) Flush() error {
 	sp, n := w.sp, w.end-w.written
 	g := sp.reserve(w.file, n, false, 0)
 	err := w.write()
-	if errors.Is(err, syscall.ENOSPC) {
+	if errors.Is(err, unix.ENOSPC) {
 		sp.ctr.enospc.Add(1)
 		sp.done(g, false)
 		g = sp.reserve(w.file, n, false, w.file.ds.shortfall(n))
@@ -365,7 +366,7 @@ func (w *Writer) land() error {
 	fl.active = false
 	sp := w.sp
 	err := w.aio.wait()
-	if errors.Is(err, syscall.ENOSPC) {
+	if errors.Is(err, unix.ENOSPC) {
 		sp.ctr.enospc.Add(1)
 		sp.done(fl.g, false)
 		n := fl.end - w.written
@@ -458,7 +459,7 @@ func (w *Writer) fail(err error, lost int) error {
 		// whole record (the index says where that is) and go on in a
 		// new file.
 		w.close()
-	case errors.Is(err, syscall.ENOSPC) && w.written > 0:
+	case errors.Is(err, unix.ENOSPC) && w.written > 0:
 		// Nothing could be deleted: the active files fill the disk.
 		// Closing this one lets the next full disk delete it, so the
 		// newest packets get stored rather than none until rotation.
@@ -574,7 +575,7 @@ func (s *Spool) seal(f, dio *os.File, file *File) {
 	case err == nil:
 		s.dropSums(file)
 		s.touch(file)
-	case errors.Is(err, syscall.ENOSPC):
+	case errors.Is(err, unix.ENOSPC):
 		// A full disk is counted (ENOSPCEvents), not a failure of the
 		// run: the live index goes on answering, and the next Open
 		// rebuilds the file's index if it is still there.

@@ -26,8 +26,8 @@ import (
 
 	"github.com/stenod/stenod/flow"
 	"github.com/stenod/stenod/gen"
-	"github.com/stenod/stenod/internal/testpcaps"
-	"github.com/stenod/stenod/internal/testutil"
+	"github.com/stenod/stenod/internal/testkit/testpcaps"
+	"github.com/stenod/stenod/internal/testkit/testutil"
 )
 
 // XDP actions (enum xdp_action).

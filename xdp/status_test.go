@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/stenod/stenod/internal/testutil"
+	"github.com/stenod/stenod/internal/testkit/testutil"
 )
 
 // TestReadPinned: what `stenod status` shows comes from the pins alone and

@@ -25,7 +25,7 @@ import (
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 
-	"github.com/stenod/stenod/internal/testutil"
+	"github.com/stenod/stenod/internal/testkit/testutil"
 )
 
 // xskMetaLen is the metadata the test program writes: the 8 bytes at packet

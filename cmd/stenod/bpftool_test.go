@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/stenod/stenod/api"
-	"github.com/stenod/stenod/internal/testutil"
+	"github.com/stenod/stenod/internal/testkit/testutil"
 )
 
 // recipeMarker precedes, in docs/*.md, a shell block whose every command

@@ -12,7 +12,7 @@ import (
 	"testing"
 
 	"github.com/stenod/stenod/internal/certs"
-	"github.com/stenod/stenod/internal/testutil"
+	"github.com/stenod/stenod/internal/testkit/testutil"
 )
 
 // TestCertsInitServiceReadsKey: 'sudo stenod certs init --user U --group G

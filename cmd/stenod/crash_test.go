@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/stenod/stenod/internal/testutil"
+	"github.com/stenod/stenod/internal/testkit/testutil"
 	"github.com/stenod/stenod/pcapio"
 )
 

@@ -24,7 +24,7 @@ import (
 	"github.com/stenod/stenod/api"
 	"github.com/stenod/stenod/capture"
 	"github.com/stenod/stenod/config"
-	"github.com/stenod/stenod/internal/testutil"
+	"github.com/stenod/stenod/internal/testkit/testutil"
 )
 
 // TestDocs checks what README.md and docs/*.md name against the code, so

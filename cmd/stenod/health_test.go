@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/stenod/stenod/internal/testutil"
+	"github.com/stenod/stenod/internal/testkit/testutil"
 )
 
 // TestHealthzDetached: /healthz says ok while the XDP program is attached

@@ -17,7 +17,7 @@ import (
 
 	"github.com/stenod/stenod/internal/demotap"
 	"github.com/stenod/stenod/internal/ifacelock"
-	"github.com/stenod/stenod/internal/testutil"
+	"github.com/stenod/stenod/internal/testkit/testutil"
 )
 
 // TestRunOneSensorPerInterface: a second stenod run on an interface a live

@@ -15,7 +15,7 @@ import (
 
 	"github.com/google/gopacket/pcapgo"
 
-	"github.com/stenod/stenod/internal/testpcaps"
+	"github.com/stenod/stenod/internal/testkit/testpcaps"
 	"github.com/stenod/stenod/pcapio"
 	"github.com/stenod/stenod/spool"
 )
@@ -30,7 +30,7 @@ func runCmd(t *testing.T, args ...string) (code int, stdout, stderr string) {
 	return code, out.String(), errb.String()
 }
 
-// TestImportEveryTestCapture: every shared capture goes through import
+// TestImportEveryTestCapture: every test capture goes through import
 // without a crash or a hang: stored, or refused with a message that names
 // the file (and, for a bad record, its offset).
 func TestImportEveryTestCapture(t *testing.T) {

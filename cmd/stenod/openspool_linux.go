@@ -102,16 +102,18 @@ func (d *dropper) asUser(log *slog.Logger, f func(asUser bool) error) (err error
 		return f(false)
 	}
 	// Probe: a cgo binary cannot run a system call on every thread.
-	if err := allThreadsSetfs(unix.SYS_SETFSGID, 0); errors.Is(err, syscall.ENOTSUP) {
+	if err := allThreadsSetfs(unix.SYS_SETFSGID, 0); errors.Is(err, unix.ENOTSUP) {
 		log.Warn("built with cgo: the spool is opened as root, not as " + d.name + " (build with CGO_ENABLED=0)")
 		return f(false)
 	} else if err != nil {
 		return fmt.Errorf("switch to %s to open the spool: %w", d.name, err)
 	}
-	groups, err := syscall.Getgroups()
+	groups, err := unix.Getgroups()
 	if err != nil {
 		return fmt.Errorf("switch to %s to open the spool: %w", d.name, err)
 	}
+	// syscall.Setgroups, not unix.Setgroups: Go's sets the groups of every
+	// thread, x/sys/unix's those of the calling thread only.
 	if err := syscall.Setgroups(d.groups); err != nil {
 		return fmt.Errorf("switch to %s to open the spool: setgroups: %w", d.name, err)
 	}
@@ -141,8 +143,9 @@ func (d *dropper) asUser(log *slog.Logger, f func(asUser bool) error) (err error
 
 // allThreadsSetfs sets the file-system uid or gid (nr: SYS_SETFSUID or
 // SYS_SETFSGID) of every thread to id and checks that it took: the system
-// call reports no error, only the previous id. It returns syscall.ENOTSUP
-// in a binary built with cgo.
+// call reports no error, only the previous id. It returns ENOTSUP in a
+// binary built with cgo. Only the syscall package can run a system call
+// on every thread (AllThreadsSyscall).
 func allThreadsSetfs(nr uintptr, id int) error {
 	if _, _, errno := syscall.AllThreadsSyscall(nr, uintptr(id), 0, 0); errno != 0 {
 		return errno

@@ -226,14 +226,15 @@ func (d *dropper) drop() error {
 
 	allThreads := true
 	// The bounding set needs CAP_SETPCAP: before the user switch.
-	if err := dropBoundingSet(); errors.Is(err, syscall.ENOTSUP) {
+	if err := dropBoundingSet(); errors.Is(err, unix.ENOTSUP) {
 		allThreads = false
 	} else if err != nil {
 		return fmt.Errorf("drop privileges: %w", err)
 	}
 	// Go applies these to every thread of the process; from root to a
 	// non-root uid the kernel clears the permitted, effective and ambient
-	// capability sets.
+	// capability sets. They must be the syscall package's: unix.Setgroups
+	// changes the calling thread only.
 	if err := syscall.Setgroups(d.groups); err != nil {
 		return fmt.Errorf("drop privileges: setgroups: %w", err)
 	}
@@ -261,13 +262,13 @@ func (d *dropper) drop() error {
 // (AmbientCapabilities of the systemd unit) from every thread.
 func (d *dropper) clearCapabilities() error {
 	if err := allThreadsPrctl(unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0); err != nil {
-		if errors.Is(err, syscall.ENOTSUP) {
+		if errors.Is(err, unix.ENOTSUP) {
 			d.log.Warn("built with cgo: capabilities cannot be cleared on every thread and stay (build with CGO_ENABLED=0)")
 			return nil
 		}
 		return fmt.Errorf("drop capabilities: ambient: %w", err)
 	}
-	if err := dropBoundingSet(); err != nil && !errors.Is(err, syscall.EPERM) {
+	if err := dropBoundingSet(); err != nil && !errors.Is(err, unix.EPERM) {
 		return fmt.Errorf("drop capabilities: %w", err)
 	}
 	if err := clearCapSets(); err != nil {
@@ -407,10 +408,11 @@ func chownAt(fd int, path string, uid, gid, depth int) error {
 	return nil
 }
 
-// allThreadsPrctl runs prctl on every thread of the process. It returns
-// syscall.ENOTSUP in a binary built with cgo.
+// allThreadsPrctl runs prctl on every thread of the process (only the
+// syscall package can: AllThreadsSyscall). It returns ENOTSUP in a binary
+// built with cgo.
 func allThreadsPrctl(option, arg2, arg3 uintptr) error {
-	if _, _, errno := syscall.AllThreadsSyscall(syscall.SYS_PRCTL, option, arg2, arg3); errno != 0 {
+	if _, _, errno := syscall.AllThreadsSyscall(unix.SYS_PRCTL, option, arg2, arg3); errno != 0 {
 		return errno
 	}
 	return nil
@@ -420,7 +422,7 @@ func allThreadsPrctl(option, arg2, arg3 uintptr) error {
 func dropBoundingSet() error {
 	for c := 0; c <= lastCap(); c++ {
 		if err := allThreadsPrctl(unix.PR_CAPBSET_DROP, uintptr(c), 0); err != nil {
-			if errors.Is(err, syscall.EINVAL) {
+			if errors.Is(err, unix.EINVAL) {
 				break // beyond what this kernel knows
 			}
 			return fmt.Errorf("drop capability %d from the bounding set: %w", c, err)
@@ -434,7 +436,7 @@ func dropBoundingSet() error {
 func clearCapSets() error {
 	hdr := &unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
 	data := new([2]unix.CapUserData)
-	_, _, errno := syscall.AllThreadsSyscall(syscall.SYS_CAPSET, uintptr(unsafe.Pointer(hdr)), uintptr(unsafe.Pointer(&data[0])), 0)
+	_, _, errno := syscall.AllThreadsSyscall(unix.SYS_CAPSET, uintptr(unsafe.Pointer(hdr)), uintptr(unsafe.Pointer(&data[0])), 0)
 	runtime.KeepAlive(hdr)
 	runtime.KeepAlive(data)
 	if errno != 0 {

@@ -12,8 +12,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 
+	"golang.org/x/sys/unix"
 	"golang.org/x/term"
 
 	"github.com/stenod/stenod/api"
@@ -163,7 +163,7 @@ func socketError(sock string, err error) error {
 	case errors.Is(err, fs.ErrPermission):
 		return fmt.Errorf("query %s: %w: only root and the members of the socket's group (stenod by default) may read packets "+
 			"(docs/operations.md, Access)", sock, err)
-	case errors.Is(err, fs.ErrNotExist), errors.Is(err, syscall.ECONNREFUSED):
+	case errors.Is(err, fs.ErrNotExist), errors.Is(err, unix.ECONNREFUSED):
 		return fmt.Errorf("query %s: %w: is stenod running? (one listening on TCP needs --server, and --certs for TLS)", sock, err)
 	}
 	return fmt.Errorf("query %s: %w", sock, err)

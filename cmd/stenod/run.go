@@ -13,11 +13,11 @@ import (
 	"os/exec"
 	"os/signal"
 	"strconv"
-	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/sys/unix"
 
 	"github.com/stenod/stenod/api"
 	"github.com/stenod/stenod/capture"
@@ -160,7 +160,7 @@ func runDaemon(ctx context.Context, e *env, cfg config.Config) error {
 	// A daemon whose log reader went away (a closed terminal, a killed
 	// supervisor) must still stop cleanly: unpin, detach, seal. Without
 	// this, its next log line would kill it with SIGPIPE.
-	signal.Ignore(syscall.SIGPIPE)
+	signal.Ignore(unix.SIGPIPE)
 	ctx = watchSupervisor(ctx, e)
 	// A typo in an interface's name is said as such, before anything is
 	// locked, opened or tried (a capture method failing on a missing
@@ -252,15 +252,15 @@ func metricsRegistry(c *capture.Capture) *prometheus.Registry {
 // returns it (0 when unknown). The API sizes its connection caps from it,
 // after a reserve for capture (docs/operations.md, "Connection limits").
 func raiseFileLimit(log *slog.Logger) uint64 {
-	var rl syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+	var rl unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &rl); err != nil {
 		log.Warn("cannot read the limit on open files", "err", err)
 		return 0
 	}
 	if rl.Cur < rl.Max {
 		raised := rl
 		raised.Cur = rl.Max
-		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &raised); err != nil {
+		if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &raised); err != nil {
 			log.Warn("cannot raise the soft limit on open files to the hard limit", "soft", rl.Cur, "hard", rl.Max, "err", err)
 		} else {
 			rl = raised
@@ -338,7 +338,7 @@ func runDemo(ctx context.Context, e *env, cfg config.Config, given map[string]st
 	case derr = <-exited:
 		// The daemon stopped by itself: an error it has logged.
 	case <-ctx.Done():
-		_ = daemon.Process.Signal(syscall.SIGTERM)
+		_ = daemon.Process.Signal(unix.SIGTERM)
 		select {
 		case derr = <-exited:
 		case <-time.After(demoStopTimeout):

@@ -26,7 +26,7 @@ import (
 	"github.com/stenod/stenod/api"
 	"github.com/stenod/stenod/config"
 	"github.com/stenod/stenod/internal/demotap"
-	"github.com/stenod/stenod/internal/testutil"
+	"github.com/stenod/stenod/internal/testkit/testutil"
 	"github.com/stenod/stenod/pcapio"
 )
 

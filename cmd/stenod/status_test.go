@@ -17,7 +17,7 @@ import (
 
 	"github.com/stenod/stenod/api"
 	"github.com/stenod/stenod/internal/demotap"
-	"github.com/stenod/stenod/internal/testutil"
+	"github.com/stenod/stenod/internal/testkit/testutil"
 )
 
 // TestStatusDemo runs the demo with AF_PACKET capture and generated traffic,

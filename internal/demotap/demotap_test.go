@@ -20,7 +20,6 @@ func TestLoadPackets(t *testing.T) {
 	work := t.TempDir()
 	t.Chdir(work)
 	writeCapture(t, filepath.Join(work, "testdata", "pcaps", "chrissanders-packets", "x.pcap"), 5)
-	t.Setenv("STENOD_TESTDATA", filepath.Join(work, "testdata", "pcaps"))
 	systemSamplesDir = filepath.Join(work, "missing")
 	t.Cleanup(func() { systemSamplesDir = SystemSamplesDir })
 

@@ -12,8 +12,9 @@ package hugemem
 
 import (
 	"fmt"
-	"syscall"
 	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 // PageSize is the size of a transparent huge page with 4 KiB base pages
@@ -35,14 +36,14 @@ func Map(n int) (Region, error) {
 	size := (n + PageSize - 1) &^ (PageSize - 1)
 	// A mapping starts on a base-page boundary; one huge page more leaves
 	// room to start on a huge-page boundary.
-	m, err := syscall.Mmap(-1, 0, size+PageSize, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_PRIVATE|syscall.MAP_ANONYMOUS)
+	m, err := unix.Mmap(-1, 0, size+PageSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
 	if err != nil {
 		return Region{}, fmt.Errorf("map %d bytes: %w", size, err)
 	}
 	skip := int(-uintptr(unsafe.Pointer(unsafe.SliceData(m))) & (PageSize - 1))
 	mem := m[skip : skip+size : skip+size]
 	// Advice only (see the package comment).
-	_ = syscall.Madvise(mem, syscall.MADV_HUGEPAGE)
+	_ = unix.Madvise(mem, unix.MADV_HUGEPAGE)
 	return Region{mapping: m, Mem: mem}, nil
 }
 
@@ -53,7 +54,7 @@ func (r *Region) Unmap() error {
 		return nil
 	}
 	n := len(r.mapping)
-	err := syscall.Munmap(r.mapping)
+	err := unix.Munmap(r.mapping)
 	*r = Region{}
 	if err != nil {
 		return fmt.Errorf("unmap %d bytes: %w", n, err)

@@ -1,4 +1,5 @@
-// Package trafficgen generates synthetic Ethernet traffic for benchmarks:
+// Package trafficgen generates synthetic Ethernet traffic for the demo tap's
+// generated captures (internal/demotap), benchmarks and tests:
 // a mix of TCP, UDP and ICMP flows over IPv4 and IPv6 with an IMIX-like size
 // distribution, and two marker populations with known shares of the packets
 // so that benchmark queries select a known fraction:

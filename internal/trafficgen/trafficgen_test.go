@@ -10,7 +10,7 @@ import (
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
 
-	"github.com/stenod/stenod/internal/testutil"
+	"github.com/stenod/stenod/internal/testkit/testutil"
 	. "github.com/stenod/stenod/internal/trafficgen"
 )
 

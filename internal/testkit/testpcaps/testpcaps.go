@@ -1,8 +1,8 @@
 // Package testpcaps finds and reads the test captures for tests.
 //
 // The captures are committed in the repository, in testdata/pcaps (their
-// sources and licences are in testdata/pcaps/README.md); STENOD_TESTDATA
-// points elsewhere. No test reads data from outside the repository.
+// sources and licences are in testdata/pcaps/README.md). No test reads data
+// from outside the repository: Dir has no override.
 package testpcaps
 
 import (
@@ -42,9 +42,6 @@ type Capture struct {
 // Dir returns the directory holding the test captures.
 func Dir(tb testing.TB) string {
 	tb.Helper()
-	if d := os.Getenv("STENOD_TESTDATA"); d != "" {
-		return d
-	}
 	d := filepath.Join(RepoRoot(), "testdata", "pcaps")
 	if _, err := os.Stat(d); err != nil {
 		tb.Fatalf("test captures not found at %s: %v", d, err)
@@ -56,8 +53,8 @@ func Dir(tb testing.TB) string {
 // source file's place in it.
 func RepoRoot() string {
 	_, file, _, _ := runtime.Caller(0)
-	// internal/testpcaps/testpcaps.go -> repo root
-	return filepath.Dir(filepath.Dir(filepath.Dir(file)))
+	// internal/testkit/testpcaps/testpcaps.go -> repo root
+	return filepath.Join(filepath.Dir(file), "..", "..", "..")
 }
 
 // Files lists every capture file (pcap or pcapng) below sub ("" for all), sorted.
