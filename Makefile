@@ -56,7 +56,7 @@ lint: ## gofmt, go mod tidy, the binary free of test code, go vet, staticcheck
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '^gen/')); \
 	  if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	@$(GO) mod tidy -diff || { echo "go mod tidy would change go.mod or go.sum (above): run go mod tidy"; exit 1; }
-	@if $(GO) list -deps ./cmd/stenod | grep -E '/internal/(testkit|bench|capbench)(/|$$)'; then \
+	@if $(GO) list -deps ./cmd/stenod | grep -E '/internal/(testkit|benchtools)(/|$$)'; then \
 	  echo "cmd/stenod is built with test or benchmark code (above): see docs/architecture.md"; exit 1; fi
 	$(GO) vet ./...
 	$(STATICCHECK) ./...
@@ -71,10 +71,10 @@ ci: lint ## what CI runs: lint, gen/ current, all tests, the Debian package inst
 bench: bench-storage bench-capture ## all benchmarks, as tables with ratios against tcpdump
 
 bench-storage: build ## import, index size and query latency vs tcpdump -r
-	$(GO) run ./internal/bench $(BENCH_ARGS)
+	$(GO) run ./internal/benchtools/storagebench $(BENCH_ARGS)
 
 bench-capture: provision build ## capture on a veth pair vs tcpdump -i, freshness (root)
-	$(GO) run ./internal/capbench $(CAPBENCH_ARGS)
+	$(GO) run ./internal/benchtools/capbench $(CAPBENCH_ARGS)
 
 soak: build ## kill -9 a capturing daemon SOAK_CYCLES times (default 200) and check nothing flushed is lost
 	STENOD_SOAK_CYCLES=$${SOAK_CYCLES:-200} $(GO) test -count=1 -timeout 60m -run Kill9 -v ./cmd/stenod

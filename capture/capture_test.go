@@ -26,8 +26,8 @@ import (
 
 	"github.com/stenod/stenod/engine"
 	"github.com/stenod/stenod/flow"
-	"github.com/stenod/stenod/internal/testpcaps"
-	"github.com/stenod/stenod/internal/testutil"
+	"github.com/stenod/stenod/internal/testkit/testpcaps"
+	"github.com/stenod/stenod/internal/testkit/testutil"
 	"github.com/stenod/stenod/pcapio"
 	"github.com/stenod/stenod/query"
 	"github.com/stenod/stenod/spool"

@@ -5,7 +5,6 @@ package main
 import (
 	"bufio"
 	"bytes"
-	"cmp"
 	"errors"
 	"fmt"
 	"math"
@@ -322,11 +321,4 @@ func numCPU() int {
 		}
 	}
 	return max(n, 1)
-}
-
-// sortResults orders results for the detailed table.
-func sortResults(rs []*result) {
-	slices.SortStableFunc(rs, func(a, b *result) int {
-		return cmp.Or(cmp.Compare(a.traffic, b.traffic), cmp.Compare(a.contention, b.contention))
-	})
 }

@@ -8,7 +8,7 @@
 // query with the engine, cold (indexes read from disk) and warm, and the
 // same selections with `tcpdump -r FILE FILTER -w /dev/null`. It also
 // reports index size as a share of packet bytes, on the generated traffic
-// and on the shared test captures.
+// and on the test captures in testdata/.
 package main
 
 import (
@@ -110,9 +110,9 @@ func run(n int, dir, testdata string, runs int) error {
 	add("index size, generated traffic", fmt.Sprintf("%.2f%% of packet bytes", 100*float64(idx)/float64(pcap)),
 		fmt.Sprintf("of which record checksums %.2f%%; target <= 2%% for the rest", 100*sums))
 	if ratio, files, err := testCaptureIndexRatio(testdata, filepath.Join(dir, "testcaptures")); err == nil {
-		add("index size, shared test captures", fmt.Sprintf("%.2f%% of packet bytes", 100*ratio), fmt.Sprintf("%d captures in one spool", files))
+		add("index size, test captures in testdata/", fmt.Sprintf("%.2f%% of packet bytes", 100*ratio), fmt.Sprintf("%d captures in one spool", files))
 	} else {
-		add("index size, shared test captures", "n/a", err.Error())
+		add("index size, test captures in testdata/", "n/a", err.Error())
 	}
 
 	tcpdump, tcpdumpErr := exec.LookPath("tcpdump")

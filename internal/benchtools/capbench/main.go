@@ -140,7 +140,7 @@ type result struct {
 	window          time.Duration // that time
 	contentionCPU   time.Duration // the contention's processes', over that time
 	hasCapture      bool          // false for bare and xdp-drop
-	runs            string // with -repeat: the sender rates of every run
+	runs            string        // with -repeat: the sender rates of every run
 	err             error
 	contender       *contender // running during the measurement; nil for none
 }
@@ -237,7 +237,9 @@ func run(ctx context.Context, o *options, c *cleanups) error {
 		return &e2
 	}
 	starters := map[string]func(uint64) (*capturer, error){
-		"bare":            func(uint64) (*capturer, error) { return &capturer{stop: func() (counters, error) { return counters{}, nil }}, nil },
+		"bare": func(uint64) (*capturer, error) {
+			return &capturer{stop: func() (counters, error) { return counters{}, nil }}, nil
+		},
 		"xdp-drop":        func(r uint64) (*capturer, error) { return startDropBaseline(at(r)) },
 		"xsk-count":       func(r uint64) (*capturer, error) { return startXSKCount(at(r), 0) },
 		"xsk-coalesce":    func(r uint64) (*capturer, error) { return startXSKCount(at(r), time.Millisecond) },
