@@ -290,7 +290,7 @@ func printRounds(o *options, keys []runKey, runs [][]*result) {
 				m = (r.machinePerPacket() - bare[round].machinePerPacket()) * float64(r.gen.sent) / float64(max(r.cnt.captured, 1))
 			}
 			mach = append(mach, m)
-			if round < len(td) && td[round].err == nil && k.cfg != "tcpdump" {
+			if round < len(td) && td[round].err == nil && k.cfg != "tcpdump" && k.cfg != "bare" {
 				cpuRatio = append(cpuRatio, c/td[round].cpuPerPacket())
 				if round < len(bare) && bare[round].err == nil {
 					tm := (td[round].machinePerPacket() - bare[round].machinePerPacket()) * float64(td[round].gen.sent) / float64(max(td[round].cnt.captured, 1))
