@@ -144,7 +144,15 @@ const clockTicks = 100
 
 // procCPU returns the user and system CPU time the process pid has used,
 // all its threads, living and gone, together.
-func procCPU(pid int) (time.Duration, error) {
+func procCPU(pid int) (time.Duration, error) { return procTimes(pid, 2) }
+
+// procCPUWithChildren is procCPU plus the CPU time of the children the
+// process has waited for (cutime and cstime).
+func procCPUWithChildren(pid int) (time.Duration, error) { return procTimes(pid, 4) }
+
+// procTimes sums the first n of utime, stime, cutime and cstime (fields 14
+// to 17 of /proc/PID/stat).
+func procTimes(pid, n int) (time.Duration, error) {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
 		return 0, err
@@ -156,16 +164,19 @@ func procCPU(pid int) (time.Duration, error) {
 		return 0, errors.New("unexpected /proc/PID/stat")
 	}
 	f := strings.Fields(string(b[i+1:]))
-	// f[0] is field 3 (state); utime and stime are fields 14 and 15.
-	if len(f) < 13 {
+	// f[0] is field 3 (state), so field 14 is f[11].
+	if len(f) < 11+n {
 		return 0, errors.New("short /proc/PID/stat")
 	}
-	ut, err1 := strconv.ParseUint(f[11], 10, 64)
-	st, err2 := strconv.ParseUint(f[12], 10, 64)
-	if err := errors.Join(err1, err2); err != nil {
-		return 0, err
+	var sum uint64
+	for _, s := range f[11 : 11+n] {
+		v, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("/proc/%d/stat: %w", pid, err)
+		}
+		sum += v
 	}
-	return time.Duration(ut+st) * time.Second / clockTicks, nil
+	return time.Duration(sum) * time.Second / clockTicks, nil
 }
 
 // waitLine reads r until a line containing want arrives or timeout passes.

@@ -120,32 +120,6 @@ func processGroup(pgid int) []int {
 	return pids
 }
 
-// procCPUWithChildren is procCPU plus the CPU time of the children the
-// process has waited for (cutime and cstime).
-func procCPUWithChildren(pid int) (time.Duration, error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0, err
-	}
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0, errors.New("unexpected /proc/PID/stat")
-	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 15 {
-		return 0, errors.New("short /proc/PID/stat")
-	}
-	var sum uint64
-	for _, s := range f[11:15] { // utime stime cutime cstime
-		v, err := strconv.ParseUint(s, 10, 64)
-		if err != nil {
-			return 0, err
-		}
-		sum += v
-	}
-	return time.Duration(sum) * time.Second / clockTicks, nil
-}
-
 // settle writes back what earlier runs left dirty in the page cache and
 // waits (at most 30 s) until the kernel is done, so that one contender's
 // writeback does not run during the next one's measurement: tcpdump's and
