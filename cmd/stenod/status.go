@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/stenod/stenod/api"
+	"github.com/stenod/stenod/capture"
 	"github.com/stenod/stenod/internal/ifacelock"
 	"github.com/stenod/stenod/xdp"
 )
@@ -209,30 +210,11 @@ func (s *sensor) apiText() string {
 	return strings.TrimPrefix(s.api, "url:")
 }
 
-// sensorStats is what status reads of /v1/stats (docs/api.md).
+// sensorStats is what status reads of /v1/stats (docs/api.md): the types
+// the API encodes it from.
 type sensorStats struct {
-	Spool struct {
-		Retention string `json:"retention"`
-	} `json:"spool"`
-	Capture struct {
-		Interfaces []struct {
-			Name   string `json:"name"`
-			Method string `json:"method"`
-			Queues []struct {
-				Packets        uint64 `json:"packets"`
-				Bytes          uint64 `json:"bytes"`
-				Stored         uint64 `json:"stored"`
-				SpoolWriteLost uint64 `json:"spool_write_lost"`
-				Socket         *struct {
-					RxDropped  uint64 `json:"rx_dropped"`
-					RxRingFull uint64 `json:"rx_ring_full"`
-				} `json:"socket"`
-				Ring *struct {
-					Drops uint64 `json:"drops"`
-				} `json:"ring"`
-			} `json:"queues"`
-		} `json:"interfaces"`
-	} `json:"capture"`
+	Spool   api.SpoolStats `json:"spool"`
+	Capture capture.Stats  `json:"capture"`
 }
 
 // fetchStats asks the API at addr for /v1/stats.
