@@ -10,6 +10,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -246,7 +247,7 @@ func printRounds(o *options, keys []runKey, runs [][]*result) {
 				continue
 			}
 			rate = append(rate, r.gen.rate/1e6)
-			steal = append(steal, 100*r.machine.steal.Seconds()/max(r.window.Seconds(), 1e-9)/float64(numCPU()))
+			steal = append(steal, 100*r.machine.steal.Seconds()/max(r.window.Seconds(), 1e-9)/float64(runtime.NumCPU()))
 			other = append(other, 100*(r.machine.busy-r.gen.cpu-r.cpu-r.contentionCPU).Seconds()/max(r.window.Seconds(), 1e-9))
 			if r.hasCapture {
 				if l := r.lost(); l > 0 || !r.zeroLoss() {
@@ -283,16 +284,4 @@ func printRounds(o *options, keys []runKey, runs [][]*result) {
 			spreadOf(rate).format("%.3f"), lostCell, spreadOf(cpu).format("%.3f"), spreadOf(cpuRatio).format("%.2fx"),
 			spreadOf(mach).format("%.3f"), spreadOf(machRatio).format("%.2fx"), spreadOf(other).format("%.0f%%"), spreadOf(steal).format("%.1f%%"))
 	}
-}
-
-func numCPU() int {
-	n := 0
-	if b, err := os.ReadFile("/proc/stat"); err == nil {
-		for _, l := range strings.Split(string(b), "\n") {
-			if strings.HasPrefix(l, "cpu") && len(l) > 3 && l[3] >= '0' && l[3] <= '9' {
-				n++
-			}
-		}
-	}
-	return max(n, 1)
 }
