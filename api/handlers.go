@@ -18,7 +18,6 @@ import (
 	"github.com/stenod/stenod/engine"
 	"github.com/stenod/stenod/flow"
 	"github.com/stenod/stenod/pcapio"
-	"github.com/stenod/stenod/query"
 	"github.com/stenod/stenod/spool"
 )
 
@@ -104,7 +103,7 @@ func parseLimit(name, v string) (int64, error) {
 // answer streams the packets matching text as pcap or pcapng. filename, when
 // set, makes the answer a download.
 func (s *Server) answer(w http.ResponseWriter, r *http.Request, text, format string, opts engine.Options, filename string) {
-	q, err := query.Parse(text, time.Now())
+	q, err := s.parseQuery(text)
 	if err != nil {
 		s.fail(w, http.StatusBadRequest, outcomeBadQuery, err.Error())
 		return
@@ -412,11 +411,14 @@ func (s *Server) fail(w http.ResponseWriter, code int, outcome, msg string) {
 // Flow is one flow of a /v1/flows answer. Fields a flow does not have (ports
 // of ICMP, addresses of ARP) are left out.
 type Flow struct {
-	Src       string   `json:"src,omitempty"`
-	Dst       string   `json:"dst,omitempty"`
-	SrcPort   *uint16  `json:"sport,omitempty"`
-	DstPort   *uint16  `json:"dport,omitempty"`
-	Proto     *uint8   `json:"proto,omitempty"`
+	Src     string  `json:"src,omitempty"`
+	Dst     string  `json:"dst,omitempty"`
+	SrcPort *uint16 `json:"sport,omitempty"`
+	DstPort *uint16 `json:"dport,omitempty"`
+	Proto   *uint8  `json:"proto,omitempty"`
+	// ICMPType and ICMPCode: the message of an ICMP or ICMPv6 flow.
+	ICMPType  *uint16  `json:"icmp_type,omitempty"`
+	ICMPCode  *uint16  `json:"icmp_code,omitempty"`
 	VLAN      []uint16 `json:"vlan,omitempty"` // outer tag first
 	MPLS      *uint32  `json:"mpls,omitempty"` // outermost label
 	EtherType uint16   `json:"ethertype"`
@@ -426,6 +428,9 @@ type Flow struct {
 	Last      string   `json:"last"`
 	Packets   uint64   `json:"packets"`
 	Bytes     uint64   `json:"bytes"` // wire bytes
+	// CommunityID is the Community ID v1 (api.community_id_seed); absent
+	// where the specification defines none (docs/flow-key.md).
+	CommunityID string `json:"community_id,omitempty"`
 }
 
 // Flows is the /v1/flows answer: the busiest flows first.
@@ -447,7 +452,7 @@ func (s *Server) handleFlows(w http.ResponseWriter, r *http.Request) {
 		}
 		limit = n
 	}
-	q, err := query.Parse(v.Get("q"), time.Now())
+	q, err := s.parseQuery(v.Get("q"))
 	if err != nil {
 		s.fail(w, http.StatusBadRequest, outcomeBadQuery, err.Error())
 		return
@@ -486,22 +491,23 @@ func (s *Server) handleFlows(w http.ResponseWriter, r *http.Request) {
 		recs = recs[:limit]
 	}
 	for i := range recs {
-		out.Flows = append(out.Flows, flowJSON(&recs[i]))
+		out.Flows = append(out.Flows, flowJSON(&recs[i], uint16(s.cfg.CommunityIDSeed)))
 	}
 	s.metrics.queries.WithLabelValues(outcomeComplete).Inc()
 	s.writeJSON(w, &out)
 }
 
-func flowJSON(rec *engine.FlowRecord) Flow {
+func flowJSON(rec *engine.FlowRecord, seed uint16) Flow {
 	k := &rec.Key
 	f := Flow{
-		EtherType: k.EtherType,
-		Fragment:  k.Flags&flow.FlagFragment != 0,
-		Key:       k.String(),
-		First:     formatNS(rec.First),
-		Last:      formatNS(rec.Last),
-		Packets:   rec.Packets,
-		Bytes:     rec.Bytes,
+		CommunityID: k.CommunityID(seed),
+		EtherType:   k.EtherType,
+		Fragment:    k.Flags&flow.FlagFragment != 0,
+		Key:         k.String(),
+		First:       formatNS(rec.First),
+		Last:        formatNS(rec.Last),
+		Packets:     rec.Packets,
+		Bytes:       rec.Bytes,
 	}
 	if k.IsIP() {
 		f.Src, f.Dst = k.SrcAddr().String(), k.DstAddr().String()
@@ -509,6 +515,9 @@ func flowJSON(rec *engine.FlowRecord) Flow {
 	}
 	if k.Flags&flow.FlagPorts != 0 {
 		f.SrcPort, f.DstPort = &k.SrcPort, &k.DstPort
+	}
+	if k.Flags&flow.FlagICMP != 0 {
+		f.ICMPType, f.ICMPCode = &k.SrcPort, &k.DstPort
 	}
 	if k.Flags&flow.FlagVLAN0 != 0 {
 		f.VLAN = append(f.VLAN, k.VLAN[0])

@@ -20,6 +20,7 @@ import (
 
 	"github.com/stenod/stenod/internal/fielderr"
 	"github.com/stenod/stenod/pcapio"
+	"github.com/stenod/stenod/query"
 	"github.com/stenod/stenod/spool"
 )
 
@@ -98,6 +99,11 @@ type Config struct {
 	// FDReserve is the number of file descriptors the connection caps
 	// leave to capture: spool files, rings, BPF maps, indexes.
 	FDReserve int
+	// CommunityIDSeed is the seed of the Community IDs the API shows and
+	// that the query primitive community-id compares: the seed of the
+	// monitors whose IDs analysts bring (Zeek's and Suricata's, 0 unless
+	// they were configured otherwise).
+	CommunityIDSeed int
 }
 
 // DefaultQueryTimeout is the default Config.QueryTimeout.
@@ -168,6 +174,8 @@ func (c *Config) Validate() error {
 		return fielderr.Errorf("MaxConnsPerClient", "api: max connections per client %d is negative (0: derived)", c.MaxConnsPerClient)
 	case c.FDReserve < 0:
 		return fielderr.Errorf("FDReserve", "api: file descriptor reserve %d is negative", c.FDReserve)
+	case c.CommunityIDSeed < 0 || c.CommunityIDSeed > 0xffff:
+		return fielderr.Errorf("CommunityIDSeed", "api: community id seed %d outside [0, 65535]", c.CommunityIDSeed)
 	}
 	return nil
 }
@@ -267,6 +275,11 @@ func New(cfg Config, opts Options) (*Server, error) {
 	}
 	s.handler = s.routes()
 	return s, nil
+}
+
+// parseQuery parses an analyst's query with the sensor's options.
+func (s *Server) parseQuery(text string) (*query.Query, error) {
+	return query.ParseWith(text, time.Now(), query.Options{CommunityIDSeed: uint16(s.cfg.CommunityIDSeed)})
 }
 
 // Handler returns the API's routes, without TLS: for tests and for callers

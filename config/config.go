@@ -117,6 +117,7 @@ type file struct {
 		MaxConns          int      `json:"max_connections"`
 		MaxConnsPerClient int      `json:"max_connections_per_client"`
 		FDReserve         int      `json:"fd_reserve"`
+		CommunityIDSeed   int      `json:"community_id_seed"`
 	} `json:"api"`
 	Demo struct {
 		Spool    string `json:"spool"`

@@ -70,13 +70,28 @@ type Query struct {
 
 // Parse parses a query. now is the reference for relative times ("3h ago");
 // they are resolved once, here, so a long-running query keeps one meaning.
-// A bad query returns a *SyntaxError.
+// A bad query returns a *SyntaxError. `community-id` compares IDs hashed
+// with seed 0; ParseWith takes another.
 func Parse(s string, now time.Time) (*Query, error) {
+	return ParseWith(s, now, Options{})
+}
+
+// Options are the sensor's settings a query's meaning depends on.
+type Options struct {
+	// CommunityIDSeed is the seed `community-id` hashes flow keys with:
+	// the one the IDs it is given were computed with (Zeek's and
+	// Suricata's community_id seed, 0 unless configured).
+	CommunityIDSeed uint16
+}
+
+// ParseWith is Parse with the sensor's options.
+func ParseWith(s string, now time.Time, o Options) (*Query, error) {
 	root, err := parse(s, clampTime(now))
 	if err != nil {
 		return nil, err
 	}
 	q := &Query{root: root}
+	q.prog.seed = o.CommunityIDSeed
 	q.prog.root = q.prog.compile(root)
 	t, _ := bounds(root)
 	if t.empty() {
