@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"runtime"
 	"runtime/debug"
 	"strconv"
@@ -66,25 +67,29 @@ func (s *Server) handleQuery(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) handlePcap(w http.ResponseWriter, r *http.Request) {
 	v := r.URL.Query()
-	format := v.Get("format")
-	if format == "" {
-		format = "pcap"
-	}
-	if format != "pcap" && format != "pcapng" {
-		s.fail(w, http.StatusBadRequest, outcomeBadQuery, fmt.Sprintf("format %q: want pcap or pcapng", format))
-		return
-	}
-	var opts engine.Options
-	var err error
-	if opts.LimitPackets, err = parseLimit("limit_packets", v.Get("limit_packets")); err == nil {
-		opts.LimitBytes, err = parseLimit("limit_bytes", v.Get("limit_bytes"))
-	}
+	format, opts, err := downloadOptions(v)
 	if err != nil {
 		s.fail(w, http.StatusBadRequest, outcomeBadQuery, err.Error())
 		return
 	}
 	name := "stenod-" + time.Now().UTC().Format("20060102T150405Z") + "." + format
 	s.answer(w, r, v.Get("q"), format, opts, name)
+}
+
+// downloadOptions reads a download's format (pcap, the default, or pcapng)
+// and its limit_packets and limit_bytes.
+func downloadOptions(v url.Values) (format string, opts engine.Options, err error) {
+	format = v.Get("format")
+	if format == "" {
+		format = "pcap"
+	}
+	if format != "pcap" && format != "pcapng" {
+		return "", opts, fmt.Errorf("format %q: want pcap or pcapng", format)
+	}
+	if opts.LimitPackets, err = parseLimit("limit_packets", v.Get("limit_packets")); err == nil {
+		opts.LimitBytes, err = parseLimit("limit_bytes", v.Get("limit_bytes"))
+	}
+	return format, opts, err
 }
 
 // parseLimit reads a packet or byte limit: a decimal number, 0 or absent for

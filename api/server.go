@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/stenod/stenod/alert"
 	"github.com/stenod/stenod/internal/fielderr"
 	"github.com/stenod/stenod/pcapio"
 	"github.com/stenod/stenod/query"
@@ -104,6 +105,10 @@ type Config struct {
 	// monitors whose IDs analysts bring (Zeek's and Suricata's, 0 unless
 	// they were configured otherwise).
 	CommunityIDSeed int
+	// AlertWindow is how far before and after an event's time POST
+	// /v1/alert looks for its connection's packets (clipped to the
+	// connection's life when the event tells it).
+	AlertWindow time.Duration
 }
 
 // DefaultQueryTimeout is the default Config.QueryTimeout.
@@ -119,6 +124,7 @@ func DefaultConfig() Config {
 		MaxQueryBytes: DefaultMaxQueryBytes,
 		FDReserve:     DefaultFDReserve,
 		QueryTimeout:  DefaultQueryTimeout,
+		AlertWindow:   alert.DefaultWindow,
 	}
 }
 
@@ -174,6 +180,8 @@ func (c *Config) Validate() error {
 		return fielderr.Errorf("MaxConnsPerClient", "api: max connections per client %d is negative (0: derived)", c.MaxConnsPerClient)
 	case c.FDReserve < 0:
 		return fielderr.Errorf("FDReserve", "api: file descriptor reserve %d is negative", c.FDReserve)
+	case c.AlertWindow <= 0 || c.AlertWindow > MaxAlertWindow:
+		return fielderr.Errorf("AlertWindow", "api: alert window %v outside (0, %v]", c.AlertWindow, MaxAlertWindow)
 	case c.CommunityIDSeed < 0 || c.CommunityIDSeed > 0xffff:
 		return fielderr.Errorf("CommunityIDSeed", "api: community id seed %d outside [0, 65535]", c.CommunityIDSeed)
 	}
@@ -298,6 +306,7 @@ func (s *Server) routes() http.Handler {
 	r.Post("/query", s.handleQuery)
 	r.Get("/v1/pcap", s.handlePcap)
 	r.Get("/v1/flows", s.handleFlows)
+	r.Post("/v1/alert", s.handleAlert)
 	r.Get("/v1/stats", s.handleStats)
 	// stenographer's debugging pages, as stenocurl asks for them.
 	r.Get("/debug/stats", s.handleDebugStats)

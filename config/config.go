@@ -118,6 +118,7 @@ type file struct {
 		MaxConnsPerClient int      `json:"max_connections_per_client"`
 		FDReserve         int      `json:"fd_reserve"`
 		CommunityIDSeed   int      `json:"community_id_seed"`
+		AlertWindow       Duration `json:"alert_window"`
 	} `json:"api"`
 	Demo struct {
 		Spool    string `json:"spool"`
