@@ -63,8 +63,9 @@ func Flows(ctx context.Context, sp *spool.Spool, q *query.Query, limit int) (out
 			key flow.Key
 		}
 		var timed []byTime
+		match := flowMatcher(q, h.View)
 		h.View.Flows(func(id int, f *index.Flow) bool {
-			switch q.MatchFlowDuring(&f.Key, f.First, f.Last) {
+			switch match(id, f) {
 			case query.Yes:
 				add(&f.Key, f.First, f.Packets, f.Bytes, f.Last)
 			case query.ByTime:

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/sha1"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"strings"
@@ -134,6 +135,18 @@ func CommunityIDHash(k *Key, seed uint16) (sum [CommunityIDSize]byte, ok bool) {
 		n += 4
 	}
 	return sha1.Sum(in[:n]), true
+}
+
+// CommunityIDHead returns the first 8 bytes of the key's Community ID,
+// big endian, or 0 where it has none (a real ID may start with 8 zero bytes
+// too: a prefix can rule a flow out, not in). Caches of it spare queries a
+// SHA-1 per flow (query.MatchFlowWithID).
+func CommunityIDHead(k *Key, seed uint16) uint64 {
+	sum, ok := CommunityIDHash(k, seed)
+	if !ok {
+		return 0
+	}
+	return binary.BigEndian.Uint64(sum[:8])
 }
 
 // AppendCommunityID appends the key's Community ID v1 string ("1:" and the

@@ -47,6 +47,8 @@ type prog struct {
 	terms []cterm
 	root  int32
 	seed  uint16 // the Community ID seed, for opCommunityID
+	// hasCommunityID: some instruction is opCommunityID.
+	hasCommunityID bool
 }
 
 const anyIP = flow.FlagIPv4 | flow.FlagIPv6
@@ -109,6 +111,7 @@ func (p *prog) compile(n *node) int32 {
 		// The 20-byte digest as 16 + 4: no pointer, so the program stays
 		// plain memory.
 		in = instr{op: opCommunityID, seed: p.seed, num: binary.BigEndian.Uint32(n.cid[16:])}
+		p.hasCommunityID = true
 		in.val[0] = binary.BigEndian.Uint64(n.cid[:8])
 		in.val[1] = binary.BigEndian.Uint64(n.cid[8:16])
 	case kBefore:
@@ -207,32 +210,32 @@ func boolVerdict(b bool) Verdict {
 
 // flow is Kleene's three-valued logic with ByTime as unknown: sound (Yes and
 // No are never wrong) but not complete, which is all the engine needs.
-func (p *prog) flow(i int32, k *flow.Key, first, last int64) Verdict {
+func (p *prog) flow(i int32, k *flow.Key, cid *uint64, first, last int64) Verdict {
 	in := &p.ins[i]
 	switch in.op {
 	case opChain:
 		terms := p.terms[in.a : in.a+in.n]
-		acc := p.flow(terms[0].i, k, first, last)
+		acc := p.flow(terms[0].i, k, cid, first, last)
 		for _, t := range terms[1:] {
 			if t.or {
 				if acc == Yes {
 					continue
 				}
-				if r := p.flow(t.i, k, first, last); r != No {
+				if r := p.flow(t.i, k, cid, first, last); r != No {
 					acc = r // Yes, or ByTime over No/ByTime
 				}
 			} else {
 				if acc == No {
 					continue
 				}
-				if r := p.flow(t.i, k, first, last); r != Yes {
+				if r := p.flow(t.i, k, cid, first, last); r != Yes {
 					acc = r
 				}
 			}
 		}
 		return acc
 	case opNot:
-		switch v := p.flow(in.a, k, first, last); v {
+		switch v := p.flow(in.a, k, cid, first, last); v {
 		case Yes:
 			return No
 		case No:
@@ -256,6 +259,11 @@ func (p *prog) flow(i int32, k *flow.Key, first, last int64) Verdict {
 			return No
 		}
 		return ByTime
+	}
+	if in.op == opCommunityID && cid != nil && *cid != in.val[0] {
+		// The flow's ID, hashed before, differs in its first 8 bytes: no
+		// SHA-1 needed. Equal, the whole ID is compared below.
+		return No
 	}
 	return boolVerdict(in.matchKey(k))
 }

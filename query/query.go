@@ -126,8 +126,26 @@ func (q *Query) MatchFlowDuring(k *flow.Key, first, last int64) Verdict {
 	if k == nil {
 		k = &zeroKey
 	}
-	return q.prog.flow(q.prog.root, k, first, last)
+	return q.prog.flow(q.prog.root, k, nil, first, last)
 }
+
+// MatchFlowWithID is MatchFlowDuring for a flow whose Community ID was
+// hashed before, with CommunityIDSeed: cid is its first 8 bytes, big
+// endian (flow.CommunityIDHead), which spares community-id a SHA-1 per flow.
+// It does not allocate.
+func (q *Query) MatchFlowWithID(k *flow.Key, cid uint64, first, last int64) Verdict {
+	if k == nil {
+		k = &zeroKey
+	}
+	return q.prog.flow(q.prog.root, k, &cid, first, last)
+}
+
+// HasCommunityID reports whether the query has a community-id primitive:
+// then MatchFlowWithID is worth its precomputed IDs.
+func (q *Query) HasCommunityID() bool { return q.prog.hasCommunityID }
+
+// CommunityIDSeed is the seed community-id hashes keys with.
+func (q *Query) CommunityIDSeed() uint16 { return q.prog.seed }
 
 // MatchPacket fully evaluates the query for a packet with key k stamped ts
 // (unix ns). A nil k is the key of a frame that did not parse. It does not

@@ -508,6 +508,9 @@ func checkQuery(t *testing.T, text string, q *Query, e *gexpr, ks []*flow.Key) {
 		if want := e.verdict(k); v != want {
 			t.Fatalf("%q (%s) on %v: MatchFlow = %v, want %v", text, c, k, v, want)
 		}
+		if w := q.MatchFlowWithID(k, flow.CommunityIDHead(k, 0), math.MinInt64, math.MaxInt64); w != v {
+			t.Fatalf("%q on %v: MatchFlowWithID = %v, MatchFlow %v", text, k, w, v)
+		}
 		for _, ts := range tss {
 			got := q.MatchPacket(k, ts)
 			if want := e.eval(k, ts); got != want {
