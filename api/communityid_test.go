@@ -13,6 +13,7 @@ import (
 	"github.com/stenod/stenod/flow"
 	"github.com/stenod/stenod/internal/testkit/testpcaps"
 	"github.com/stenod/stenod/pcapio"
+	"github.com/stenod/stenod/spool"
 )
 
 // The Community ID specification's captures, served: /v1/flows shows the
@@ -86,7 +87,36 @@ func TestCommunityIDServed(t *testing.T) {
 		}
 	}
 
-	// Seed 0: each ID's answer is its packets, in time order, nothing else.
+	checkCommunityIDAnswers(t, sp, byID)
+}
+
+// The test captures of testdata/pcaps too: every connection's ID answers
+// exactly its packets.
+func TestCommunityIDTestCaptures(t *testing.T) {
+	sp := importSpool(t)
+	byID := map[string][]testpcaps.Packet{}
+	for _, name := range captures {
+		c, err := testpcaps.Read(filepath.Join(testpcaps.Dir(t), name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range c.Packets {
+			var k flow.Key
+			flow.Parse(p.Data, &k)
+			if id := k.CommunityID(0); id != "" {
+				byID[id] = append(byID[id], p)
+			}
+		}
+	}
+	if len(byID) < 10 {
+		t.Fatalf("only %d connections", len(byID))
+	}
+	checkCommunityIDAnswers(t, sp, byID)
+}
+
+// checkCommunityIDAnswers asks for each ID's packets and gets exactly them.
+func checkCommunityIDAnswers(t *testing.T, sp *spool.Spool, byID map[string][]testpcaps.Packet) {
+	t.Helper()
 	base := serve(t, newServer(t, DefaultConfig(), sp))
 	c := http.DefaultClient
 	for id, pkts := range byID {
