@@ -39,6 +39,12 @@ type Builder struct {
 type liveFlow struct {
 	Flow
 	tail int32 // newest packet
+	// tcpFlags is the OR of the TCP flags of the flow's packets
+	// (Entry.TCPFlags). It lives here, in the record's padding, rather
+	// than in Flow: the sealed index does not store it (only the
+	// exporter, which reads live indexes, needs it), and Flow would grow
+	// by a word.
+	tcpFlags uint8
 }
 
 // NewBuilder returns an empty live index sized for about hint packets.
@@ -58,7 +64,7 @@ func NewBuilder(hint int) *Builder {
 // against when they read it.
 func (b *Builder) Add(k *flow.Key, off, ts int64, wireLen int, sum uint32) {
 	b.mu.Lock()
-	b.add(k, hashKey(k), off, ts, wireLen, sum)
+	b.add(k, hashKey(k), off, ts, wireLen, sum, 0)
 	b.mu.Unlock()
 }
 
@@ -68,6 +74,9 @@ type Entry struct {
 	Off, TS int64
 	WireLen int
 	Sum     uint32 // pcapio.RecordSum of its record
+	// TCPFlags is the packet's TCP flags byte (flow.TCPFlags), 0 for
+	// other packets.
+	TCPFlags uint8
 }
 
 // AddBatch is Add for several packets under one lock acquisition, and
@@ -143,29 +152,30 @@ func (b *Builder) addGroup(es []Entry) {
 	for i := range es {
 		e := &es[i]
 		if same[i] {
-			b.addTo(b.prev, e.Off, e.TS, e.WireLen, e.Sum)
+			b.addTo(b.prev, e.Off, e.TS, e.WireLen, e.Sum, e.TCPFlags)
 		} else {
-			b.add(&e.Key, hs[i], e.Off, e.TS, e.WireLen, e.Sum)
+			b.add(&e.Key, hs[i], e.Off, e.TS, e.WireLen, e.Sum, e.TCPFlags)
 		}
 	}
 }
 
-func (b *Builder) add(k *flow.Key, h uint64, off, ts int64, wireLen int, sum uint32) {
+func (b *Builder) add(k *flow.Key, h uint64, off, ts int64, wireLen int, sum uint32, tcpFlags uint8) {
 	id, slot := b.ids.find(k, h, b.flows)
 	if id < 0 {
 		id = int32(len(b.flows))
 		b.flows = append(b.flows, liveFlow{Flow: Flow{Key: *k, First: ts, Last: ts}, tail: -1})
 		b.ids.insert(slot, id, h, b.flows)
 	}
-	b.addTo(id, off, ts, wireLen, sum)
+	b.addTo(id, off, ts, wireLen, sum, tcpFlags)
 }
 
 // addTo adds a packet of flow id.
-func (b *Builder) addTo(id int32, off, ts int64, wireLen int, sum uint32) {
+func (b *Builder) addTo(id int32, off, ts int64, wireLen int, sum uint32, tcpFlags uint8) {
 	b.prev = id
 	f := &b.flows[id]
 	p := b.pkts.append(off, sum, f.tail)
 	f.tail = p
+	f.tcpFlags |= tcpFlags
 	f.Packets++
 	f.Bytes += uint64(wireLen)
 	f.First = min(f.First, ts)
@@ -289,4 +299,28 @@ func (b *Builder) Blocks() []Block {
 	b.mu.RLock()
 	defer b.mu.RUnlock()
 	return append([]Block(nil), b.blocks...)
+}
+
+// LiveFlow is a flow of a live index with what only the live index keeps.
+type LiveFlow struct {
+	Flow
+	TCPFlags uint8 // the OR of its packets' TCP flags
+}
+
+// CopyFlows appends to dst copies of the flows numbered from on (the
+// numbers Flows gives; a live index only appends flows, so a number keeps
+// its flow), at most cap(dst)-len(dst) of them and at least one if any is
+// left, and returns dst. It holds the lock for that many flows only, so a
+// reader walking a large index in chunks (the IPFIX exporter) delays the
+// writer's AddBatch by one chunk at a time, never by the whole walk.
+func (b *Builder) CopyFlows(dst []LiveFlow, from int) []LiveFlow {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	n := max(1, cap(dst)-len(dst))
+	for i := from; i < len(b.flows) && n > 0; i++ {
+		f := &b.flows[i]
+		dst = append(dst, LiveFlow{Flow: f.Flow, TCPFlags: f.tcpFlags})
+		n--
+	}
+	return dst
 }

@@ -378,3 +378,27 @@ func BenchmarkDecode(b *testing.B) {
 		}
 	}
 }
+
+func TestBuilderTCPFlags(t *testing.T) {
+	b := NewBuilder(0)
+	var k1, k2 flow.Key
+	k1.Proto, k2.Proto = 6, 17
+	b.AddBatch([]Entry{
+		{Key: k1, Off: 24, TS: 1, WireLen: 60, TCPFlags: flow.TCPSyn},
+		{Key: k1, Off: 100, TS: 2, WireLen: 60, TCPFlags: flow.TCPAck},
+		{Key: k2, Off: 200, TS: 3, WireLen: 70},
+	})
+	b.Add(&k1, 300, 4, 60, 0)
+	b.AddBatch([]Entry{{Key: k1, Off: 400, TS: 5, WireLen: 60, TCPFlags: flow.TCPFin | flow.TCPAck}})
+	got := b.CopyFlows(make([]LiveFlow, 0, 1), 0)
+	if len(got) != 1 || got[0].Packets != 4 || got[0].TCPFlags != flow.TCPSyn|flow.TCPAck|flow.TCPFin || got[0].Last != 5 {
+		t.Fatalf("first chunk: %+v", got)
+	}
+	got = b.CopyFlows(got[:0], 1)
+	if len(got) != 1 || got[0].Key != k2 || got[0].TCPFlags != 0 || got[0].Bytes != 70 {
+		t.Fatalf("second chunk: %+v", got)
+	}
+	if got = b.CopyFlows(got[:0], 2); len(got) != 0 {
+		t.Fatalf("past the end: %+v", got)
+	}
+}

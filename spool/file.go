@@ -69,6 +69,25 @@ func (f *File) Summary() index.Summary {
 	return sum
 }
 
+// Live returns the file's live index while the file is written and until
+// its index is sealed, else nil. The Builder stays valid after that: it
+// holds the file's flows as they were at the end, which is how the IPFIX
+// exporter counts the last packets of a file that rotated between two of
+// its scans.
+func (f *File) Live() *index.Builder {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.live
+}
+
+// Interface is the network interface whose packets the file holds, ""
+// when unknown (an imported file).
+func (f *File) Interface() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.iface
+}
+
 // Active reports whether the file is still written or not yet sealed.
 func (f *File) Active() bool {
 	f.mu.Lock()

@@ -169,6 +169,11 @@ func (w *Writer) Append(ts int64, origLen int, data []byte, k *flow.Key) error {
 	w.pending = w.pending[:len(w.pending)+1]
 	e := &w.pending[len(w.pending)-1]
 	e.Key, e.Off, e.TS, e.WireLen = *k, off, ts, origLen
+	// Here rather than in each capture path, so that AF_PACKET, AF_XDP
+	// and import all give the live index the flags of every packet (the
+	// IPFIX exporter's tcpControlBits); a few loads on a frame in the
+	// cache, and nothing for packets that are not TCP.
+	e.TCPFlags = flow.TCPFlags(data, k)
 	// The record was just copied and is in the cache: its checksum costs
 	// the CRC instruction's time alone (docs/benchmarks.md).
 	e.Sum = pcapio.RecordSum(w.buf[len(w.buf)-rec:])
