@@ -1,0 +1,99 @@
+package ipfix
+
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/stenod/stenod/internal/fielderr"
+)
+
+// Config configures the export. The zero value exports nothing.
+type Config struct {
+	// Collectors are where records go: udp://HOST:PORT or tcp://HOST:PORT.
+	// None: no export.
+	Collectors []string
+	// ActiveTimeout: a flow with packets for this long is exported and
+	// its counters start again (a long flow is exported every
+	// ActiveTimeout, with the packets since the last record).
+	ActiveTimeout time.Duration
+	// IdleTimeout: a flow without a packet for this long is exported and
+	// forgotten.
+	IdleTimeout time.Duration
+	// TemplateRefresh is how often templates are sent again over UDP,
+	// where a collector that (re)starts learns them only so. TCP sends
+	// them on every connection.
+	TemplateRefresh time.Duration
+	// SensorID is the observation domain id of every message.
+	SensorID uint32
+	// EnterpriseNumber is the Private Enterprise Number of the
+	// enterprise-specific fields (DefaultEnterpriseNumber).
+	EnterpriseNumber uint32
+	// BaseURL is the sensor's API as a collector's user reaches it, sent
+	// with every record; "" lets stenod run derive it from the API's
+	// configuration.
+	BaseURL string
+}
+
+// Defaults, as a real exporter's (Cisco's, ipt-netflow's).
+const (
+	DefaultActiveTimeout   = 60 * time.Second
+	DefaultIdleTimeout     = 15 * time.Second
+	DefaultTemplateRefresh = 60 * time.Second
+)
+
+// DefaultConfig returns the defaults: no collector.
+func DefaultConfig() Config {
+	return Config{
+		Collectors:       []string{},
+		ActiveTimeout:    DefaultActiveTimeout,
+		IdleTimeout:      DefaultIdleTimeout,
+		TemplateRefresh:  DefaultTemplateRefresh,
+		EnterpriseNumber: DefaultEnterpriseNumber,
+	}
+}
+
+// Validate checks c, naming the field (internal/fielderr).
+func (c *Config) Validate() error {
+	for _, s := range c.Collectors {
+		if _, _, err := ParseCollector(s); err != nil {
+			return &fielderr.Error{Field: "Collectors", Err: err}
+		}
+	}
+	switch {
+	case c.ActiveTimeout < time.Second:
+		return fielderr.Errorf("ActiveTimeout", "%v: at least 1s", c.ActiveTimeout)
+	case c.IdleTimeout < time.Second:
+		return fielderr.Errorf("IdleTimeout", "%v: at least 1s", c.IdleTimeout)
+	case c.TemplateRefresh < time.Second:
+		return fielderr.Errorf("TemplateRefresh", "%v: at least 1s", c.TemplateRefresh)
+	case c.EnterpriseNumber == 0:
+		return fielderr.Errorf("EnterpriseNumber", "0 is not a Private Enterprise Number (0 means IANA's own elements)")
+	}
+	if c.BaseURL != "" {
+		u, err := url.Parse(c.BaseURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fielderr.Errorf("BaseURL", "%q is not an http:// or https:// URL", c.BaseURL)
+		}
+	}
+	return nil
+}
+
+// ParseCollector splits "udp://HOST:PORT" or "tcp://HOST:PORT" into the
+// network and the address.
+func ParseCollector(s string) (network, addr string, err error) {
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "udp" && u.Scheme != "tcp") || u.Host == "" || u.Path != "" || u.RawQuery != "" {
+		return "", "", fmt.Errorf("collector %q: want udp://HOST:PORT or tcp://HOST:PORT", s)
+	}
+	host, port, err := net.SplitHostPort(u.Host)
+	if err != nil {
+		return "", "", fmt.Errorf("collector %q: %w", s, err)
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
+		return "", "", fmt.Errorf("collector %q: port %q", s, port)
+	}
+	return u.Scheme, net.JoinHostPort(host, port), nil
+}

@@ -1,0 +1,349 @@
+package ipfix
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/stenod/stenod/flow"
+	"github.com/stenod/stenod/index"
+	"github.com/stenod/stenod/spool"
+)
+
+// ScanInterval is how often the exporter reads the live indexes. Records
+// leave at most this long after a timeout expires; a packet reaches the
+// live index within capture's flush interval (at most a second) of
+// arriving.
+const ScanInterval = time.Second
+
+// scanChunk is how many flows one CopyFlows copies under the index's read
+// lock: about 100 KiB, a few microseconds of the writer's time.
+const scanChunk = 1024
+
+// freshness is how long after its timestamp a packet may reach the live
+// index (capture's flush interval, at most a second). A record that
+// continues a flow already counted starts no earlier than the scan before
+// the one that found its packets, less this.
+const freshness = time.Second
+
+// LiveIndex is a live index and the interface its packets come from.
+type LiveIndex struct {
+	Iface string
+	Index *index.Builder
+}
+
+// SpoolIndexes returns the live indexes of the spool's active files: the
+// Indexes of Options for a running sensor.
+func SpoolIndexes(sp *spool.Spool) func([]LiveIndex) []LiveIndex {
+	return func(dst []LiveIndex) []LiveIndex {
+		for _, f := range sp.Files() {
+			if b := f.Live(); b != nil {
+				dst = append(dst, LiveIndex{Iface: f.Interface(), Index: b})
+			}
+		}
+		return dst
+	}
+}
+
+// Options are what New needs besides the configuration.
+type Options struct {
+	// Indexes appends the live indexes to read to dst (SpoolIndexes).
+	Indexes func(dst []LiveIndex) []LiveIndex
+	// CommunityIDSeed is the seed of the exported Community IDs
+	// (api.community_id_seed).
+	CommunityIDSeed uint16
+	Logger          *slog.Logger
+	// Now is the clock (time.Now when nil); tests set it.
+	Now func() time.Time
+	// IfIndex gives an interface's index for ingressInterface
+	// (net.InterfaceByName's when nil).
+	IfIndex func(name string) uint32
+}
+
+// Exporter exports the flows of the live indexes to collectors.
+type Exporter struct {
+	cfg     Config
+	opts    Options
+	log     *slog.Logger
+	senders []*sender
+
+	// The scan's state, used by Run's goroutine only.
+	indexes  map[*index.Builder]*indexState
+	flows    map[stateKey]*flowState
+	ifindex  map[string]uint32
+	cur      []LiveIndex
+	chunk    []index.LiveFlow
+	prevScan int64 // unix ns of the scan before, 0 before the first
+	emitted  uint64
+}
+
+// indexState is what the exporter has counted of one live index: per flow
+// number, the packets and bytes already handed to a record.
+type indexState struct {
+	ingress uint32
+	seen    []seenFlow
+	live    bool // listed by the latest Indexes call
+}
+
+type seenFlow struct {
+	packets, bytes uint64
+	last           int64
+}
+
+// stateKey identifies a flow for export: its key and where it was seen.
+// A flow that continues into the next spool file (rotation) keeps its key
+// and so its record.
+type stateKey struct {
+	key     flow.Key
+	ingress uint32
+}
+
+// flowState is a flow's record being gathered (rec.Packets 0: nothing
+// since the last export) and when its last packet came.
+type flowState struct {
+	rec        Record
+	lastPacket int64
+}
+
+// New returns an exporter to cfg.Collectors; nil and no error when there
+// is none. Nothing is sent before Run.
+func New(cfg Config, opts Options) (*Exporter, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("ipfix: %w", err)
+	}
+	if len(cfg.Collectors) == 0 {
+		return nil, nil
+	}
+	if opts.Indexes == nil {
+		return nil, errors.New("ipfix: no live indexes to export")
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.IfIndex == nil {
+		opts.IfIndex = func(name string) uint32 {
+			if ifc, err := net.InterfaceByName(name); err == nil {
+				return uint32(ifc.Index)
+			}
+			return 0
+		}
+	}
+	x := &Exporter{cfg: cfg, opts: opts, log: opts.Logger,
+		indexes: map[*index.Builder]*indexState{}, flows: map[stateKey]*flowState{}, ifindex: map[string]uint32{},
+		chunk: make([]index.LiveFlow, 0, scanChunk)}
+	for _, c := range cfg.Collectors {
+		s, err := newSender(c, &cfg, opts.CommunityIDSeed, cfg.BaseURL, opts.Logger)
+		if err != nil {
+			return nil, fmt.Errorf("ipfix: %w", err)
+		}
+		x.senders = append(x.senders, s)
+	}
+	return x, nil
+}
+
+// Run scans every ScanInterval and sends until ctx is done; then it
+// exports every flow still open (flowEndReason 4, forced end), lets the
+// senders write their queues for up to a few seconds, and returns.
+func (x *Exporter) Run(ctx context.Context) error {
+	sctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	wg := x.startSenders(sctx)
+	x.log.Info("ipfix export running", "collectors", x.cfg.Collectors, "active_timeout", x.cfg.ActiveTimeout,
+		"idle_timeout", x.cfg.IdleTimeout, "observation_domain", x.cfg.SensorID, "base_url", x.cfg.BaseURL)
+	t := time.NewTicker(ScanInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			x.Scan()
+			continue
+		case <-ctx.Done():
+		}
+		break
+	}
+	x.Scan()
+	x.Flush(EndForced)
+	for _, s := range x.senders {
+		close(s.queue)
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(drainTimeout):
+		cancel()
+		<-done
+	}
+	return nil
+}
+
+// startSenders starts a goroutine per collector; they stop when their
+// queue is closed and written, or when ctx is done.
+func (x *Exporter) startSenders(ctx context.Context) *sync.WaitGroup {
+	var wg sync.WaitGroup
+	for _, s := range x.senders {
+		wg.Go(func() { s.run(ctx, x.opts.Now) })
+	}
+	return &wg
+}
+
+// Counters returns each collector's counters, in the configured order.
+func (x *Exporter) Counters() []Counters {
+	out := make([]Counters, len(x.senders))
+	for i, s := range x.senders {
+		out[i] = s.counters()
+	}
+	return out
+}
+
+// Scan reads the live indexes once, adds what is new to the flows' records
+// and exports the records whose flows timed out. Run calls it; so can a
+// test or benchmark that does not call Run.
+func (x *Exporter) Scan() {
+	now := x.opts.Now().UnixNano()
+	for _, st := range x.indexes {
+		st.live = false
+	}
+	x.cur = x.opts.Indexes(x.cur[:0])
+	for _, li := range x.cur {
+		st := x.indexes[li.Index]
+		if st == nil {
+			st = &indexState{ingress: x.ingress(li.Iface)}
+			x.indexes[li.Index] = st
+		}
+		st.live = true
+		x.scanIndex(li.Index, st)
+	}
+	for b, st := range x.indexes {
+		if !st.live {
+			// Sealed since the last scan: its last packets, then
+			// forget it. Its Builder no longer changes.
+			x.scanIndex(b, st)
+			delete(x.indexes, b)
+		}
+	}
+	clear(x.cur) // let sealed Builders go
+	x.expire(now)
+	x.prevScan = now
+}
+
+func (x *Exporter) ingress(name string) uint32 {
+	if name == "" {
+		return 0
+	}
+	i, ok := x.ifindex[name]
+	if !ok {
+		i = x.opts.IfIndex(name)
+		x.ifindex[name] = i
+	}
+	return i
+}
+
+// scanIndex adds the packets b has beyond what st counted.
+func (x *Exporter) scanIndex(b *index.Builder, st *indexState) {
+	for from := 0; ; {
+		chunk := b.CopyFlows(x.chunk[:0], from)
+		if len(chunk) == 0 {
+			return
+		}
+		for i := range chunk {
+			f := &chunk[i]
+			id := from + i
+			if id >= len(st.seen) {
+				st.seen = append(st.seen, seenFlow{})
+			}
+			s := &st.seen[id]
+			if f.Packets == s.packets || !Exportable(&f.Key) {
+				continue
+			}
+			dp, db := f.Packets-s.packets, f.Bytes-s.bytes
+			// The index keeps no time per packet, only the flow's
+			// first and last: the new packets' first time is exact
+			// when they are the flow's first in the file or a single
+			// packet, else bounded below (freshness).
+			start := f.First
+			switch {
+			case s.packets == 0:
+			case dp == 1:
+				start = f.Last
+			default:
+				start = s.last + 1
+				if lo := x.prevScan - int64(freshness); lo > start {
+					start = lo
+				}
+				start = min(start, f.Last)
+			}
+			x.add(stateKey{key: f.Key, ingress: st.ingress}, dp, db, f.TCPFlags, start, f.Last)
+			s.packets, s.bytes, s.last = f.Packets, f.Bytes, f.Last
+		}
+		x.chunk = chunk
+		from += len(chunk)
+	}
+}
+
+func (x *Exporter) add(k stateKey, packets, bytes uint64, tcpFlags uint8, start, end int64) {
+	fs := x.flows[k]
+	if fs == nil {
+		fs = &flowState{rec: Record{Key: k.key, Ingress: k.ingress}}
+		x.flows[k] = fs
+	}
+	r := &fs.rec
+	if r.Packets == 0 {
+		r.Start, r.End, r.TCPFlags = start, end, 0
+	} else {
+		r.Start, r.End = min(r.Start, start), max(r.End, end)
+	}
+	r.Packets += packets
+	r.Bytes += bytes
+	r.TCPFlags |= tcpFlags
+	fs.lastPacket = max(fs.lastPacket, end)
+}
+
+// expire exports the records of flows idle for IdleTimeout (and forgets
+// those flows) or open for ActiveTimeout.
+func (x *Exporter) expire(now int64) {
+	idle, active := int64(x.cfg.IdleTimeout), int64(x.cfg.ActiveTimeout)
+	for k, fs := range x.flows {
+		isIdle := now-fs.lastPacket >= idle
+		r := &fs.rec
+		if r.Packets > 0 {
+			switch {
+			case isIdle:
+				r.EndReason = EndIdle
+				x.emit(r)
+			case now-r.Start >= active:
+				r.EndReason = EndActive
+				x.emit(r)
+			}
+		}
+		if isIdle {
+			delete(x.flows, k)
+		}
+	}
+}
+
+// Flush exports every open record with reason and forgets the flows.
+func (x *Exporter) Flush(reason uint8) {
+	for k, fs := range x.flows {
+		if fs.rec.Packets > 0 {
+			fs.rec.EndReason = reason
+			x.emit(&fs.rec)
+		}
+		delete(x.flows, k)
+	}
+}
+
+func (x *Exporter) emit(r *Record) {
+	for _, s := range x.senders {
+		s.offer(r)
+	}
+	r.Packets, r.Bytes, r.TCPFlags = 0, 0, 0
+	x.emitted++
+}
