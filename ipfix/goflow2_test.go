@@ -379,7 +379,7 @@ func TestTCPCollector(t *testing.T) {
 			t.Fatalf("connection %d: %v", conn, err)
 		}
 		col := newCollector(t)
-		col.seq = s.seq // the stream's count goes on across connections
+		col.seq = uint32(3 * conn) // the stream's count goes on across connections
 		for range 3 {
 			s.offer(&r)
 		}
