@@ -16,6 +16,7 @@ import (
 	"github.com/stenod/stenod/api"
 	"github.com/stenod/stenod/capture"
 	"github.com/stenod/stenod/internal/fielderr"
+	"github.com/stenod/stenod/ipfix"
 	"github.com/stenod/stenod/spool"
 	"github.com/stenod/stenod/xdp"
 )
@@ -48,6 +49,8 @@ type Config struct {
 	Capture capture.Config
 	Spool   spool.Config
 	API     api.Config
+	// IPFIX is the flow export; no collector, no export.
+	IPFIX ipfix.Config
 	// Demo is used by stenod run --demo only.
 	Demo Demo
 }
@@ -72,7 +75,7 @@ type Demo struct {
 // file is the format of the configuration file: its json tags are the
 // keys, in the order of docs/configuration.md, and a struct field is a
 // section. Each field sets the Config field of the same name (in Capture,
-// Spool, API or Demo for a section's), which its type converts to: Size,
+// Spool, API, IPFIX or Demo for a section's), which its type converts to: Size,
 // Duration and DropRules are how int64, int, time.Duration and
 // []xdp.DropRule are written in the file. What a key means is in
 // docs/configuration.md and on the field it sets; its default is the
@@ -120,6 +123,15 @@ type file struct {
 		CommunityIDSeed   int      `json:"community_id_seed"`
 		AlertWindow       Duration `json:"alert_window"`
 	} `json:"api"`
+	IPFIX struct {
+		Collectors       []string `json:"collectors"`
+		ActiveTimeout    Duration `json:"active_timeout"`
+		IdleTimeout      Duration `json:"idle_timeout"`
+		TemplateRefresh  Duration `json:"template_refresh"`
+		SensorID         int64    `json:"sensor_id"`
+		EnterpriseNumber int64    `json:"enterprise_number"`
+		BaseURL          string   `json:"base_url"`
+	} `json:"ipfix"`
 	Demo struct {
 		Spool    string `json:"spool"`
 		Captures string `json:"captures"`
@@ -198,6 +210,7 @@ func Default() Config {
 		Capture: capture.DefaultConfig(),
 		Spool:   spool.DefaultConfig(),
 		API:     api.DefaultConfig(),
+		IPFIX:   ipfix.DefaultConfig(),
 		Demo: Demo{
 			Spool:    DefaultDemoSpool,
 			Rate:     DefaultDemoRate,
@@ -584,6 +597,7 @@ func (c *Config) validate(requireIfaces bool) error {
 		{"Capture", cc.Validate()},
 		{"Spool", c.Spool.Validate()},
 		{"API", c.API.Validate()},
+		{"IPFIX", c.IPFIX.Validate()},
 	} {
 		if s.err == nil {
 			continue

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stenod/stenod/ipfix"
 	"github.com/stenod/stenod/xdp"
 )
 
@@ -99,6 +100,15 @@ func TestEveryKeyParsed(t *testing.T) {
     "community_id_seed": 7,
     "alert_window": "90s"
   },
+  "ipfix": {
+    "collectors": ["udp://127.0.0.1:2055", "tcp://[2001:db8::9]:4739"],
+    "active_timeout": "2m",
+    "idle_timeout": "20s",
+    "template_refresh": "30s",
+    "sensor_id": 4294967295,
+    "enterprise_number": 12345,
+    "base_url": "https://sensor1.example:1234"
+  },
   "demo": {
     "spool": "/tmp/demo",
     "captures": "/srv/pcaps",
@@ -157,6 +167,9 @@ func TestEveryKeyParsed(t *testing.T) {
 	want.API.FDReserve = 4096
 	want.API.CommunityIDSeed = 7
 	want.API.AlertWindow = 90 * time.Second
+	want.IPFIX = ipfix.Config{Collectors: []string{"udp://127.0.0.1:2055", "tcp://[2001:db8::9]:4739"}, ActiveTimeout: 2 * time.Minute,
+		IdleTimeout: 20 * time.Second, TemplateRefresh: 30 * time.Second, SensorID: 4294967295, EnterpriseNumber: 12345,
+		BaseURL: "https://sensor1.example:1234"}
 	want.Demo = Demo{Spool: "/tmp/demo", Captures: "/srv/pcaps", Rate: 50, MaxBytes: 3 << 30}
 
 	// Every key must differ from its default in the test file, or the test
@@ -250,6 +263,11 @@ func TestBadFiles(t *testing.T) {
 		{"fd reserve", `{"api": {"fd_reserve": -1}}`, "api.fd_reserve", false},
 		{"community id seed", `{"api": {"community_id_seed": 65536}}`, "api.community_id_seed", false},
 		{"alert window", `{"api": {"alert_window": "0s"}}`, "api.alert_window", false},
+		{"ipfix collector", `{"ipfix": {"collectors": ["http://x:1"]}}`, "ipfix.collectors", false},
+		{"ipfix idle", `{"ipfix": {"idle_timeout": "0s"}}`, "ipfix.idle_timeout", false},
+		{"ipfix sensor id", `{"ipfix": {"sensor_id": 4294967296}}`, "ipfix.sensor_id", false},
+		{"ipfix pen", `{"ipfix": {"enterprise_number": 0}}`, "ipfix.enterprise_number", false},
+		{"ipfix base url", `{"ipfix": {"base_url": "sensor:1234"}}`, "ipfix.base_url", false},
 		{"user", `{"user": "a:b"}`, "user", false},
 		{"demo rate", `{"demo": {"rate": 0}}`, "demo.rate", false},
 		{"demo budget", `{"demo": {"max_bytes": "1MiB"}}`, "demo.max_bytes", false},

@@ -2,6 +2,7 @@ package ipfix
 
 import (
 	"fmt"
+	"math"
 	"net"
 	"net/url"
 	"strconv"
@@ -26,11 +27,13 @@ type Config struct {
 	// where a collector that (re)starts learns them only so. TCP sends
 	// them on every connection.
 	TemplateRefresh time.Duration
-	// SensorID is the observation domain id of every message.
-	SensorID uint32
+	// SensorID is the observation domain id of every message, 0 to
+	// 4294967295 (0: IPFIX's "no particular domain").
+	SensorID int64
 	// EnterpriseNumber is the Private Enterprise Number of the
-	// enterprise-specific fields (DefaultEnterpriseNumber).
-	EnterpriseNumber uint32
+	// enterprise-specific fields (DefaultEnterpriseNumber), 1 to
+	// 4294967295.
+	EnterpriseNumber int64
 	// BaseURL is the sensor's API as a collector's user reaches it, sent
 	// with every record; "" lets stenod run derive it from the API's
 	// configuration.
@@ -69,8 +72,12 @@ func (c *Config) Validate() error {
 		return fielderr.Errorf("IdleTimeout", "%v: at least 1s", c.IdleTimeout)
 	case c.TemplateRefresh < time.Second:
 		return fielderr.Errorf("TemplateRefresh", "%v: at least 1s", c.TemplateRefresh)
+	case c.SensorID < 0 || c.SensorID > math.MaxUint32:
+		return fielderr.Errorf("SensorID", "%d outside [0, 4294967295]", c.SensorID)
 	case c.EnterpriseNumber == 0:
 		return fielderr.Errorf("EnterpriseNumber", "0 is not a Private Enterprise Number (0 means IANA's own elements)")
+	case c.EnterpriseNumber < 0 || c.EnterpriseNumber > math.MaxUint32:
+		return fielderr.Errorf("EnterpriseNumber", "%d outside [1, 4294967295]", c.EnterpriseNumber)
 	}
 	if c.BaseURL != "" {
 		u, err := url.Parse(c.BaseURL)

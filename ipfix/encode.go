@@ -3,6 +3,7 @@ package ipfix
 import (
 	"encoding/binary"
 	"errors"
+	"slices"
 
 	"github.com/stenod/stenod/flow"
 )
@@ -26,12 +27,20 @@ const (
 	maxMessageBytes = 0xffff
 )
 
-// Template ids: one template per address family, so that every record of
-// a data set has the same fixed part.
+// Template ids: one template per shape of record. ICMP flows have a
+// template of their own, with icmpTypeCode and no ports: with both in one
+// template, nfdump 1.7 takes the (zero) ICMP field as the destination port
+// of every protocol but TCP and UDP, and SCTP lost its port.
 const (
-	TemplateIPv4 = 256
-	TemplateIPv6 = 257
+	TemplateIPv4     = 256 // IPv4, ports (0 for protocols without)
+	TemplateIPv6     = 257
+	TemplateIPv4ICMP = 258 // IPv4 ICMP: type and code instead of ports
+	TemplateIPv6ICMP = 259
 )
+
+// templateIDs lists the templates in the order the template set gives
+// them.
+var templateIDs = [...]uint16{TemplateIPv4, TemplateIPv6, TemplateIPv4ICMP, TemplateIPv6ICMP}
 
 // Enterprise-specific information elements, under Config.EnterpriseNumber
 // (docs/fleet.md).
@@ -88,17 +97,21 @@ type fieldSpec struct {
 	pen        bool // enterprise-specific: the number follows
 }
 
-// template lists a template's fields in record order; addrIDs and icmp
-// differ between the IPv4 and IPv6 template. The times are sent twice:
+// template lists the fields of template id in record order. The times are sent twice:
 // milliseconds for collectors that read no finer time, then nanoseconds;
 // a decoder that reads both keeps the one it meets last (GoFlow2 does),
 // so nanoseconds come second. 16 bytes a record buy that.
-func template(v6 bool) []fieldSpec {
+func template(id uint16) []fieldSpec {
+	v6 := id == TemplateIPv6 || id == TemplateIPv6ICMP
 	src, dst, addr, icmp := uint16(ieSourceIPv4Address), uint16(ieDestinationIPv4Address), uint16(4), uint16(ieICMPTypeCodeIPv4)
 	if v6 {
 		src, dst, addr, icmp = ieSourceIPv6Address, ieDestinationIPv6Address, 16, ieICMPTypeCodeIPv6
 	}
-	return []fieldSpec{
+	l4 := []fieldSpec{{ieSourceTransportPort, 2, false}, {ieDestinationTransportPort, 2, false}}
+	if id == TemplateIPv4ICMP || id == TemplateIPv6ICMP {
+		l4 = []fieldSpec{{icmp, 2, false}}
+	}
+	return slices.Concat([]fieldSpec{
 		{ieFlowStartMilliseconds, 8, false},
 		{ieFlowEndMilliseconds, 8, false},
 		{ieFlowStartNanoseconds, 8, false},
@@ -107,11 +120,9 @@ func template(v6 bool) []fieldSpec {
 		{ieOctetDeltaCount, 8, false},
 		{src, addr, false},
 		{dst, addr, false},
-		{ieSourceTransportPort, 2, false},
-		{ieDestinationTransportPort, 2, false},
+	}, l4, []fieldSpec{
 		{ieProtocolIdentifier, 1, false},
 		{ieTCPControlBits, 2, false},
-		{icmp, 2, false},
 		{ieVlanID, 2, false},
 		{ieDot1qCustomerVlanID, 2, false},
 		{ieMPLSTopLabelStackSection, 3, false},
@@ -119,7 +130,21 @@ func template(v6 bool) []fieldSpec {
 		{ieFlowEndReason, 1, false},
 		{ElementCommunityID, varLen, true},
 		{ElementSensorURL, varLen, true},
+	})
+}
+
+// templateOf returns the template of a record of key k (Exportable).
+func templateOf(k *flow.Key) uint16 {
+	v6 := k.Flags&flow.FlagIPv6 != 0
+	switch {
+	case k.Flags&flow.FlagICMP != 0 && v6:
+		return TemplateIPv6ICMP
+	case k.Flags&flow.FlagICMP != 0:
+		return TemplateIPv4ICMP
+	case v6:
+		return TemplateIPv6
 	}
+	return TemplateIPv4
 }
 
 // Record is one flow record: the packets of one flow (key and ingress
@@ -193,19 +218,15 @@ func (e *Encoder) Begin(exportTime, seq uint32) {
 	e.buf, e.set, e.n = b, -1, 0
 }
 
-// Templates adds the template set with both templates. Call it right after
-// Begin.
+// Templates adds the template set with every template. Call it right
+// after Begin.
 func (e *Encoder) Templates() {
 	e.closeSet()
 	start := len(e.buf)
 	b := binary.BigEndian.AppendUint16(e.buf, templateSetID)
 	b = binary.BigEndian.AppendUint16(b, 0)
-	for _, v6 := range []bool{false, true} {
-		id := uint16(TemplateIPv4)
-		if v6 {
-			id = TemplateIPv6
-		}
-		fs := template(v6)
+	for _, id := range templateIDs {
+		fs := template(id)
 		b = binary.BigEndian.AppendUint16(b, id)
 		b = binary.BigEndian.AppendUint16(b, uint16(len(fs)))
 		for _, f := range fs {
@@ -226,10 +247,7 @@ func (e *Encoder) Templates() {
 // Add appends r as a data record; ErrMessageFull when it does not fit
 // (the message is unchanged then). r's key must be Exportable.
 func (e *Encoder) Add(r *Record) error {
-	id := uint16(TemplateIPv4)
-	if r.Key.Flags&flow.FlagIPv6 != 0 {
-		id = TemplateIPv6
-	}
+	id := templateOf(&r.Key)
 	mark, set, setID := len(e.buf), e.set, e.setID
 	if e.set < 0 || e.setID != id {
 		e.closeSet()
@@ -284,18 +302,17 @@ func (e *Encoder) appendRecord(b []byte, r *Record) []byte {
 		b = append(b, k.Src[:4]...)
 		b = append(b, k.Dst[:4]...)
 	}
-	var sport, dport, icmp uint16
 	switch {
-	case k.Flags&flow.FlagPorts != 0:
-		sport, dport = k.SrcPort, k.DstPort
 	case k.Flags&flow.FlagICMP != 0:
-		icmp = k.SrcPort<<8 | k.DstPort // type, code
+		b = be.AppendUint16(b, k.SrcPort<<8|k.DstPort) // type, code
+	case k.Flags&flow.FlagPorts != 0:
+		b = be.AppendUint16(b, k.SrcPort)
+		b = be.AppendUint16(b, k.DstPort)
+	default:
+		b = be.AppendUint32(b, 0)
 	}
-	b = be.AppendUint16(b, sport)
-	b = be.AppendUint16(b, dport)
 	b = append(b, k.Proto)
 	b = be.AppendUint16(b, uint16(r.TCPFlags))
-	b = be.AppendUint16(b, icmp)
 	b = be.AppendUint16(b, k.VLAN[0])
 	b = be.AppendUint16(b, k.VLAN[1])
 	// mplsTopLabelStackSection: label (20 bits), traffic class (3),

@@ -50,33 +50,35 @@ func TestEncodeMessage(t *testing.T) {
 	if len(cid) != 30 {
 		t.Fatalf("community id %q", cid)
 	}
-	fields := func(addrSrc, addrDst, addrLen, icmp string) string {
+	fields := func(addrSrc, addrDst, addrLen, l4 string) string {
 		return `
 		0098 0008  0099 0008  009c 0008  009d 0008  # flowStart/EndMilliseconds, flowStart/EndNanoseconds
 		0002 0008  0001 0008                        # packetDeltaCount, octetDeltaCount
 		` + addrSrc + ` ` + addrLen + ` ` + addrDst + ` ` + addrLen + `
-		0007 0002  000b 0002  0004 0001  0006 0002  # ports, protocol, tcpControlBits
-		` + icmp + ` 0002                            # icmpTypeCode
+		` + l4 + `                                  # ports, or icmpTypeCode
+		0004 0001  0006 0002                        # protocol, tcpControlBits
 		003a 0002  00f5 0002  0046 0003             # vlanId, dot1qCustomerVlanId, mplsTopLabelStackSection
 		000a 0004  0088 0001                        # ingressInterface, flowEndReason
 		8001 ffff 00007ed9  8002 ffff 00007ed9      # enterprise 32473: 1 community id, 2 sensor URL`
 	}
 	want := unhex(t, `
 		000a 0000 6553f100 00000007 0000002a        # version, length (below), export time, sequence, domain
-		0002 00bc                                   # template set, 188 bytes
-		0100 0014`+fields("0008", "000c", "0004", "0020")+`
-		0101 0014`+fields("001b", "001c", "0010", "008b")+`
+		0002 015c                                   # template set, 348 bytes
+		0100 0013`+fields("0008", "000c", "0004", "0007 0002 000b 0002")+`
+		0101 0013`+fields("001b", "001c", "0010", "0007 0002 000b 0002")+`
+		0102 0012`+fields("0008", "000c", "0004", "0020 0002")+`
+		0103 0012`+fields("001b", "001c", "0010", "008b 0002")+`
 		0100 0000                                   # data set 256, length below
 		0000018bcfe569f4 0000018bcfe569f5           # milliseconds
 		`+hex.EncodeToString(be64(0xe8fe6f80_80000000))+`      # start: NTP seconds 1700000000+2208988800 (0xe8fe6f80), fraction 0.5
 		`+hex.EncodeToString(be64(0xe8fe6f80_8051eb86))+`      # end: +1.25 ms (rounded up)
 		0000000000000003 00000000000000b4           # packets, bytes
-		c0000201 c6336402 c000 01bb 06 0012 0000    # addresses, ports, proto, flags, icmp
+		c0000201 c6336402 c000 01bb 06 0012         # addresses, ports, proto, flags
 		0064 0007 000110 00000005 01                # vlans, mpls label 17 << 4, ingress, reason
 		1e`+hex.EncodeToString([]byte(cid))+`
 		0f`+hex.EncodeToString([]byte("https://s1:8443")))
-	setLen := len(want) - 16 - 188
-	want[16+188+2], want[16+188+3] = byte(setLen>>8), byte(setLen)
+	setLen := len(want) - 16 - 348
+	want[16+348+2], want[16+348+3] = byte(setLen>>8), byte(setLen)
 	want[2], want[3] = byte(len(want)>>8), byte(len(want))
 	got := e.Finish()
 	if !bytes.Equal(got, want) {
@@ -116,13 +118,15 @@ func TestEncodeFull(t *testing.T) {
 		n++
 	}
 	msg := e.Finish()
-	if len(msg) > 512 || n != (512-16-4)/(77+31+1) {
+	if len(msg) > 512 || n != (512-16-4)/(75+31+1) {
 		t.Errorf("%d records in %d bytes", n, len(msg))
 	}
-	// A set of the other template starts a new set.
+	// A record of another template starts a new set.
+	e = NewEncoder(1, 32473, 0, "", 1400)
 	e.Begin(0, 0)
 	r6 := Record{Key: flow.Key{EtherType: flow.EtherTypeIPv6, Proto: flow.ProtoUDP, Flags: flow.FlagIPv6 | flow.FlagPorts}}
-	for _, rr := range []*Record{&r, &r6, &r6, &r} {
+	ri := Record{Key: flow.Key{EtherType: flow.EtherTypeIPv4, Proto: flow.ProtoICMP, Flags: flow.FlagIPv4 | flow.FlagICMP}}
+	for _, rr := range []*Record{&r, &r6, &r6, &r, &ri, &ri} {
 		if err := e.Add(rr); err != nil {
 			t.Fatal(err)
 		}
@@ -133,8 +137,8 @@ func TestEncodeFull(t *testing.T) {
 		sets++
 		off += int(msg[off+2])<<8 | int(msg[off+3])
 	}
-	if sets != 3 {
-		t.Errorf("%d sets, want 3", sets)
+	if sets != 4 {
+		t.Errorf("%d sets, want 4", sets)
 	}
 }
 

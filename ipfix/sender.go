@@ -67,7 +67,7 @@ func newSender(name string, cfg *Config, seed uint16, url string, log *slog.Logg
 		size = tcpMessageBytes
 	}
 	return &sender{name: name, network: network, addr: addr, queue: make(chan Record, queueRecords),
-		enc: NewEncoder(cfg.SensorID, cfg.EnterpriseNumber, seed, url, size), refresh: cfg.TemplateRefresh,
+		enc: NewEncoder(uint32(cfg.SensorID), uint32(cfg.EnterpriseNumber), seed, url, size), refresh: cfg.TemplateRefresh,
 		log: log.With("collector", name)}, nil
 }
 

@@ -38,6 +38,7 @@ readonly PACKAGES=(
 	gcc             # cgo for go test -race
 	tcpdump         # the reference for query answers
 	tcpreplay       # replaying test captures onto an interface
+	nfdump          # nfcapd, the IPFIX collector of the export test (cmd/stenod TestIPFIXNfcapd)
 	netsniff-ng     # trafgen: line-rate synthetic traffic
 	iproute2        # ip netns, veth
 	ethtool         # NIC queues, offloads

@@ -18,6 +18,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -25,6 +26,7 @@ import (
 	"github.com/stenod/stenod/capture"
 	"github.com/stenod/stenod/config"
 	"github.com/stenod/stenod/internal/testkit/testutil"
+	"github.com/stenod/stenod/ipfix"
 )
 
 // TestDocs checks what README.md and docs/*.md name against the code, so
@@ -393,7 +395,14 @@ func scrapeAPI(t *testing.T) (stats map[string]bool, metrics []string) {
 	t.Helper()
 	sp, _, _ := testutil.HeldSpool(t, 2, 1)
 	var c capture.Capture // not started: its metrics exist only while it runs
-	reg := metricsRegistry(&c)
+	// An exporter that never runs: its counters exist, at 0, per collector.
+	x, err := ipfix.New(ipfix.Config{Collectors: []string{"udp://127.0.0.1:9"}, ActiveTimeout: time.Minute, IdleTimeout: time.Minute,
+		TemplateRefresh: time.Minute, EnterpriseNumber: ipfix.DefaultEnterpriseNumber},
+		ipfix.Options{Indexes: func(d []ipfix.LiveIndex) []ipfix.LiveIndex { return d }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := metricsRegistry(&c, x)
 	srv, err := api.New(api.DefaultConfig(), api.Options{Spool: sp, Registry: reg, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -23,6 +24,8 @@ import (
 	"github.com/stenod/stenod/capture"
 	"github.com/stenod/stenod/config"
 	"github.com/stenod/stenod/internal/demotap"
+	"github.com/stenod/stenod/ipfix"
+	"github.com/stenod/stenod/spool"
 	"github.com/stenod/stenod/xdp"
 )
 
@@ -56,6 +59,10 @@ var runFlags = []struct {
 	{"certs", "api.certs_dir", "`directory` from 'stenod certs init': serve HTTPS and require client certificates", false},
 	{"query-timeout", "api.query_timeout", "longest `time` a query may run (0: no limit)", false},
 	{"community-id-seed", "api.community_id_seed", "`seed` of the Community IDs shown and matched (Zeek's and Suricata's, usually 0)", false},
+	{"ipfix", "ipfix.collectors", "IPFIX `collectors` the flows are exported to, comma separated: udp://HOST:PORT, tcp://HOST:PORT", false},
+	{"ipfix-active", "ipfix.active_timeout", "IPFIX active timeout: a flow with packets for this `time` is exported (and again every time as long)", false},
+	{"ipfix-idle", "ipfix.idle_timeout", "IPFIX idle timeout: a flow without a packet for this `time` is exported", false},
+	{"sensor-id", "ipfix.sensor_id", "`number` identifying this sensor: the IPFIX observation domain", false},
 	{"user", "user", "`user` to run as after start-up, when started as root (\"\": stay root)", false},
 }
 
@@ -191,16 +198,22 @@ func runDaemon(ctx context.Context, e *env, cfg config.Config) error {
 	if err != nil {
 		return errors.Join(err, sp.Close())
 	}
+	export, err := startExport(cfg, sp, e.log)
+	if err != nil {
+		return errors.Join(err, c.Close(), sp.Close())
+	}
 	stopCapture := func() error {
 		// Capture first: its Close seals the indexes through the spool
-		// writers, and the spool's Close waits for those seals.
+		// writers, and the spool's Close waits for those seals. The
+		// export stops in between: its last scan finds every packet.
 		cerr := c.Close()
 		st := c.Stats()
 		packets, bytes, stored := st.Totals()
 		e.log.Info("capture stopped", "packets", packets, "bytes", bytes, "stored", stored)
+		export.stop()
 		return errors.Join(cerr, sp.Close())
 	}
-	srv, err := api.New(cfg.API, api.Options{Spool: sp, Registry: metricsRegistry(c), Stats: func() any { return c.Stats() }, Health: c.Health, Logger: e.log,
+	srv, err := api.New(cfg.API, api.Options{Spool: sp, Registry: metricsRegistry(c, export.x), Stats: func() any { return c.Stats() }, Health: c.Health, Logger: e.log,
 		FDLimit: fdLimit, Config: cfg.Format()})
 	if err != nil {
 		return errors.Join(err, stopCapture())
@@ -240,13 +253,79 @@ func runDaemon(ctx context.Context, e *env, cfg config.Config) error {
 }
 
 // metricsRegistry returns what /metrics serves besides the API's and the
-// spool's own metrics, which api.New adds: Go's, the process's and
-// capture's.
-func metricsRegistry(c *capture.Capture) *prometheus.Registry {
+// spool's own metrics, which api.New adds: Go's, the process's, capture's
+// and the IPFIX export's (x nil: no export).
+func metricsRegistry(c *capture.Capture, x *ipfix.Exporter) *prometheus.Registry {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	reg.MustRegister(c.Collectors()...)
+	if x != nil {
+		reg.MustRegister(x.Collectors()...)
+	}
 	return reg
+}
+
+// export is the running IPFIX exporter, if any.
+type export struct {
+	x      *ipfix.Exporter // nil: no collector configured
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// startExport starts the IPFIX export of the spool's live indexes when
+// collectors are configured. Its context is its own, not the daemon's:
+// it must outlive capture (stop), to export the last packets.
+func startExport(cfg config.Config, sp *spool.Spool, log *slog.Logger) (*export, error) {
+	ic := cfg.IPFIX
+	if ic.BaseURL == "" {
+		ic.BaseURL = baseURL(cfg.API)
+	}
+	x, err := ipfix.New(ic, ipfix.Options{Indexes: ipfix.SpoolIndexes(sp), CommunityIDSeed: uint16(cfg.API.CommunityIDSeed), Logger: log})
+	if err != nil || x == nil {
+		return &export{}, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ex := &export{x: x, cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(ex.done)
+		if err := x.Run(ctx); err != nil {
+			log.Error("ipfix export stopped", "err", err)
+		}
+	}()
+	return ex, nil
+}
+
+// stop exports what is left and stops the exporter.
+func (ex *export) stop() {
+	if ex.x == nil {
+		return
+	}
+	ex.cancel()
+	<-ex.done
+}
+
+// baseURL derives ipfix.base_url from the API's configuration: where a
+// collector's user reaches this sensor's API. On the Unix socket nobody
+// else can: "".
+func baseURL(c api.Config) string {
+	network, addr := c.Network()
+	if network != "tcp" {
+		return ""
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return ""
+	}
+	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+		if h, err := os.Hostname(); err == nil {
+			host = h
+		}
+	}
+	scheme := "http"
+	if c.CertsDir != "" {
+		scheme = "https"
+	}
+	return scheme + "://" + net.JoinHostPort(host, port)
 }
 
 // raiseFileLimit raises the soft limit on open files to the hard limit and
