@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/netsampler/goflow2/v2/decoders/netflow"
+	"github.com/netsampler/goflow2/v2/producer"
 	protoproducer "github.com/netsampler/goflow2/v2/producer/proto"
 
 	"github.com/stenod/stenod/flow"
@@ -33,6 +35,7 @@ type decoded struct {
 type collector struct {
 	t         *testing.T
 	templates netflow.NetFlowTemplateSystem
+	producer  producer.ProducerInterface
 	records   []decoded
 	messages  int
 	templSets int
@@ -40,7 +43,30 @@ type collector struct {
 }
 
 func newCollector(t *testing.T) *collector {
-	return &collector{t: t, templates: netflow.CreateTemplateSystem()}
+	// The mapping docs/fleet.md gives for the enterprise fields.
+	pc := protoproducer.ProducerConfig{
+		Formatter: protoproducer.FormatterConfig{
+			Fields: []string{"time_flow_start_ns", "src_addr", "dst_addr", "src_port", "dst_port", "proto", "bytes", "packets", "community_id", "sensor_url"},
+			Protobuf: []protoproducer.ProtobufFormatterConfig{
+				{Name: "community_id", Index: 1000, Type: "string"},
+				{Name: "sensor_url", Index: 1001, Type: "string"},
+			},
+			Render: map[string]protoproducer.RendererID{"community_id": "string", "sensor_url": "string"},
+		},
+		IPFIX: protoproducer.IPFIXProducerConfig{Mapping: []protoproducer.NetFlowMapField{
+			{Type: 1, PenProvided: true, Pen: 32473, Destination: "community_id"},
+			{Type: 2, PenProvided: true, Pen: 32473, Destination: "sensor_url"},
+		}},
+	}
+	cfg, err := pc.Compile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := protoproducer.CreateProtoProducer(cfg, protoproducer.CreateSamplingSystem)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &collector{t: t, templates: netflow.CreateTemplateSystem(), producer: p}
 }
 
 func (c *collector) decode(msg []byte) {
@@ -65,7 +91,7 @@ func (c *collector) decode(msg []byte) {
 			c.t.Fatalf("a data set GoFlow2 has no template for: %d", fs.Id)
 		}
 	}
-	msgs, err := protoproducer.ProcessMessageIPFIXConfig(&p, nil, nil)
+	msgs, err := c.producer.Produce(&p, &producer.ProduceArgs{SamplerAddress: netip.MustParseAddr("127.0.0.1"), TimeReceived: time.Now()})
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -84,6 +110,18 @@ func (c *collector) decode(msg []byte) {
 			case !v.PenProvided && v.Type == ieFlowEndReason:
 				d.EndReason = b[0]
 			}
+		}
+		// GoFlow2's JSON output, through the mapping.
+		js, err := d.MarshalJSON()
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		var out map[string]any
+		if err := json.Unmarshal(js, &out); err != nil {
+			c.t.Fatalf("goflow2 json %s: %v", js, err)
+		}
+		if out["community_id"] != d.CommunityID || out["sensor_url"] != d.URL {
+			c.t.Errorf("goflow2 json %s: community_id and sensor_url are not %q and %q", js, d.CommunityID, d.URL)
 		}
 		c.records = append(c.records, d)
 	}
