@@ -73,7 +73,13 @@ type Exporter struct {
 
 	// The scan's state, used by Run's goroutine only.
 	indexes  map[*index.Builder]*indexState
-	flows    map[stateKey]*flowState
+	// ids maps a flow to its state in flows; a forgotten flow's slot
+	// goes to free. A slice rather than a map of pointers: no allocation
+	// per flow, and expire walks memory in order (measured: map
+	// operations were a quarter of BenchmarkExport).
+	ids      map[stateKey]int32
+	flows    []flowState
+	free     []int32
 	ifindex  map[string]uint32
 	cur      []LiveIndex
 	chunk    []index.LiveFlow
@@ -103,7 +109,8 @@ type stateKey struct {
 }
 
 // flowState is a flow's record being gathered (rec.Packets 0: nothing
-// since the last export) and when its last packet came.
+// since the last export) and when its last packet came; lastPacket 0: the
+// slot is free.
 type flowState struct {
 	rec        Record
 	lastPacket int64
@@ -136,7 +143,7 @@ func New(cfg Config, opts Options) (*Exporter, error) {
 		}
 	}
 	x := &Exporter{cfg: cfg, opts: opts, log: opts.Logger,
-		indexes: map[*index.Builder]*indexState{}, flows: map[stateKey]*flowState{}, ifindex: map[string]uint32{},
+		indexes: map[*index.Builder]*indexState{}, ids: map[stateKey]int32{}, ifindex: map[string]uint32{},
 		chunk: make([]index.LiveFlow, 0, scanChunk)}
 	for _, c := range cfg.Collectors {
 		s, err := newSender(c, &cfg, opts.CommunityIDSeed, cfg.BaseURL, opts.Logger)
@@ -289,11 +296,18 @@ func (x *Exporter) scanIndex(b *index.Builder, st *indexState) {
 }
 
 func (x *Exporter) add(k stateKey, packets, bytes uint64, tcpFlags uint8, start, end int64) {
-	fs := x.flows[k]
-	if fs == nil {
-		fs = &flowState{rec: Record{Key: k.key, Ingress: k.ingress}}
-		x.flows[k] = fs
+	id, ok := x.ids[k]
+	if !ok {
+		if n := len(x.free); n > 0 {
+			id, x.free = x.free[n-1], x.free[:n-1]
+		} else {
+			id = int32(len(x.flows))
+			x.flows = append(x.flows, flowState{})
+		}
+		x.flows[id] = flowState{rec: Record{Key: k.key, Ingress: k.ingress}}
+		x.ids[k] = id
 	}
+	fs := &x.flows[id]
 	r := &fs.rec
 	if r.Packets == 0 {
 		r.Start, r.End, r.TCPFlags = start, end, 0
@@ -303,14 +317,18 @@ func (x *Exporter) add(k stateKey, packets, bytes uint64, tcpFlags uint8, start,
 	r.Packets += packets
 	r.Bytes += bytes
 	r.TCPFlags |= tcpFlags
-	fs.lastPacket = max(fs.lastPacket, end)
+	fs.lastPacket = max(fs.lastPacket, end, 1)
 }
 
 // expire exports the records of flows idle for IdleTimeout (and forgets
 // those flows) or open for ActiveTimeout.
 func (x *Exporter) expire(now int64) {
 	idle, active := int64(x.cfg.IdleTimeout), int64(x.cfg.ActiveTimeout)
-	for k, fs := range x.flows {
+	for i := range x.flows {
+		fs := &x.flows[i]
+		if fs.lastPacket == 0 {
+			continue
+		}
 		isIdle := now-fs.lastPacket >= idle
 		r := &fs.rec
 		if r.Packets > 0 {
@@ -324,19 +342,31 @@ func (x *Exporter) expire(now int64) {
 			}
 		}
 		if isIdle {
-			delete(x.flows, k)
+			x.forget(int32(i))
 		}
 	}
 }
 
+// forget frees flow id's slot.
+func (x *Exporter) forget(id int32) {
+	fs := &x.flows[id]
+	delete(x.ids, stateKey{key: fs.rec.Key, ingress: fs.rec.Ingress})
+	fs.lastPacket = 0
+	x.free = append(x.free, id)
+}
+
 // Flush exports every open record with reason and forgets the flows.
 func (x *Exporter) Flush(reason uint8) {
-	for k, fs := range x.flows {
+	for i := range x.flows {
+		fs := &x.flows[i]
+		if fs.lastPacket == 0 {
+			continue
+		}
 		if fs.rec.Packets > 0 {
 			fs.rec.EndReason = reason
 			x.emit(&fs.rec)
 		}
-		delete(x.flows, k)
+		x.forget(int32(i))
 	}
 }
 

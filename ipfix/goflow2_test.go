@@ -146,7 +146,7 @@ func (ix *indexes) get(dst []LiveIndex) []LiveIndex {
 	return dst
 }
 
-func testExporter(t *testing.T, collectors []string, clk *clock, ix *indexes) *Exporter {
+func testExporter(t testing.TB, collectors []string, clk *clock, ix *indexes) *Exporter {
 	t.Helper()
 	cfg := DefaultConfig()
 	cfg.Collectors, cfg.SensorID, cfg.BaseURL = collectors, 77, "https://sensor.example:8443"

@@ -203,7 +203,7 @@ func freePort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
-func startStenod(e *env, method string) (*capturer, error) {
+func startStenod(e *env, method string, extra ...string) (*capturer, error) {
 	if e.stenod == "" {
 		return nil, errors.New("no stenod binary")
 	}
@@ -225,6 +225,7 @@ func startStenod(e *env, method string) (*capturer, error) {
 		// Stay root: the spool lives in our temporary directory.
 		args = append(args, "--user", "")
 	}
+	args = append(args, extra...)
 	name, args := e.taskset(e.stenod, args...)
 	// SIGTERM on our death: stenod then detaches and unpins by itself.
 	ch, _, _, err := startChild(name, args, e.cleanups, syscall.SIGTERM, false)

@@ -14,7 +14,10 @@
 //     its ring, as stenod's receive loop does (capbench xskcount --coalesce);
 //   - tcpdump: tcpdump -i IF -w FILE (TPACKET_V3, to disk), no XDP;
 //   - stenod-xdp, stenod-afpacket: stenod run --capture xdp|afpacket,
-//     indexing and writing to the spool.
+//     indexing and writing to the spool;
+//   - stenod-afpacket-ipfix: stenod-afpacket with IPFIX export (idle
+//     timeout 1s) to a UDP sink in capbench that discards what it gets:
+//     the export's CPU cost on the capture CPU.
 //
 // Then, with stenod capturing under load: the freshness of the index (send
 // a packet with a unique port, poll the query until it answers) and loss
@@ -34,6 +37,7 @@ import (
 	"fmt"
 	"log"
 	"math"
+	"net"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -65,7 +69,7 @@ type options struct {
 	tcpdumpArgs []string
 }
 
-var allConfigs = []string{"bare", "xdp-drop", "xsk-count", "xsk-coalesce", "tcpdump", "stenod-xdp", "stenod-afpacket"}
+var allConfigs = []string{"bare", "xdp-drop", "xsk-count", "xsk-coalesce", "tcpdump", "stenod-xdp", "stenod-afpacket", "stenod-afpacket-ipfix"}
 
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == "xskcount" {
@@ -230,6 +234,13 @@ func run(ctx context.Context, o *options, c *cleanups) error {
 	}
 	mixes = slices.DeleteFunc(mixes, func(t traffic) bool { return !slices.Contains(o.traffic, t.name) })
 
+	// The IPFIX collector of stenod-afpacket-ipfix: reads and discards,
+	// so that the export runs as against a real collector.
+	sink, err := udpSink(c)
+	if err != nil {
+		return err
+	}
+
 	// Each starter runs the capturer on the capture CPU of the run's rate.
 	at := func(rate uint64) *env {
 		e2 := *e
@@ -246,6 +257,9 @@ func run(ctx context.Context, o *options, c *cleanups) error {
 		"tcpdump":         func(r uint64) (*capturer, error) { return startTcpdump(at(r), o.tcpdumpArgs) },
 		"stenod-xdp":      func(r uint64) (*capturer, error) { return startStenod(at(r), "xdp") },
 		"stenod-afpacket": func(r uint64) (*capturer, error) { return startStenod(at(r), "afpacket") },
+		"stenod-afpacket-ipfix": func(r uint64) (*capturer, error) {
+			return startStenod(at(r), "afpacket", "--ipfix", "udp://"+sink, "--ipfix-idle", "1s")
+		},
 	}
 	// The measurements take turns, in reverse order every other round,
 	// so that the machine's drift (15-20% an hour on the development VM)
@@ -479,3 +493,22 @@ type runKey struct {
 }
 
 func (k runKey) hasCapture() bool { return k.cfg != "xdp-drop" && k.cfg != "bare" }
+
+// udpSink listens on a loopback UDP port, reads and discards until the
+// cleanups close it, and returns its address.
+func udpSink(c *cleanups) (string, error) {
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		return "", fmt.Errorf("ipfix sink: %w", err)
+	}
+	c.push("ipfix sink", pc.Close)
+	go func() {
+		buf := make([]byte, 65536)
+		for {
+			if _, _, err := pc.ReadFrom(buf); err != nil {
+				return
+			}
+		}
+	}()
+	return pc.LocalAddr().String(), nil
+}

@@ -56,7 +56,7 @@ func printTable(o *options, mixes []traffic, results []*result, live []row) {
 	}
 	for _, t := range mixes {
 		drop, xsk, td := find("xdp-drop", t.name), find("xsk-count", t.name), find("tcpdump", t.name)
-		for _, cfg := range []string{"xsk-count", "xsk-coalesce", "tcpdump", "stenod-xdp", "stenod-afpacket"} {
+		for _, cfg := range []string{"xsk-count", "xsk-coalesce", "tcpdump", "stenod-xdp", "stenod-afpacket", "stenod-afpacket-ipfix"} {
 			best, lossy, seen := zeroLossRate(results, cfg, t.name)
 			if !seen {
 				continue
@@ -80,6 +80,11 @@ func printTable(o *options, mixes []traffic, results []*result, live []row) {
 		if xc := find("xsk-coalesce", t.name); xc != nil && td != nil && td.cnt.captured > 0 && xc.cnt.captured > 0 {
 			ratio := (xc.cpu.Seconds() / float64(xc.cnt.captured)) / (td.cpu.Seconds() / float64(td.cnt.captured))
 			rows = append(rows, row{fmt.Sprintf("%s xsk-coalesce / tcpdump CPU per packet", t.name), fmt.Sprintf("%.2fx", ratio), fmt.Sprintf("%s vs %s; the least an AF_XDP copy-mode consumer with stenod's wakeups costs", perPacket(xc), perPacket(td))})
+		}
+		if on, off := find("stenod-afpacket-ipfix", t.name), find("stenod-afpacket", t.name); on != nil && off != nil && on.cnt.captured > 0 && off.cnt.captured > 0 {
+			ratio := (on.cpu.Seconds() / float64(on.cnt.captured)) / (off.cpu.Seconds() / float64(off.cnt.captured))
+			rows = append(rows, row{fmt.Sprintf("%s stenod-afpacket with / without IPFIX export, CPU per packet", t.name), fmt.Sprintf("%.3fx", ratio),
+				fmt.Sprintf("%s vs %s; target < 1.05x (issue 16)", perPacket(on), perPacket(off))})
 		}
 		for _, cfg := range []string{"stenod-xdp", "stenod-afpacket"} {
 			s := find(cfg, t.name)
