@@ -72,7 +72,7 @@ type Exporter struct {
 	senders []*sender
 
 	// The scan's state, used by Run's goroutine only.
-	indexes  map[*index.Builder]*indexState
+	indexes map[*index.Builder]*indexState
 	// ids maps a flow to its state in flows; a forgotten flow's slot
 	// goes to free. A slice rather than a map of pointers: no allocation
 	// per flow, and expire walks memory in order (measured: map
