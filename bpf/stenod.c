@@ -192,12 +192,15 @@ static __always_inline int is_ipv6_ext(__u8 nh)
 
 /*
  * Rule 6: ports at off for TCP, UDP and SCTP, or the type and code of ICMP
- * and ICMPv6 (key->proto). Returns 0.
+ * and ICMPv6 (key->proto). Returns the TCP flags (byte 13 of the TCP
+ * header) of a TCP packet whose ports were read and whose header holds
+ * them, else 0: flow.TCPFlags is the Go twin.
  */
 __noinline int parse_ports(struct xdp_md *ctx, __u32 off, struct flow_key *key)
 {
 	struct ports p;
 	__u8 tc[2];
+	__u8 tcp_flags;
 
 	if (!key)
 		return 0;
@@ -216,22 +219,24 @@ __noinline int parse_ports(struct xdp_md *ctx, __u32 off, struct flow_key *key)
 	key->sport = bpf_ntohs(p.src);
 	key->dport = bpf_ntohs(p.dst);
 	key->flags |= FLOW_PORTS;
-	return 0;
+	if (key->proto != 6 || load(ctx, off + 13, &tcp_flags, sizeof(tcp_flags)))
+		return 0;
+	return tcp_flags;
 }
 
-/* Rule 4: IPv4 at off. */
-static __always_inline void parse_ipv4(struct xdp_md *ctx, __u32 off, __u32 len,
-				       struct flow_key *key)
+/* Rule 4: IPv4 at off. Returns the TCP flags (parse_ports). */
+static __always_inline int parse_ipv4(struct xdp_md *ctx, __u32 off, __u32 len,
+				      struct flow_key *key)
 {
 	struct ipv4_hdr ip;
 	__u32 hlen;
 	__u16 frag;
 
 	if (load(ctx, off, &ip, sizeof(ip)))
-		return;
+		return 0;
 	hlen = (ip.vihl & 0xf) * 4;
 	if ((ip.vihl >> 4) != 4 || hlen < 20 || off + hlen > len)
-		return;
+		return 0;
 
 	key->flags |= FLOW_IPV4;
 	__builtin_memcpy(key->src, &ip.src, 4);
@@ -242,8 +247,8 @@ static __always_inline void parse_ipv4(struct xdp_md *ctx, __u32 off, __u32 len,
 	if (frag & 0x3fff) /* MF or an offset */
 		key->flags |= FLOW_FRAGMENT;
 	if (frag & 0x1fff) /* not the first fragment: no ports */
-		return;
-	parse_ports(ctx, off + hlen, key);
+		return 0;
+	return parse_ports(ctx, off + hlen, key);
 }
 
 /*
@@ -252,17 +257,17 @@ static __always_inline void parse_ipv4(struct xdp_md *ctx, __u32 off, __u32 len,
  * packet access every header length would become part of the verifier's
  * state. Extension headers are rare; plain IPv6 costs no helper call.
  */
-static __always_inline void parse_ipv6(struct xdp_md *ctx, __u32 off, __u32 len,
-				       struct flow_key *key)
+static __always_inline int parse_ipv6(struct xdp_md *ctx, __u32 off, __u32 len,
+				      struct flow_key *key)
 {
 	struct ipv6_hdr ip;
 	int ports = 1;
 	__u8 nh;
 
 	if (load(ctx, off, &ip, sizeof(ip)))
-		return;
+		return 0;
 	if ((bpf_ntohl(ip.vtcfl) >> 28) != 6)
-		return;
+		return 0;
 
 	key->flags |= FLOW_IPV6;
 	__builtin_memcpy(key->src, ip.src, 16);
@@ -303,29 +308,31 @@ static __always_inline void parse_ipv6(struct xdp_md *ctx, __u32 off, __u32 len,
 	key->proto = nh;
 	/* 8 headers walked and the next one is still an extension header. */
 	if (is_ipv6_ext(nh) || !ports)
-		return;
-	parse_ports(ctx, off, key);
-	return;
+		return 0;
+	return parse_ports(ctx, off, key);
 
 stop:
 	/* The extension header nh does not fit in the frame. */
 	key->proto = nh;
+	return 0;
 }
 
-/* Rules 4-6: the IP header at off (ip is 4 or 6). Returns 0. */
+/* Rules 4-6: the IP header at off (ip is 4 or 6). Returns the TCP flags
+ * (parse_ports). */
 __noinline int parse_ip(struct xdp_md *ctx, __u32 off, __u32 len, __u32 ip, struct flow_key *key)
 {
 	if (!key)
 		return 0;
 	if (ip == 4)
-		parse_ipv4(ctx, off, len, key);
-	else if (ip == 6)
-		parse_ipv6(ctx, off, len, key);
+		return parse_ipv4(ctx, off, len, key);
+	if (ip == 6)
+		return parse_ipv6(ctx, off, len, key);
 	return 0;
 }
 
-/* Fill key from the frame (docs/flow-key.md); len is the frame's length. */
-static __always_inline void parse(struct xdp_md *ctx, __u32 len, struct flow_key *key)
+/* Fill key from the frame (docs/flow-key.md); len is the frame's length.
+ * Returns the TCP flags of a TCP packet (parse_ports), else 0. */
+static __always_inline __u32 parse(struct xdp_md *ctx, __u32 len, struct flow_key *key)
 {
 	__u32 off = ETH_HLEN;
 	__be16 be;
@@ -334,7 +341,7 @@ static __always_inline void parse(struct xdp_md *ctx, __u32 len, struct flow_key
 
 	/* Rule 1: fewer than 14 bytes leave the key all zero. */
 	if (load(ctx, 12, &be, sizeof(be)))
-		return;
+		return 0;
 	et = bpf_ntohs(be);
 
 	/* Rule 2: up to two VLAN tags. */
@@ -367,7 +374,7 @@ static __always_inline void parse(struct xdp_md *ctx, __u32 len, struct flow_key
 			__u32 entry;
 
 			if (load(ctx, off, &be_entry, sizeof(be_entry)))
-				return;
+				return 0;
 			entry = bpf_ntohl(be_entry);
 			if (i == 0) {
 				key->mpls = entry >> 12;
@@ -380,12 +387,13 @@ static __always_inline void parse(struct xdp_md *ctx, __u32 len, struct flow_key
 			}
 		}
 		if (!bos || load(ctx, off, &first, sizeof(first)))
-			return;
+			return 0;
 		ip = first >> 4;
 	}
 
 	if (ip == 4 || ip == 6)
-		parse_ip(ctx, off, len, ip, key);
+		return parse_ip(ctx, off, len, ip, key);
+	return 0;
 }
 
 /* Count the parse outcome of key. */
@@ -455,7 +463,7 @@ static __always_inline __u64 next_flow_id(void)
 
 /* Account the packet to its flow; returns the flow id, or 0 if the flow
  * could not be entered in the table. */
-static __always_inline __u64 account(const struct flow_key *key, __u64 len, __u64 now)
+static __always_inline __u64 account(const struct flow_key *key, __u64 len, __u64 now, __u32 tcp_flags)
 {
 	struct flow_value *v = bpf_map_lookup_elem(&flows, key);
 	struct flow_value nv;
@@ -470,6 +478,8 @@ static __always_inline __u64 account(const struct flow_key *key, __u64 len, __u6
 	nv.bytes = len;
 	nv.first_seen_ns = now;
 	nv.last_seen_ns = now;
+	nv.tcp_flags = tcp_flags;
+	nv._pad = 0;
 	err = bpf_map_update_elem(&flows, key, &nv, BPF_NOEXIST);
 	if (err) {
 		/* Another CPU entered the flow first: count on its entry. */
@@ -496,6 +506,9 @@ update:
 	__sync_fetch_and_add(&v->packets, 1);
 	__sync_fetch_and_add(&v->bytes, len);
 	v->last_seen_ns = now;
+	/* Most packets bring no new flag: the atomic OR only when one does. */
+	if ((v->tcp_flags & tcp_flags) != tcp_flags)
+		__sync_fetch_and_or(&v->tcp_flags, tcp_flags);
 	return v->flow_id;
 }
 
@@ -527,6 +540,7 @@ int stenod_xdp(struct xdp_md *ctx)
 	const struct config_value *cfg;
 	int action = XDP_PASS;
 	__u32 zero = 0;
+	__u32 tcp_flags;
 	__u64 flow_id;
 
 	count(STAT_PACKETS, 1);
@@ -536,7 +550,7 @@ int stenod_xdp(struct xdp_md *ctx)
 	if (!cfg) /* cannot happen: an array map always has entry 0 */
 		goto out;
 
-	parse(ctx, len, &key);
+	tcp_flags = parse(ctx, len, &key);
 	count_parse(&key);
 
 	if (cfg->snap_len && len > cfg->snap_len)
@@ -548,7 +562,7 @@ int stenod_xdp(struct xdp_md *ctx)
 		goto out;
 	}
 
-	flow_id = account(&key, len, now);
+	flow_id = account(&key, len, now, tcp_flags);
 
 	if (cfg->mode == MODE_OBSERVE) {
 		count(STAT_PASSED, 1);

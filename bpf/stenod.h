@@ -60,13 +60,15 @@ struct flow_key {
 	__u8 flags;       /* offset 47: enum flow_flag bits */
 };
 
-/* The value of the flows map: 40 bytes. */
+/* The value of the flows map: 48 bytes. */
 struct flow_value {
 	__u64 flow_id;       /* offset 0: the flow's id, see FLOW_ID_CPU_BITS */
 	__u64 packets;       /* offset 8: packets seen, updated atomically */
 	__u64 bytes;         /* offset 16: bytes seen (whole frames, all fragments of a multi-buffer frame) */
 	__u64 first_seen_ns; /* offset 24: CLOCK_TAI ns of the first packet */
 	__u64 last_seen_ns;  /* offset 32: CLOCK_TAI ns of the latest packet (racy across CPUs: roughly latest) */
+	__u32 tcp_flags;     /* offset 40: OR of the TCP flags (header byte 13) of the flow's packets, updated atomically; 0 for other protocols */
+	__u32 _pad;          /* offset 44: zero */
 };
 
 /* A record in the new_flows ring buffer, one per flow entering the flows map: 64 bytes. */

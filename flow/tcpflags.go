@@ -18,8 +18,9 @@ const (
 // before the flags. It walks again, by the rules of docs/flow-key.md, only
 // as far as the key says the headers go (tags, labels, IPv4 header length,
 // IPv6 extension headers), so it costs a few loads on a frame just parsed
-// and keeps Parse itself, the twin of the XDP program, unchanged. It never
-// allocates.
+// and leaves Parse's signature and cost alone. It is the Go twin of what
+// parse_ports returns in bpf/stenod.c (the flows map's tcp_flags); the xdp
+// tests require the two to agree. It never allocates.
 func TCPFlags(frame []byte, k *Key) uint8 {
 	if k.Proto != ProtoTCP || k.Flags&FlagPorts == 0 {
 		return 0

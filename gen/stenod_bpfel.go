@@ -69,6 +69,8 @@ type StenodFlowValue struct {
 	Bytes       uint64
 	FirstSeenNs uint64
 	LastSeenNs  uint64
+	TcpFlags    uint32
+	Pad         uint32
 }
 
 type StenodMode uint32

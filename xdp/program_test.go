@@ -157,6 +157,7 @@ func TestParseMatchesGo(t *testing.T) {
 	type flowCount struct {
 		id             uint64
 		packets, bytes uint64
+		tcpFlags       uint32 // OR of flow.TCPFlags: the kernel's must be the same
 	}
 	seen := make(map[flow.Key]*flowCount)
 	var want ProgramStats
@@ -269,6 +270,7 @@ func TestParseMatchesGo(t *testing.T) {
 			}
 			fc.packets++
 			fc.bytes += uint64(len(frame))
+			fc.tcpFlags |= uint32(flow.TCPFlags(frame, &goKey))
 		}
 	}
 	t.Logf("%d packets of %d captures compared in %v, %d flows; skipped %d frames under 14 bytes and %d over 64 KiB; %d disagreements",
@@ -277,14 +279,21 @@ func TestParseMatchesGo(t *testing.T) {
 		t.Fatalf("%d packets where the XDP program and flow.Parse disagree", disagree)
 	}
 
+	tcpFlows := 0
 	for k, fc := range seen {
 		var v FlowValue
 		if err := p.Flows().Lookup(&k, &v); err != nil {
 			t.Fatalf("flows[%v]: %v", k, err)
 		}
-		if v.FlowId != fc.id || v.Packets != fc.packets || v.Bytes != fc.bytes || v.FirstSeenNs > v.LastSeenNs {
-			t.Fatalf("flows[%v] = %+v, want id %#x, %d packets, %d bytes", k, v, fc.id, fc.packets, fc.bytes)
+		if v.FlowId != fc.id || v.Packets != fc.packets || v.Bytes != fc.bytes || v.FirstSeenNs > v.LastSeenNs || v.TcpFlags != fc.tcpFlags {
+			t.Fatalf("flows[%v] = %+v, want id %#x, %d packets, %d bytes, tcp flags %#x", k, v, fc.id, fc.packets, fc.bytes, fc.tcpFlags)
 		}
+		if fc.tcpFlags != 0 {
+			tcpFlows++
+		}
+	}
+	if tcpFlows < 100 {
+		t.Errorf("only %d flows with TCP flags: the captures changed?", tcpFlows)
 	}
 	got := mustStats(t, p)
 	if got != want {
@@ -584,6 +593,9 @@ func TestLayouts(t *testing.T) {
 	}
 	if s := unsafe.Sizeof(gen.StenodPacketMeta{}); s != MetaSize {
 		t.Errorf("struct packet_meta: %d bytes, MetaSize %d", s, MetaSize)
+	}
+	if s := unsafe.Sizeof(gen.StenodFlowValue{}); s != 48 {
+		t.Errorf("struct flow_value: %d bytes, want 48 (docs/bpf.md)", s)
 	}
 	if s := unsafe.Sizeof(gen.StenodNewFlow{}); s != NewFlowRecordSize {
 		t.Errorf("struct new_flow: %d bytes, NewFlowRecordSize %d", s, NewFlowRecordSize)
@@ -979,6 +991,7 @@ func TestParseMatchesGoEdgeCases(t *testing.T) {
 		frames = append(frames, f)
 	}
 	keys := make(map[uint64]flow.Key)
+	tcpFlags := make(map[flow.Key]uint32) // OR of flow.TCPFlags per Go key
 	var disagree int
 	for i, f := range frames {
 		_, metaB, _ := mustRun(t, p, f)
@@ -997,11 +1010,24 @@ func TestParseMatchesGoEdgeCases(t *testing.T) {
 		if !ok {
 			t.Fatalf("frame %d: flow id %#x without a new_flows record", i, meta.FlowID)
 		}
-		if want := goKey(f); bpfKey != want {
+		want := goKey(f)
+		if bpfKey != want {
 			disagree++
 			if disagree <= 20 {
 				t.Errorf("frame %d (%x): %s\n  bpf %v\n  go  %v", i, f, keyDiff(bpfKey, want), bpfKey, want)
 			}
+		}
+		tcpFlags[want] |= uint32(flow.TCPFlags(f, &want))
+	}
+	// The kernel's OR of each flow's TCP flags is Go's.
+	for k, want := range tcpFlags {
+		var v FlowValue
+		if err := p.Flows().Lookup(&k, &v); err != nil {
+			continue // a key the kernel did not agree on, reported above
+		}
+		if v.TcpFlags != want {
+			disagree++
+			t.Errorf("flow %v: kernel tcp flags %#x, flow.TCPFlags %#x", k, v.TcpFlags, want)
 		}
 	}
 	t.Logf("%d frames, %d flows, %d disagreements", len(frames), len(keys), disagree)
