@@ -286,6 +286,7 @@ func (s *Server) routes() http.Handler {
 	r.Get("/v1/pcap", s.handlePcap)
 	r.Get("/v1/flows", s.handleFlows)
 	r.Get("/v1/stats", s.handleStats)
+	s.webRoutes(r)
 	// stenographer's debugging pages, as stenocurl asks for them.
 	r.Get("/debug/stats", s.handleDebugStats)
 	r.Get("/debug/config", s.handleDebugConfig)
