@@ -255,6 +255,7 @@
   const flowID = (f) => f.key + "|" + (f.iface || "");
 
   async function loadFlows(seq) {
+    if (!resolved) return; // no good query yet: nothing to sort or page
     const a = await getJSON("/v1/flows", {
       q: resolved, sort: state.sort, order: state.order,
       offset: String(state.page * state.size), limit: String(state.size),
