@@ -44,17 +44,12 @@ const holdBytes = 256 << 10
 var errQueryTimeout = errors.New("query time limit reached")
 
 func (s *Server) handleQuery(w http.ResponseWriter, r *http.Request) {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxQueryBytes))
-	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			s.fail(w, http.StatusRequestEntityTooLarge, outcomeBadQuery, fmt.Sprintf("query longer than %d bytes", mbe.Limit))
-			return
-		}
-		s.fail(w, http.StatusBadRequest, outcomeBadQuery, fmt.Sprintf("read query: %v", err))
+	body, ok := s.readBody(w, r, "query", s.cfg.MaxQueryBytes)
+	if !ok {
 		return
 	}
 	var opts engine.Options
+	var err error
 	if opts.LimitPackets, err = parseLimit(HeaderLimitPackets, r.Header.Get(HeaderLimitPackets)); err == nil {
 		opts.LimitBytes, err = parseLimit(HeaderLimitBytes, r.Header.Get(HeaderLimitBytes))
 	}
@@ -74,6 +69,22 @@ func (s *Server) handlePcap(w http.ResponseWriter, r *http.Request) {
 	}
 	name := "stenod-" + time.Now().UTC().Format("20060102T150405Z") + "." + format
 	s.answer(w, r, v.Get("q"), format, opts, name)
+}
+
+// readBody reads a request's body of at most limit bytes; what names it
+// in the error answered (413 or 400) when it cannot.
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request, what string, limit int64) ([]byte, bool) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			s.fail(w, http.StatusRequestEntityTooLarge, outcomeBadQuery, fmt.Sprintf("%s longer than %d bytes", what, mbe.Limit))
+			return nil, false
+		}
+		s.fail(w, http.StatusBadRequest, outcomeBadQuery, fmt.Sprintf("read %s: %v", what, err))
+		return nil, false
+	}
+	return body, true
 }
 
 // downloadOptions reads a download's format (pcap, the default, or pcapng)
