@@ -257,6 +257,38 @@ func TestStenodRead(t *testing.T) {
 			t.Errorf("read with --socket and --server: %v %q", r.err, r.stderr)
 		}
 	})
+	t.Run("alert", func(t *testing.T) {
+		// The DNS answer of dns.pcap, by its Suricata alert (the third
+		// line of testdata/alerts/eve.json).
+		ev := filepath.Join(work, "alert.json")
+		if err := os.WriteFile(ev, append(alertLines(t, "eve.json")[2], '\n'), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		out := filepath.Join(work, "alert.pcap")
+		r := runBin(t, noTcpdump, bin, "read", "--server", base, "--certs", dir, "--alert", ev, "--window", "1m", "--", "-w", out)
+		if r.err != nil || !strings.Contains(r.stderr, "query: community-id 1:") {
+			t.Fatalf("read --alert: %v %q", r.err, r.stderr)
+		}
+		data, err := os.ReadFile(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := countPcap(t, data); n != 1 {
+			t.Errorf("read --alert: %d packets, want 1", n)
+		}
+		two := filepath.Join(work, "two.json")
+		if err := os.WriteFile(two, bytes.Join(alertLines(t, "eve.json")[:2], []byte("\n")), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		r = runBin(t, noTcpdump, bin, "read", "--server", base, "--certs", dir, "--alert", two, "--", "-w", out)
+		if r.err == nil || !strings.Contains(r.stderr, "2 lines: give one event") {
+			t.Errorf("read --alert with two events: %v %q", r.err, r.stderr)
+		}
+		r = runBin(t, noTcpdump, bin, "read", "--server", base, "--certs", dir, "--alert", ev, "--window", "soon", "--", "-w", out)
+		if r.err == nil || !strings.Contains(r.stderr, `window "soon"`) {
+			t.Errorf("read --alert --window soon: %v %q", r.err, r.stderr)
+		}
+	})
 	t.Run("damaged records", func(t *testing.T) {
 		sp2, files := syntheticSpool(t)
 		base2 := serve(t, newServer(t, DefaultConfig(), sp2))

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
-	"time"
 
 	"github.com/stenod/stenod/engine"
 	"github.com/stenod/stenod/query"
@@ -86,7 +85,7 @@ func (s *Server) handleFlows(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, http.StatusBadRequest, outcomeBadQuery, err.Error())
 		return
 	}
-	q, err := query.Parse(v.Get("q"), time.Now())
+	q, err := s.parseQuery(v.Get("q"))
 	if err != nil {
 		s.badQuery(w, r, v.Get("q"), err)
 		return
@@ -114,7 +113,7 @@ func (s *Server) handleFlows(w http.ResponseWriter, r *http.Request) {
 		Truncated: opts.Offset+len(page.Flows) < page.Total}
 	for i := range page.Flows {
 		f := &page.Flows[i]
-		out.Flows = append(out.Flows, FlowRow{Flow: flowJSON(&f.FlowRecord), Iface: f.Iface})
+		out.Flows = append(out.Flows, FlowRow{Flow: flowJSON(&f.FlowRecord, uint16(s.cfg.CommunityIDSeed)), Iface: f.Iface})
 	}
 	s.metrics.queries.WithLabelValues(outcomeComplete).Inc()
 	s.writeJSON(w, &out)

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"runtime"
 	"runtime/debug"
 	"strconv"
@@ -18,7 +19,6 @@ import (
 	"github.com/stenod/stenod/engine"
 	"github.com/stenod/stenod/flow"
 	"github.com/stenod/stenod/pcapio"
-	"github.com/stenod/stenod/query"
 	"github.com/stenod/stenod/spool"
 )
 
@@ -44,17 +44,12 @@ const holdBytes = 256 << 10
 var errQueryTimeout = errors.New("query time limit reached")
 
 func (s *Server) handleQuery(w http.ResponseWriter, r *http.Request) {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxQueryBytes))
-	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			s.fail(w, http.StatusRequestEntityTooLarge, outcomeBadQuery, fmt.Sprintf("query longer than %d bytes", mbe.Limit))
-			return
-		}
-		s.fail(w, http.StatusBadRequest, outcomeBadQuery, fmt.Sprintf("read query: %v", err))
+	body, ok := s.readBody(w, r, "query", s.cfg.MaxQueryBytes)
+	if !ok {
 		return
 	}
 	var opts engine.Options
+	var err error
 	if opts.LimitPackets, err = parseLimit(HeaderLimitPackets, r.Header.Get(HeaderLimitPackets)); err == nil {
 		opts.LimitBytes, err = parseLimit(HeaderLimitBytes, r.Header.Get(HeaderLimitBytes))
 	}
@@ -67,25 +62,45 @@ func (s *Server) handleQuery(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) handlePcap(w http.ResponseWriter, r *http.Request) {
 	v := r.URL.Query()
-	format := v.Get("format")
-	if format == "" {
-		format = "pcap"
-	}
-	if format != "pcap" && format != "pcapng" {
-		s.fail(w, http.StatusBadRequest, outcomeBadQuery, fmt.Sprintf("format %q: want pcap or pcapng", format))
-		return
-	}
-	var opts engine.Options
-	var err error
-	if opts.LimitPackets, err = parseLimit("limit_packets", v.Get("limit_packets")); err == nil {
-		opts.LimitBytes, err = parseLimit("limit_bytes", v.Get("limit_bytes"))
-	}
+	format, opts, err := downloadOptions(v)
 	if err != nil {
 		s.fail(w, http.StatusBadRequest, outcomeBadQuery, err.Error())
 		return
 	}
 	name := "stenod-" + time.Now().UTC().Format("20060102T150405Z") + "." + format
 	s.answer(w, r, v.Get("q"), format, opts, name)
+}
+
+// readBody reads a request's body of at most limit bytes; what names it
+// in the error answered (413 or 400) when it cannot.
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request, what string, limit int64) ([]byte, bool) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			s.fail(w, http.StatusRequestEntityTooLarge, outcomeBadQuery, fmt.Sprintf("%s longer than %d bytes", what, mbe.Limit))
+			return nil, false
+		}
+		s.fail(w, http.StatusBadRequest, outcomeBadQuery, fmt.Sprintf("read %s: %v", what, err))
+		return nil, false
+	}
+	return body, true
+}
+
+// downloadOptions reads a download's format (pcap, the default, or pcapng)
+// and its limit_packets and limit_bytes.
+func downloadOptions(v url.Values) (format string, opts engine.Options, err error) {
+	format = v.Get("format")
+	if format == "" {
+		format = "pcap"
+	}
+	if format != "pcap" && format != "pcapng" {
+		return "", opts, fmt.Errorf("format %q: want pcap or pcapng", format)
+	}
+	if opts.LimitPackets, err = parseLimit("limit_packets", v.Get("limit_packets")); err == nil {
+		opts.LimitBytes, err = parseLimit("limit_bytes", v.Get("limit_bytes"))
+	}
+	return format, opts, err
 }
 
 // parseLimit reads a packet or byte limit: a decimal number, 0 or absent for
@@ -104,7 +119,7 @@ func parseLimit(name, v string) (int64, error) {
 // answer streams the packets matching text as pcap or pcapng. filename, when
 // set, makes the answer a download.
 func (s *Server) answer(w http.ResponseWriter, r *http.Request, text, format string, opts engine.Options, filename string) {
-	q, err := query.Parse(text, time.Now())
+	q, err := s.parseQuery(text)
 	if err != nil {
 		s.fail(w, http.StatusBadRequest, outcomeBadQuery, err.Error())
 		return
@@ -412,11 +427,14 @@ func (s *Server) fail(w http.ResponseWriter, code int, outcome, msg string) {
 // Flow is one flow of a /v1/flows answer. Fields a flow does not have (ports
 // of ICMP, addresses of ARP) are left out.
 type Flow struct {
-	Src       string   `json:"src,omitempty"`
-	Dst       string   `json:"dst,omitempty"`
-	SrcPort   *uint16  `json:"sport,omitempty"`
-	DstPort   *uint16  `json:"dport,omitempty"`
-	Proto     *uint8   `json:"proto,omitempty"`
+	Src     string  `json:"src,omitempty"`
+	Dst     string  `json:"dst,omitempty"`
+	SrcPort *uint16 `json:"sport,omitempty"`
+	DstPort *uint16 `json:"dport,omitempty"`
+	Proto   *uint8  `json:"proto,omitempty"`
+	// ICMPType and ICMPCode: the message of an ICMP or ICMPv6 flow.
+	ICMPType  *uint16  `json:"icmp_type,omitempty"`
+	ICMPCode  *uint16  `json:"icmp_code,omitempty"`
 	VLAN      []uint16 `json:"vlan,omitempty"` // outer tag first
 	MPLS      *uint32  `json:"mpls,omitempty"` // outermost label
 	EtherType uint16   `json:"ethertype"`
@@ -426,18 +444,22 @@ type Flow struct {
 	Last      string   `json:"last"`
 	Packets   uint64   `json:"packets"`
 	Bytes     uint64   `json:"bytes"` // wire bytes
+	// CommunityID is the Community ID v1 (api.community_id_seed); absent
+	// where the specification defines none (docs/flow-key.md).
+	CommunityID string `json:"community_id,omitempty"`
 }
 
-func flowJSON(rec *engine.FlowRecord) Flow {
+func flowJSON(rec *engine.FlowRecord, seed uint16) Flow {
 	k := &rec.Key
 	f := Flow{
-		EtherType: k.EtherType,
-		Fragment:  k.Flags&flow.FlagFragment != 0,
-		Key:       k.String(),
-		First:     formatNS(rec.First),
-		Last:      formatNS(rec.Last),
-		Packets:   rec.Packets,
-		Bytes:     rec.Bytes,
+		CommunityID: k.CommunityID(seed),
+		EtherType:   k.EtherType,
+		Fragment:    k.Flags&flow.FlagFragment != 0,
+		Key:         k.String(),
+		First:       formatNS(rec.First),
+		Last:        formatNS(rec.Last),
+		Packets:     rec.Packets,
+		Bytes:       rec.Bytes,
 	}
 	if k.IsIP() {
 		f.Src, f.Dst = k.SrcAddr().String(), k.DstAddr().String()
@@ -445,6 +467,9 @@ func flowJSON(rec *engine.FlowRecord) Flow {
 	}
 	if k.Flags&flow.FlagPorts != 0 {
 		f.SrcPort, f.DstPort = &k.SrcPort, &k.DstPort
+	}
+	if k.Flags&flow.FlagICMP != 0 {
+		f.ICMPType, f.ICMPCode = &k.SrcPort, &k.DstPort
 	}
 	if k.Flags&flow.FlagVLAN0 != 0 {
 		f.VLAN = append(f.VLAN, k.VLAN[0])

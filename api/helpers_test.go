@@ -43,14 +43,19 @@ var captures = []string{
 // each, and seals them.
 func importSpool(t *testing.T) *spool.Spool {
 	t.Helper()
+	return importFiles(t, testpcaps.Dir(t), captures)
+}
+
+// importFiles stores the captures names of dir, one stream each.
+func importFiles(t *testing.T, dir string, names []string) *spool.Spool {
+	t.Helper()
 	cfg := spool.DefaultConfig()
 	cfg.Dirs = []string{t.TempDir()}
 	sp, err := spool.Open(cfg, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := testpcaps.Dir(t)
-	for i, name := range captures {
+	for i, name := range names {
 		w, err := sp.NewWriter(fmt.Sprintf("imp%d", i), fmt.Sprintf("eth%d", i))
 		if err != nil {
 			t.Fatal(err)

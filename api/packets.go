@@ -6,13 +6,11 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
 
 	"github.com/stenod/stenod/engine"
-	"github.com/stenod/stenod/query"
 )
 
 // PacketInfo is one packet of a /v1/packets answer.
@@ -90,7 +88,7 @@ func (s *Server) handlePackets(w http.ResponseWriter, r *http.Request) {
 		}
 		pw.offset = n
 	}
-	q, err := query.Parse(v.Get("q"), time.Now())
+	q, err := s.parseQuery(v.Get("q"))
 	if err != nil {
 		s.badQuery(w, r, v.Get("q"), err)
 		return

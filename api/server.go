@@ -18,8 +18,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/stenod/stenod/alert"
 	"github.com/stenod/stenod/internal/fielderr"
 	"github.com/stenod/stenod/pcapio"
+	"github.com/stenod/stenod/query"
 	"github.com/stenod/stenod/spool"
 )
 
@@ -98,6 +100,15 @@ type Config struct {
 	// FDReserve is the number of file descriptors the connection caps
 	// leave to capture: spool files, rings, BPF maps, indexes.
 	FDReserve int
+	// CommunityIDSeed is the seed of the Community IDs the API shows and
+	// that the query primitive community-id compares: the seed of the
+	// monitors whose IDs analysts bring (Zeek's and Suricata's, 0 unless
+	// they were configured otherwise).
+	CommunityIDSeed int
+	// AlertWindow is how far before and after an event's time POST
+	// /v1/alert looks for its connection's packets (clipped to the
+	// connection's life when the event tells it).
+	AlertWindow time.Duration
 }
 
 // DefaultQueryTimeout is the default Config.QueryTimeout.
@@ -113,6 +124,7 @@ func DefaultConfig() Config {
 		MaxQueryBytes: DefaultMaxQueryBytes,
 		FDReserve:     DefaultFDReserve,
 		QueryTimeout:  DefaultQueryTimeout,
+		AlertWindow:   alert.DefaultWindow,
 	}
 }
 
@@ -168,6 +180,10 @@ func (c *Config) Validate() error {
 		return fielderr.Errorf("MaxConnsPerClient", "api: max connections per client %d is negative (0: derived)", c.MaxConnsPerClient)
 	case c.FDReserve < 0:
 		return fielderr.Errorf("FDReserve", "api: file descriptor reserve %d is negative", c.FDReserve)
+	case c.AlertWindow <= 0 || c.AlertWindow > MaxAlertWindow:
+		return fielderr.Errorf("AlertWindow", "api: alert window %v outside (0, %v]", c.AlertWindow, MaxAlertWindow)
+	case c.CommunityIDSeed < 0 || c.CommunityIDSeed > 0xffff:
+		return fielderr.Errorf("CommunityIDSeed", "api: community id seed %d outside [0, 65535]", c.CommunityIDSeed)
 	}
 	return nil
 }
@@ -269,6 +285,11 @@ func New(cfg Config, opts Options) (*Server, error) {
 	return s, nil
 }
 
+// parseQuery parses an analyst's query with the sensor's options.
+func (s *Server) parseQuery(text string) (*query.Query, error) {
+	return query.ParseWith(text, time.Now(), query.Options{CommunityIDSeed: uint16(s.cfg.CommunityIDSeed)})
+}
+
 // Handler returns the API's routes, without TLS: for tests and for callers
 // that run their own http.Server.
 func (s *Server) Handler() http.Handler { return s.handler }
@@ -285,6 +306,7 @@ func (s *Server) routes() http.Handler {
 	r.Post("/query", s.handleQuery)
 	r.Get("/v1/pcap", s.handlePcap)
 	r.Get("/v1/flows", s.handleFlows)
+	r.Post("/v1/alert", s.handleAlert)
 	r.Get("/v1/stats", s.handleStats)
 	s.webRoutes(r)
 	// stenographer's debugging pages, as stenocurl asks for them.

@@ -87,7 +87,7 @@ type Parsed struct {
 
 func (s *Server) handleParse(w http.ResponseWriter, r *http.Request) {
 	text := r.URL.Query().Get("q")
-	q, err := query.Parse(text, time.Now())
+	q, err := s.parseQuery(text)
 	if err != nil {
 		qe := queryError(text, err)
 		s.writeJSONStatus(w, http.StatusBadRequest, &qe)
@@ -140,7 +140,7 @@ func (s *Server) handleHistogram(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	q, err := query.Parse(v.Get("q"), time.Now())
+	q, err := s.parseQuery(v.Get("q"))
 	if err != nil {
 		s.badQuery(w, r, v.Get("q"), err)
 		return

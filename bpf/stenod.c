@@ -190,13 +190,25 @@ static __always_inline int is_ipv6_ext(__u8 nh)
  * would multiply the states it explores. The calls cost a few ns per packet.
  */
 
-/* Rule 6: ports at off for TCP, UDP and SCTP (key->proto). Returns 0. */
+/*
+ * Rule 6: ports at off for TCP, UDP and SCTP, or the type and code of ICMP
+ * and ICMPv6 (key->proto). Returns 0.
+ */
 __noinline int parse_ports(struct xdp_md *ctx, __u32 off, struct flow_key *key)
 {
 	struct ports p;
+	__u8 tc[2];
 
 	if (!key)
 		return 0;
+	if (key->proto == 1 || key->proto == 58) {
+		if (load(ctx, off, tc, sizeof(tc)))
+			return 0;
+		key->sport = tc[0];
+		key->dport = tc[1];
+		key->flags |= FLOW_ICMP;
+		return 0;
+	}
 	if (key->proto != 6 && key->proto != 17 && key->proto != 132)
 		return 0;
 	if (load(ctx, off, &p, sizeof(p)))

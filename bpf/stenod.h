@@ -40,6 +40,7 @@ enum flow_flag {
 	FLOW_VLAN0 = 1 << 4,    /* vlan[0] holds the outer tag's VID */
 	FLOW_VLAN1 = 1 << 5,    /* vlan[1] holds the inner tag's VID */
 	FLOW_MPLS = 1 << 6,     /* mpls holds the outermost MPLS label */
+	FLOW_ICMP = 1 << 7,     /* sport and dport hold the ICMP/ICMPv6 type and code */
 };
 
 /*
@@ -50,8 +51,8 @@ enum flow_flag {
 struct flow_key {
 	__u8 src[16];     /* offset 0: source address, network order; IPv4 in bytes 0-3 */
 	__u8 dst[16];     /* offset 16: destination address, same encoding */
-	__u16 sport;      /* offset 32: source port when FLOW_PORTS, else 0 */
-	__u16 dport;      /* offset 34: destination port when FLOW_PORTS, else 0 */
+	__u16 sport;      /* offset 32: source port (FLOW_PORTS) or ICMP type (FLOW_ICMP), else 0 */
+	__u16 dport;      /* offset 34: destination port (FLOW_PORTS) or ICMP code (FLOW_ICMP), else 0 */
 	__u16 vlan[2];    /* offset 36: VIDs (12 bits) of the outer and inner VLAN tag */
 	__u32 mpls;       /* offset 40: outermost MPLS label (20 bits) when FLOW_MPLS */
 	__u16 ethertype;  /* offset 44: EtherType after the VLAN tags; 0 if < 14 bytes */

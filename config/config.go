@@ -117,6 +117,8 @@ type file struct {
 		MaxConns          int      `json:"max_connections"`
 		MaxConnsPerClient int      `json:"max_connections_per_client"`
 		FDReserve         int      `json:"fd_reserve"`
+		CommunityIDSeed   int      `json:"community_id_seed"`
+		AlertWindow       Duration `json:"alert_window"`
 	} `json:"api"`
 	Demo struct {
 		Spool    string `json:"spool"`

@@ -95,7 +95,9 @@ func TestEveryKeyParsed(t *testing.T) {
     "max_query_bytes": 1048576,
     "max_connections": 200,
     "max_connections_per_client": 20,
-    "fd_reserve": 4096
+    "fd_reserve": 4096,
+    "community_id_seed": 7,
+    "alert_window": "90s"
   },
   "demo": {
     "spool": "/tmp/demo",
@@ -153,6 +155,8 @@ func TestEveryKeyParsed(t *testing.T) {
 	want.API.MaxConns = 200
 	want.API.MaxConnsPerClient = 20
 	want.API.FDReserve = 4096
+	want.API.CommunityIDSeed = 7
+	want.API.AlertWindow = 90 * time.Second
 	want.Demo = Demo{Spool: "/tmp/demo", Captures: "/srv/pcaps", Rate: 50, MaxBytes: 3 << 30}
 
 	// Every key must differ from its default in the test file, or the test
@@ -244,6 +248,8 @@ func TestBadFiles(t *testing.T) {
 		{"relative socket", `{"api": {"socket": "stenod.sock"}}`, "api.socket", false},
 		{"max connections", `{"api": {"max_connections": -1}}`, "api.max_connections", false},
 		{"fd reserve", `{"api": {"fd_reserve": -1}}`, "api.fd_reserve", false},
+		{"community id seed", `{"api": {"community_id_seed": 65536}}`, "api.community_id_seed", false},
+		{"alert window", `{"api": {"alert_window": "0s"}}`, "api.alert_window", false},
 		{"user", `{"user": "a:b"}`, "user", false},
 		{"demo rate", `{"demo": {"rate": 0}}`, "demo.rate", false},
 		{"demo budget", `{"demo": {"max_bytes": "1MiB"}}`, "demo.max_bytes", false},

@@ -91,8 +91,9 @@ func scanFlows(ctx context.Context, sp *spool.Spool, q *query.Query,
 			key flow.Key
 		}
 		var timed []byTime
+		match := flowMatcher(q, h.View)
 		h.View.Flows(func(id int, f *index.Flow) bool {
-			switch q.MatchFlowDuring(&f.Key, f.First, f.Last) {
+			switch match(id, f) {
 			case query.Yes:
 				add(h, &f.Key, f.First, f.Last, f.Packets, f.Bytes)
 			case query.ByTime:

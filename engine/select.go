@@ -42,8 +42,9 @@ func selectFile(q *query.Query, v index.View, sum index.Summary) (*selection, er
 	}
 	var ids []chosen
 	var packets, most uint64 // of the chosen flows, to size the slices once
+	match := flowMatcher(q, v)
 	v.Flows(func(id int, f *index.Flow) bool {
-		switch q.MatchFlowDuring(&f.Key, f.First, f.Last) {
+		switch match(id, f) {
 		case query.No:
 			return true
 		case query.Yes:
@@ -145,4 +146,27 @@ func pruneByBlocks(cands []cand, blocks []index.Block, lo, hi int64) []cand {
 		out = append(out, c)
 	}
 	return out
+}
+
+// communityIDCache is a View that keeps its flows' Community ID heads
+// (index.Reader: a sealed index, which never changes).
+type communityIDCache interface {
+	CommunityIDHeads(seed uint16) []uint64
+}
+
+// flowMatcher returns the flow verdict of q for v's flow id: with the
+// view's cached Community ID heads when q has community-id and v keeps
+// them, so that a pivot by Community ID costs no SHA-1 per flow after the
+// first on each file.
+func flowMatcher(q *query.Query, v index.View) func(id int, f *index.Flow) query.Verdict {
+	if c, ok := v.(communityIDCache); ok && q.HasCommunityID() {
+		heads := c.CommunityIDHeads(q.CommunityIDSeed())
+		return func(id int, f *index.Flow) query.Verdict {
+			if id < len(heads) {
+				return q.MatchFlowWithID(&f.Key, heads[id], f.First, f.Last)
+			}
+			return q.MatchFlowDuring(&f.Key, f.First, f.Last)
+		}
+	}
+	return func(_ int, f *index.Flow) query.Verdict { return q.MatchFlowDuring(&f.Key, f.First, f.Last) }
 }

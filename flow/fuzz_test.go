@@ -49,19 +49,21 @@ func checkKey(frame []byte, k *Key) string {
 		return "runt with a non-zero key"
 	case len(frame) < 14:
 		return ""
-	case k.Flags&0x80 != 0:
-		return "undefined flag"
 	case k.Flags&FlagIPv4 != 0 && k.Flags&FlagIPv6 != 0:
 		return "both IPv4 and IPv6"
 	case !isIP && (k.Src != [16]byte{} || k.Dst != [16]byte{}):
 		return "addresses without IP"
 	case !isIP && k.Proto != 0:
 		return "proto without IP"
-	case !isIP && k.Flags&(FlagPorts|FlagFragment) != 0:
+	case !isIP && k.Flags&(FlagPorts|FlagFragment|FlagICMP) != 0:
 		return "ports or fragment without IP"
 	case k.Flags&FlagIPv4 != 0 && ([12]byte(k.Src[4:]) != [12]byte{} || [12]byte(k.Dst[4:]) != [12]byte{}):
 		return "IPv4 address beyond 4 bytes"
-	case k.Flags&FlagPorts == 0 && (k.SrcPort != 0 || k.DstPort != 0):
+	case k.Flags&FlagPorts != 0 && k.Flags&FlagICMP != 0:
+		return "ports and ICMP type"
+	case k.Flags&FlagICMP != 0 && (k.Proto != ProtoICMP && k.Proto != ProtoICMPv6 || k.SrcPort > 0xff || k.DstPort > 0xff):
+		return "ICMP type and code on a packet that is not ICMP"
+	case k.Flags&(FlagPorts|FlagICMP) == 0 && (k.SrcPort != 0 || k.DstPort != 0):
 		return "ports without PORTS"
 	case k.Flags&FlagPorts != 0 && k.Proto != ProtoTCP && k.Proto != ProtoUDP && k.Proto != ProtoSCTP:
 		return "PORTS for a protocol without ports"

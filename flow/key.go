@@ -25,6 +25,11 @@ const (
 	FlagVLAN1
 	// FlagMPLS: MPLS holds the outermost MPLS label.
 	FlagMPLS
+	// FlagICMP: SrcPort holds the ICMP or ICMPv6 type and DstPort its
+	// code (protocol 1 or 58). The Community ID hashes them in the place of
+	// ports, and a flow is then one kind of message (echo request, port
+	// unreachable, ...). Unset for other protocols and non-first fragments.
+	FlagICMP
 )
 
 // KeySize is the size of Key in memory and on disk. It equals
@@ -41,8 +46,8 @@ const KeySize = 48
 type Key struct {
 	Src       [16]byte // offset 0
 	Dst       [16]byte // offset 16
-	SrcPort   uint16   // offset 32
-	DstPort   uint16   // offset 34
+	SrcPort   uint16   // offset 32; the ICMP type with FlagICMP
+	DstPort   uint16   // offset 34; the ICMP code with FlagICMP
 	VLAN      [2]uint16
 	MPLS      uint32 // outermost label (20 bits)
 	EtherType uint16 // the EtherType after the VLAN tags (0x8847 for MPLS)
@@ -84,6 +89,9 @@ func (k Key) String() string {
 				netip.AddrPortFrom(k.SrcAddr(), k.SrcPort), netip.AddrPortFrom(k.DstAddr(), k.DstPort))
 		} else {
 			fmt.Fprintf(&b, "proto %d %v > %v", k.Proto, k.SrcAddr(), k.DstAddr())
+		}
+		if k.Flags&FlagICMP != 0 {
+			fmt.Fprintf(&b, " type %d code %d", k.SrcPort, k.DstPort)
 		}
 		if k.Flags&FlagFragment != 0 {
 			b.WriteString(" frag")

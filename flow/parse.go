@@ -199,9 +199,17 @@ func isIPv6Ext(p uint8) bool {
 }
 
 // parsePorts reads the ports at the start of the transport header b for the
-// protocols that have them, needing only the 4 bytes the ports occupy.
+// protocols that have them, needing only the 4 bytes the ports occupy, and an
+// ICMP or ICMPv6 header's type and code (its first 2 bytes).
 func parsePorts(b []byte, k *Key) {
 	switch k.Proto {
+	case ProtoICMP, ProtoICMPv6:
+		if len(b) < 2 {
+			return
+		}
+		k.SrcPort = uint16(b[0])
+		k.DstPort = uint16(b[1])
+		k.Flags |= FlagICMP
 	case ProtoTCP, ProtoUDP, ProtoSCTP:
 		if len(b) < 4 {
 			return

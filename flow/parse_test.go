@@ -153,6 +153,11 @@ func key6(proto uint8, flags Flags) Key {
 	return k
 }
 
+func (k Key) withTypeCode(typ, code uint16) Key {
+	k.SrcPort, k.DstPort = typ, code
+	return k
+}
+
 func (k Key) withVLAN(vids ...uint16) Key {
 	for i, v := range vids {
 		k.VLAN[i] = v
@@ -206,7 +211,7 @@ func parseCases(t testing.TB) []parseCase {
 		&layers.SCTP{SrcPort: 1234, DstPort: 80}), key4(ProtoSCTP, FlagPorts))
 	add("IPv4 ICMP", serialize(t, eth(layers.EthernetTypeIPv4), i4(layers.IPProtocolICMPv4),
 		&layers.ICMPv4{TypeCode: layers.CreateICMPv4TypeCode(layers.ICMPv4TypeEchoRequest, 0), Id: 1234, Seq: 80}, pl),
-		key4(ProtoICMP, 0))
+		key4(ProtoICMP, FlagICMP).withTypeCode(8, 0))
 	add("IPv6 TCP", serialize(t, eth(layers.EthernetTypeIPv6), i6(layers.IPProtocolTCP),
 		&layers.TCP{SrcPort: 1234, DstPort: 80, SYN: true, Window: 1024}, pl), key6(ProtoTCP, FlagPorts))
 	add("IPv6 UDP", serialize(t, eth(layers.EthernetTypeIPv6), i6(layers.IPProtocolUDP),
@@ -215,7 +220,7 @@ func parseCases(t testing.TB) []parseCase {
 		&layers.SCTP{SrcPort: 1234, DstPort: 80}), key6(ProtoSCTP, FlagPorts))
 	add("IPv6 ICMPv6", serialize(t, eth(layers.EthernetTypeIPv6), i6(layers.IPProtocolICMPv6),
 		&layers.ICMPv6{TypeCode: layers.CreateICMPv6TypeCode(layers.ICMPv6TypeEchoRequest, 0)}, pl),
-		key6(ProtoICMPv6, 0))
+		key6(ProtoICMPv6, FlagICMP).withTypeCode(128, 0))
 	add("IPv6 ESP", cat(ethHdr(EtherTypeIPv6), ip6(50), l4(16)), key6(50, 0))
 	add("IPv6 no next header", cat(ethHdr(EtherTypeIPv6), ip6(59)), key6(59, 0))
 
@@ -778,6 +783,10 @@ func (r *refDecoder) ipv6Ext(ip *layers.IPv6, ipOff, cur int, nh uint8) (size in
 }
 
 func (r *refDecoder) ports(off int) {
+	if r.k.Proto == ProtoICMP || r.k.Proto == ProtoICMPv6 {
+		r.icmp(off)
+		return
+	}
 	var sport, dport uint16
 	switch l := r.at[off].(type) {
 	case *layers.TCP:
@@ -815,4 +824,31 @@ func (r *refDecoder) ports(off int) {
 	}
 	r.k.SrcPort, r.k.DstPort = sport, dport
 	r.k.Flags |= FlagPorts
+}
+
+// icmp takes the type and code of an ICMP or ICMPv6 header, whichever the
+// IP header's protocol names, as gopacket decodes it.
+func (r *refDecoder) icmp(off int) {
+	var tc uint16
+	var decoded bool
+	switch l := r.at[off].(type) {
+	case *layers.ICMPv4:
+		tc, decoded = uint16(l.TypeCode), r.k.Proto == ProtoICMP
+	case *layers.ICMPv6:
+		tc, decoded = uint16(l.TypeCode), r.k.Proto == ProtoICMPv6
+	}
+	if !decoded {
+		b := r.frame[off:]
+		if len(b) < 2 {
+			r.path("ICMP: fewer than 2 bytes")
+			return
+		}
+		// gopacket wants a whole ICMP header (4 or 8 bytes), decodes
+		// ICMPv4 only after IPv4 and ICMPv6 only after IPv6, and does not
+		// decode first fragments.
+		r.path("ICMP %d: not decoded by gopacket, type and code read from bytes", r.k.Proto)
+		tc = binary.BigEndian.Uint16(b)
+	}
+	r.k.SrcPort, r.k.DstPort = tc>>8, tc&0xff
+	r.k.Flags |= FlagICMP
 }

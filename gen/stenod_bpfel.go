@@ -46,6 +46,7 @@ const (
 	StenodFlowFlagFLOW_VLAN0    StenodFlowFlag = 16
 	StenodFlowFlagFLOW_VLAN1    StenodFlowFlag = 32
 	StenodFlowFlagFLOW_MPLS     StenodFlowFlag = 64
+	StenodFlowFlagFLOW_ICMP     StenodFlowFlag = 128
 )
 
 type StenodFlowKey struct {

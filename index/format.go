@@ -55,12 +55,14 @@ const (
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // A flow record: flags u8, ethertype u16, proto u8; src and dst (4 bytes each
-// for IPv4, 16 for IPv6, absent otherwise); ports u16 u16 if FlagPorts; vlan
+// for IPv4, 16 for IPv6, absent otherwise); ports u16 u16 if FlagPorts; ICMP
+// type u8 and code u8 if FlagICMP (a flag older readers refuse, so that they
+// rebuild such an index from its pcap file instead of misreading it); vlan
 // u16 per VLAN flag; mpls u32 if FlagMPLS; then uvarints: first ts minus the
 // header's first ts, last minus first, packets, bytes, length in bytes of the
 // flow's positions.
 const knownFlags = flow.FlagIPv4 | flow.FlagIPv6 | flow.FlagPorts | flow.FlagFragment |
-	flow.FlagVLAN0 | flow.FlagVLAN1 | flow.FlagMPLS
+	flow.FlagVLAN0 | flow.FlagVLAN1 | flow.FlagMPLS | flow.FlagICMP
 
 func appendFlow(dst []byte, f *Flow, base int64, posLen int) []byte {
 	k := &f.Key
@@ -76,6 +78,9 @@ func appendFlow(dst []byte, f *Flow, base int64, posLen int) []byte {
 	}
 	if k.Flags&flow.FlagPorts != 0 {
 		dst = le.AppendUint16(le.AppendUint16(dst, k.SrcPort), k.DstPort)
+	}
+	if k.Flags&flow.FlagICMP != 0 {
+		dst = append(dst, byte(k.SrcPort), byte(k.DstPort))
 	}
 	if k.Flags&flow.FlagVLAN0 != 0 {
 		dst = le.AppendUint16(dst, k.VLAN[0])
@@ -158,7 +163,8 @@ func (d *decoder) flow(f *Flow, base int64) (posLen uint64) {
 	k.Flags = flow.Flags(d.u8())
 	k.EtherType = d.u16()
 	k.Proto = d.u8()
-	if k.Flags&^knownFlags != 0 || k.Flags&flow.FlagIPv4 != 0 && k.Flags&flow.FlagIPv6 != 0 {
+	if k.Flags&^knownFlags != 0 || k.Flags&flow.FlagIPv4 != 0 && k.Flags&flow.FlagIPv6 != 0 ||
+		k.Flags&flow.FlagPorts != 0 && k.Flags&flow.FlagICMP != 0 {
 		d.fail("flow flags %#x", k.Flags)
 		return 0
 	}
@@ -173,6 +179,10 @@ func (d *decoder) flow(f *Flow, base int64) (posLen uint64) {
 	if k.Flags&flow.FlagPorts != 0 {
 		k.SrcPort = d.u16()
 		k.DstPort = d.u16()
+	}
+	if k.Flags&flow.FlagICMP != 0 {
+		k.SrcPort = uint16(d.u8())
+		k.DstPort = uint16(d.u8())
 	}
 	if k.Flags&flow.FlagVLAN0 != 0 {
 		k.VLAN[0] = d.u16()

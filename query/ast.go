@@ -1,11 +1,14 @@
 package query
 
 import (
+	"encoding/base64"
 	"math"
 	"net/netip"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/stenod/stenod/flow"
 )
 
 type kind uint8
@@ -28,6 +31,7 @@ const (
 	kMPLS
 	kBefore
 	kAfter
+	kCommunityID
 )
 
 // dir says which side of the key host, net and port compare.
@@ -47,11 +51,12 @@ const (
 type node struct {
 	kind  kind
 	dir   dir
-	pfx   netip.Prefix // kHost, kNet
-	num   uint32       // kPort, kProto, kVLAN, kMPLS
-	t     int64        // kBefore, kAfter: unix ns, clamped
-	kid   *node        // kNot
-	terms []term       // kChain, at least two
+	pfx   netip.Prefix               // kHost, kNet
+	num   uint32                     // kPort, kProto, kVLAN, kMPLS
+	t     int64                      // kBefore, kAfter: unix ns, clamped
+	cid   [flow.CommunityIDSize]byte // kCommunityID: the digest
+	kid   *node                      // kNot
+	terms []term                     // kChain, at least two
 }
 
 // term is one operand of a chain; or says which operator precedes it (the
@@ -134,6 +139,10 @@ func (n *node) format(b *strings.Builder) {
 	case kMPLS:
 		b.WriteString("mpls ")
 		b.WriteString(strconv.FormatUint(uint64(n.num), 10))
+	case kCommunityID:
+		b.WriteString("community-id ")
+		b.WriteString(flow.CommunityIDPrefix)
+		b.WriteString(base64.StdEncoding.EncodeToString(n.cid[:]))
 	case kBefore, kAfter:
 		if n.kind == kBefore {
 			b.WriteString("before ")

@@ -139,6 +139,8 @@ func dropRules(n *node, max int) ([]DropRule, error) {
 		return nil, dropRuleErr(n, "a drop rule cannot say what a frame is not: drop what it is")
 	case kBefore, kAfter:
 		return nil, dropRuleErr(n, "a drop rule applies to frames as they arrive, at any time")
+	case kCommunityID:
+		return nil, dropRuleErr(n, "the XDP program does not hash flows: write the addresses, ports and protocol")
 	}
 	return nil, dropRuleErr(n, "%s", dropRuleSubset)
 }

@@ -81,6 +81,7 @@ func TestParseDropRulesErrors(t *testing.T) {
 		{"not port 22", "not port 22: not expressible as a drop rule", false},
 		{"port 22 and not host 10.0.0.1", "not host", false},
 		{"after 3h ago", "frames as they arrive", false},
+		{"community-id 1:LQU9qZlK+B5F3KDmev6m5PMibrg=", "does not hash flows", false},
 		{"vlan 10", "vlan 10: not expressible as a drop rule: drop rules take host, net, port", false},
 		{"mpls 17 or tcp", "mpls 17", false},
 		{"src port 53", "write port 53", false},

@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/stenod/stenod/flow"
 )
 
 // MaxDepth is how deeply parentheses and `not` may nest. Evaluation recurses
@@ -96,6 +98,21 @@ func lex(s string) ([]token, error) {
 		}
 		toks = append(toks, token{kind: k, text: w, pos: i})
 		i = j
+		if asciiLower(w) == "community-id" {
+			// Its argument is base64, whose alphabet has '/': it ends at
+			// every other delimiter.
+			for i < len(s) && isSpace(s[i]) {
+				i++
+			}
+			j = i
+			for j < len(s) && (s[j] == '/' || !isDelim(s[j])) {
+				j++
+			}
+			if j > i {
+				toks = append(toks, token{kind: tWord, text: s[i:j], pos: i})
+				i = j
+			}
+		}
 	}
 	return append(toks, token{kind: tEOF, pos: len(s)}), nil
 }
@@ -181,7 +198,7 @@ func (p *parser) expectedOperator(t *token, orWhat string) *SyntaxError {
 	prev := &p.toks[p.i-1]
 	switch word(t) {
 	case "host", "net", "port", "src", "dst", "ip", "ip6", "tcp", "udp", "sctp",
-		"icmp", "icmp6", "vlan", "mpls", "before", "after":
+		"icmp", "icmp6", "vlan", "mpls", "before", "after", "community-id":
 		return errAt(t, "missing and/or between %q and %q", prev.text, t.text)
 	}
 	if word(t) == "proto" {
@@ -353,6 +370,16 @@ func (p *parser) primitive() (*node, error) {
 			return nil, err
 		}
 		return &node{kind: kMPLS, num: n}, nil
+	case "community-id":
+		a := p.next()
+		if a.kind != tWord {
+			return nil, errAt(a, "community-id needs an ID, such as community-id 1:wCb3OG7yAFWelaUydu0D+125CLM=")
+		}
+		sum, err := flow.ParseCommunityID(a.text)
+		if err != nil {
+			return nil, errAt(a, "%s", strings.TrimPrefix(err.Error(), "community id: "))
+		}
+		return &node{kind: kCommunityID, cid: sum}, nil
 	case "before", "after":
 		ts, err := p.timeArg(t, w)
 		if err != nil {

@@ -70,13 +70,28 @@ type Query struct {
 
 // Parse parses a query. now is the reference for relative times ("3h ago");
 // they are resolved once, here, so a long-running query keeps one meaning.
-// A bad query returns a *SyntaxError.
+// A bad query returns a *SyntaxError. `community-id` compares IDs hashed
+// with seed 0; ParseWith takes another.
 func Parse(s string, now time.Time) (*Query, error) {
+	return ParseWith(s, now, Options{})
+}
+
+// Options are the sensor's settings a query's meaning depends on.
+type Options struct {
+	// CommunityIDSeed is the seed `community-id` hashes flow keys with:
+	// the one the IDs it is given were computed with (Zeek's and
+	// Suricata's community_id seed, 0 unless configured).
+	CommunityIDSeed uint16
+}
+
+// ParseWith is Parse with the sensor's options.
+func ParseWith(s string, now time.Time, o Options) (*Query, error) {
 	root, err := parse(s, clampTime(now))
 	if err != nil {
 		return nil, err
 	}
 	q := &Query{root: root}
+	q.prog.seed = o.CommunityIDSeed
 	q.prog.root = q.prog.compile(root)
 	t, _ := bounds(root)
 	if t.empty() {
@@ -111,8 +126,26 @@ func (q *Query) MatchFlowDuring(k *flow.Key, first, last int64) Verdict {
 	if k == nil {
 		k = &zeroKey
 	}
-	return q.prog.flow(q.prog.root, k, first, last)
+	return q.prog.flow(q.prog.root, k, nil, first, last)
 }
+
+// MatchFlowWithID is MatchFlowDuring for a flow whose Community ID was
+// hashed before, with CommunityIDSeed: cid is its first 8 bytes, big
+// endian (flow.CommunityIDHead), which spares community-id a SHA-1 per flow.
+// It does not allocate.
+func (q *Query) MatchFlowWithID(k *flow.Key, cid uint64, first, last int64) Verdict {
+	if k == nil {
+		k = &zeroKey
+	}
+	return q.prog.flow(q.prog.root, k, &cid, first, last)
+}
+
+// HasCommunityID reports whether the query has a community-id primitive:
+// then MatchFlowWithID is worth its precomputed IDs.
+func (q *Query) HasCommunityID() bool { return q.prog.hasCommunityID }
+
+// CommunityIDSeed is the seed community-id hashes keys with.
+func (q *Query) CommunityIDSeed() uint16 { return q.prog.seed }
 
 // MatchPacket fully evaluates the query for a packet with key k stamped ts
 // (unix ns). A nil k is the key of a frame that did not parse. It does not

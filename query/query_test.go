@@ -55,6 +55,10 @@ func TestParseCanonical(t *testing.T) {
 		{"vlan 0", ""},
 		{"vlan 4095", ""},
 		{"mpls 1048575", ""},
+		{"community-id 1:wCb3OG7yAFWelaUydu0D+125CLM=", ""},
+		{"Community-ID 1:LQU9qZlK+B5F3KDmev6m5PMibrg=&&tcp", "community-id 1:LQU9qZlK+B5F3KDmev6m5PMibrg= and tcp"},
+		{"(community-id 1:LQU9qZlK+B5F3KDmev6m5PMibrg=)||udp", "community-id 1:LQU9qZlK+B5F3KDmev6m5PMibrg= or udp"},
+		{"community-id 1:2d053da9994af81e45dca0e67afea6e4f3226eb8", "community-id 1:LQU9qZlK+B5F3KDmev6m5PMibrg="},
 		{"before 2012-11-03T11:05:00Z", ""},
 		{"after 2012-11-03T11:05:00-07:00", "after 2012-11-03T18:05:00Z"},
 		{"before 2012-11-03T11:05:00.123456789+01:00", "before 2012-11-03T10:05:00.123456789Z"},
@@ -132,6 +136,11 @@ func TestParseErrors(t *testing.T) {
 		msg   string
 	}{
 		{"", 0, "", "the query is empty"},
+		{"community-id", 12, "", "community-id needs an ID, such as community-id 1:wCb3OG7yAFWelaUydu0D+125CLM="},
+		{"community-id )", 13, ")", "community-id needs an ID, such as community-id 1:wCb3OG7yAFWelaUydu0D+125CLM="},
+		{"community-id 2:LQU9qZlK+B5F3KDmev6m5PMibrg=", 13, "2:LQU9qZlK+B5F3KDmev6m5PMibrg=", "want version 1, written 1:BASE64"},
+		{"community-id 1:LQU9qZlK+B5F3KDmev6m5PMib", 13, "1:LQU9qZlK+B5F3KDmev6m5PMib", "want 1: and the base64 of a 20-byte SHA-1 digest"},
+		{"tcp community-id 1:LQU9qZlK+B5F3KDmev6m5PMibrg=", 4, "community-id", `missing and/or between "tcp" and "community-id"`},
 		{"  \t", 3, "", "the query is empty"},
 		{"host 1.2.3", 5, "1.2.3", "host needs an IPv4 or IPv6 address"},
 		{"src host 1.2.3", 9, "1.2.3", "host needs an IPv4 or IPv6 address"},
@@ -519,7 +528,10 @@ func TestTimeBoundsHalfOpen(t *testing.T) {
 func TestNoAllocs(t *testing.T) {
 	q := mustParse(t, benchQuery)
 	k := key(t, "u6")
+	cid := mustParse(t, "community-id "+k.CommunityID(0)+" or community-id 1:LQU9qZlK+B5F3KDmev6m5PMibrg=")
 	n := testing.AllocsPerRun(100, func() {
+		cid.MatchFlow(k)
+		cid.MatchPacket(k, t0)
 		q.MatchFlow(k)
 		q.MatchFlowDuring(k, t0, t0+1)
 		q.MatchPacket(k, t0)
@@ -566,6 +578,30 @@ func BenchmarkParse(b *testing.B) {
 	for b.Loop() {
 		if _, err := Parse(benchQuery, now); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// The seed given to ParseWith is the one community-id hashes keys with.
+func TestCommunityIDSeed(t *testing.T) {
+	k := flow.Key{Flags: flow.FlagIPv4 | flow.FlagPorts, Proto: flow.ProtoTCP, SrcPort: 80, DstPort: 1234}
+	copy(k.Src[:], []byte{127, 0, 0, 1})
+	copy(k.Dst[:], []byte{10, 0, 0, 1})
+	for _, seed := range []uint16{0, 1, 0xffff} {
+		text := "community-id " + k.CommunityID(seed)
+		q, err := ParseWith(text, now, Options{CommunityIDSeed: seed})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if q.MatchFlow(&k) != Yes || !q.MatchPacket(&k, 0) {
+			t.Errorf("seed %d: %q does not match its own key", seed, text)
+		}
+		other, err := ParseWith(text, now, Options{CommunityIDSeed: seed + 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if other.MatchFlow(&k) != No {
+			t.Errorf("seed %d: %q matches with seed %d", seed, text, seed+1)
 		}
 	}
 }

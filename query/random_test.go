@@ -42,6 +42,7 @@ type gprim struct {
 	pfx  netip.Prefix
 	num  int
 	t    int64
+	cid  string // community-id
 	text string
 }
 
@@ -54,6 +55,8 @@ var (
 	protos = []int{0, 1, 6, 17, 50, 58, 132}
 	vlans  = []int{0, 1, 100, 4095}
 	mplss  = []int{0, 17, 1048575}
+	// Request/reply pairs and one-way messages of ICMP and ICMPv6.
+	icmpTypes = []int{0, 3, 8, 11, 128, 129, 1, 135, 136}
 	// Relative times are whole seconds before now, so they can be written
 	// as durations; the others are absolute.
 	agos  = []time.Duration{0, 45 * time.Minute, 90 * time.Minute, 3 * time.Hour, 24 * time.Hour, 49*time.Hour + 2*time.Second}
@@ -75,7 +78,7 @@ func spell(r *rand.Rand, w string) string {
 
 func genPrim(r *rand.Rand) gprim {
 	var p gprim
-	kinds := []string{"host", "net", "port", "proto", "tcp", "udp", "sctp", "icmp", "icmp6", "ip", "ip6", "vlan", "mpls", "before", "after"}
+	kinds := []string{"host", "net", "port", "proto", "tcp", "udp", "sctp", "icmp", "icmp6", "ip", "ip6", "vlan", "mpls", "before", "after", "community-id"}
 	p.kind = pick(r, kinds)
 	if p.kind == "host" || p.kind == "net" || p.kind == "port" {
 		p.dir = pick(r, []string{"", "", "src", "dst"})
@@ -149,6 +152,17 @@ func genPrim(r *rand.Rand) gprim {
 	case "mpls":
 		p.num = pick(r, mplss)
 		fmt.Fprintf(&w, "%s %d", spell(r, "mpls"), p.num)
+	case "community-id":
+		// The ID of a key from the pools, of either direction, so that
+		// it matches some test keys.
+		for p.cid == "" {
+			k := randKey(r)
+			if r.IntN(2) == 0 {
+				k.Src, k.Dst, k.SrcPort, k.DstPort = k.Dst, k.Src, k.DstPort, k.SrcPort
+			}
+			p.cid = k.CommunityID(0)
+		}
+		fmt.Fprintf(&w, "%s %s", spell(r, "community-id"), p.cid)
 	case "before", "after":
 		w.WriteString(spell(r, p.kind) + " ")
 		if r.IntN(2) == 0 {
@@ -305,6 +319,8 @@ func (p *gprim) matchKey(k *flow.Key) bool {
 			k.Flags&flow.FlagVLAN1 != 0 && int(k.VLAN[1]) == p.num
 	case "mpls":
 		return k.Flags&flow.FlagMPLS != 0 && int(k.MPLS) == p.num
+	case "community-id":
+		return k.CommunityID(0) == p.cid
 	}
 	panic(p.kind)
 }
@@ -393,22 +409,7 @@ func testKeys(r *rand.Rand, n int) []*flow.Key {
 		ks = append(ks, &k)
 	}
 	for range n {
-		var k flow.Key
-		switch r.IntN(5) {
-		case 0:
-			k.EtherType = pick(r, []uint16{0, 0x0806, 0x88cc, 0x8100})
-		case 1, 2:
-			k = ipKey(pick(r, pool4), pick(r, pool4), uint8(pick(r, protos)), -1, -1)
-		default:
-			k = ipKey(pick(r, pool6), pick(r, pool6), uint8(pick(r, protos)), -1, -1)
-		}
-		if k.IsIP() && (k.Proto == 6 || k.Proto == 17 || k.Proto == 132) && r.IntN(4) != 0 {
-			k.Flags |= flow.FlagPorts
-			k.SrcPort, k.DstPort = uint16(pick(r, ports)), uint16(pick(r, ports))
-		}
-		if k.IsIP() && r.IntN(6) == 0 {
-			k.Flags |= flow.FlagFragment
-		}
+		k := randKey(r)
 		if r.IntN(3) == 0 {
 			k = withVLAN(k, uint16(pick(r, vlans)))
 			if r.IntN(2) == 0 {
@@ -421,6 +422,31 @@ func testKeys(r *rand.Rand, n int) []*flow.Key {
 		ks = append(ks, &k)
 	}
 	return ks
+}
+
+// randKey draws a key without tags from the pools.
+func randKey(r *rand.Rand) flow.Key {
+	var k flow.Key
+	switch r.IntN(5) {
+	case 0:
+		k.EtherType = pick(r, []uint16{0, 0x0806, 0x88cc, 0x8100})
+	case 1, 2:
+		k = ipKey(pick(r, pool4), pick(r, pool4), uint8(pick(r, protos)), -1, -1)
+	default:
+		k = ipKey(pick(r, pool6), pick(r, pool6), uint8(pick(r, protos)), -1, -1)
+	}
+	if k.IsIP() && (k.Proto == 6 || k.Proto == 17 || k.Proto == 132) && r.IntN(4) != 0 {
+		k.Flags |= flow.FlagPorts
+		k.SrcPort, k.DstPort = uint16(pick(r, ports)), uint16(pick(r, ports))
+	}
+	if k.IsIP() && (k.Proto == 1 || k.Proto == 58) && r.IntN(4) != 0 {
+		k.Flags |= flow.FlagICMP
+		k.SrcPort, k.DstPort = uint16(pick(r, icmpTypes)), uint16(pick(r, []int{0, 1}))
+	}
+	if k.IsIP() && r.IntN(6) == 0 {
+		k.Flags |= flow.FlagFragment
+	}
+	return k
 }
 
 // critical returns timestamps covering every interval the query's time
@@ -481,6 +507,9 @@ func checkQuery(t *testing.T, text string, q *Query, e *gexpr, ks []*flow.Key) {
 		v := q.MatchFlow(k)
 		if want := e.verdict(k); v != want {
 			t.Fatalf("%q (%s) on %v: MatchFlow = %v, want %v", text, c, k, v, want)
+		}
+		if w := q.MatchFlowWithID(k, flow.CommunityIDHead(k, 0), math.MinInt64, math.MaxInt64); w != v {
+			t.Fatalf("%q on %v: MatchFlowWithID = %v, MatchFlow %v", text, k, w, v)
 		}
 		for _, ts := range tss {
 			got := q.MatchPacket(k, ts)

@@ -22,6 +22,7 @@ type command struct {
 
 // env is what a command may touch: its output streams and logger.
 type env struct {
+	stdin          io.Reader // nil: empty
 	stdout, stderr io.Writer
 	log            *slog.Logger
 	// onFlagSet, when set, is told about every flag set a command creates
@@ -43,7 +44,7 @@ func commands() []command {
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, unix.SIGTERM)
-	code := run(ctx, os.Args[1:], &env{stdout: os.Stdout, stderr: os.Stderr,
+	code := run(ctx, os.Args[1:], &env{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr,
 		log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))})
 	stop()
 	os.Exit(code)

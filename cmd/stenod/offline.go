@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -93,6 +94,7 @@ func cmdQuery(ctx context.Context, e *env, args []string) error {
 	limitBytes := fs.Int64("limit-bytes", 0, "stop before exceeding `N` bytes of pcap records (0: no limit)")
 	format := fs.String("format", "pcap", "output `format`: pcap (nanosecond) or pcapng")
 	outPath := fs.String("w", "", "write to `FILE` instead of standard output ('-': standard output)")
+	seed := fs.Int("community-id-seed", 0, "`seed` the IDs given to community-id were made with (default: the configuration's api.community_id_seed, else 0)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -100,6 +102,8 @@ func cmdQuery(ctx context.Context, e *env, args []string) error {
 		fs.Usage()
 		return usagef("a QUERY is required")
 	}
+	seedGiven := false
+	fs.Visit(func(f *flag.Flag) { seedGiven = seedGiven || f.Name == "community-id-seed" })
 	if *limitPackets < 0 || *limitBytes < 0 {
 		return usagef("limits must not be negative")
 	}
@@ -123,8 +127,14 @@ func cmdQuery(ctx context.Context, e *env, args []string) error {
 		if len(dirs) == 0 {
 			return usagef("%s: spool.dirs is empty", path)
 		}
+		if !seedGiven {
+			*seed = cfg.API.CommunityIDSeed
+		}
 	}
-	q, err := query.Parse(strings.Join(fs.Args(), " "), time.Now())
+	if *seed < 0 || *seed > 0xffff {
+		return usagef("--community-id-seed %d: want 0 to 65535", *seed)
+	}
+	q, err := query.ParseWith(strings.Join(fs.Args(), " "), time.Now(), query.Options{CommunityIDSeed: uint16(*seed)})
 	if err != nil {
 		return usageError{err}
 	}

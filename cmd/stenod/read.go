@@ -1,12 +1,14 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 	"golang.org/x/term"
 
+	"github.com/stenod/stenod/alert"
 	"github.com/stenod/stenod/api"
 )
 
@@ -28,24 +31,45 @@ func cmdRead(ctx context.Context, e *env, args []string) error {
 		"Without tcpdump on PATH, '-w FILE' alone still works: the pcap is written to\n" +
 		"FILE directly. The exit status is non-zero when the server reports an error\n" +
 		"or the answer breaks off, and 3 when the answer is whole except for damaged\n" +
-		"records of the spool that it left out (their count goes to stderr)."
-	fs := newFlagSet(e, "read", "QUERY [tcpdump args...]", doc)
+		"records of the spool that it left out (their count goes to stderr).\n" +
+		"With --alert FILE there is no QUERY: FILE ('-': standard input) holds one\n" +
+		"Suricata eve.json record or Zeek JSON log line, and the answer is its\n" +
+		"connection's packets (POST /v1/alert), by its community_id or 5-tuple;\n" +
+		"tcpdump's arguments then follow --, as in: stenod read --alert a.json -- -nn"
+	fs := newFlagSet(e, "read", "QUERY [tcpdump args...] | --alert FILE [-- tcpdump args...]", doc)
 	limitPackets := fs.Int64("limit-packets", 0, "stop after `N` packets (0: no limit)")
 	limitBytes := fs.Int64("limit-bytes", 0, "stop before exceeding `N` bytes of pcap records (0: no limit)")
 	server := fs.String("server", "", "API `URL` or TCP address, instead of the Unix socket (default https://"+api.DefaultListen+" with --certs)")
 	socket := fs.String("socket", "", "the API's Unix `socket` (default "+api.DefaultSocket+" without --server and --certs)")
 	certsDir := fs.String("certs", "", "`directory` holding ca_cert.pem, client_cert.pem and client_key.pem (from 'stenod certs init'); the connection then uses TLS")
+	alertPath := fs.String("alert", "", "`FILE` with one Suricata eve.json or Zeek JSON line: read its connection's packets instead of a QUERY's")
+	window := fs.String("window", "", "with --alert: how far around the event's time to look (`duration`, default the server's api.alert_window)")
 	if err := fs.Parse(args); err != nil {
 		return err
-	}
-	if fs.NArg() == 0 || strings.TrimSpace(fs.Arg(0)) == "" {
-		fs.Usage()
-		return usagef("a QUERY is required")
 	}
 	if *limitPackets < 0 || *limitBytes < 0 {
 		return usagef("limits must not be negative")
 	}
-	text, tdArgs := fs.Arg(0), fs.Args()[1:]
+	var text, path string
+	tdArgs := fs.Args()
+	switch {
+	case *alertPath != "":
+		ev, err := readEvent(e, *alertPath)
+		if err != nil {
+			return err
+		}
+		text, path = string(ev), "/v1/alert"
+		if *window != "" {
+			path += "?window=" + url.QueryEscape(*window)
+		}
+	case *window != "":
+		return usagef("--window goes with --alert")
+	case fs.NArg() == 0 || strings.TrimSpace(fs.Arg(0)) == "":
+		fs.Usage()
+		return usagef("a QUERY is required")
+	default:
+		text, path, tdArgs = fs.Arg(0), "/query", fs.Args()[1:]
+	}
 	// Without an address and without certificates, the Unix socket: the
 	// daemon's default, which only root and the socket's group reach.
 	sock := *socket
@@ -94,7 +118,7 @@ func cmdRead(ctx context.Context, e *env, args []string) error {
 		}
 		client.Transport = &http.Transport{Proxy: http.ProxyFromEnvironment, TLSClientConfig: tc}
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/query", strings.NewReader(text))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+path, strings.NewReader(text))
 	if err != nil {
 		return err
 	}
@@ -113,6 +137,9 @@ func cmdRead(ctx context.Context, e *env, args []string) error {
 		return fmt.Errorf("query %s: %w", base, err)
 	}
 	defer resp.Body.Close()
+	if q := resp.Header.Get(api.HeaderQuery); q != "" {
+		fmt.Fprintf(e.stderr, "query: %s\n", q)
+	}
 	if resp.StatusCode != http.StatusOK {
 		msg, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 		if err != nil {
@@ -133,6 +160,42 @@ func cmdRead(ctx context.Context, e *env, args []string) error {
 		return damagedAnswer{n: n, first: resp.Trailer.Get(api.TrailerDamage)}
 	}
 	return nil
+}
+
+// readEvent reads --alert's file: one JSON event, the only non-empty line.
+func readEvent(e *env, path string) ([]byte, error) {
+	var b []byte
+	var err error
+	if path == "-" {
+		if e.stdin != nil {
+			b, err = io.ReadAll(io.LimitReader(e.stdin, alert.MaxEventBytes+1))
+		}
+	} else {
+		var f *os.File
+		if f, err = os.Open(path); err == nil {
+			b, err = io.ReadAll(io.LimitReader(f, alert.MaxEventBytes+1))
+			f.Close()
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("--alert: %w", err)
+	}
+	if len(b) > alert.MaxEventBytes {
+		return nil, fmt.Errorf("--alert %s: more than the %d bytes of one event", path, alert.MaxEventBytes)
+	}
+	var lines [][]byte
+	for _, l := range bytes.Split(b, []byte("\n")) {
+		if l = bytes.TrimSpace(l); len(l) > 0 {
+			lines = append(lines, l)
+		}
+	}
+	switch len(lines) {
+	case 0:
+		return nil, fmt.Errorf("--alert %s: empty: want one eve.json or Zeek JSON line", path)
+	case 1:
+		return lines[0], nil
+	}
+	return nil, fmt.Errorf("--alert %s: %d lines: give one event (e.g. grep its flow_id or uid into a file)", path, len(lines))
 }
 
 // serverURL completes --server: the default address, and a scheme that

@@ -55,6 +55,7 @@ var runFlags = []struct {
 	{"pprof", "api.pprof", "serve Go's profiler at /debug/pprof/", true},
 	{"certs", "api.certs_dir", "`directory` from 'stenod certs init': serve HTTPS and require client certificates", false},
 	{"query-timeout", "api.query_timeout", "longest `time` a query may run (0: no limit)", false},
+	{"community-id-seed", "api.community_id_seed", "`seed` of the Community IDs shown and matched (Zeek's and Suricata's, usually 0)", false},
 	{"user", "user", "`user` to run as after start-up, when started as root (\"\": stay root)", false},
 }
 
