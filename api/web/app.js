@@ -296,7 +296,7 @@
       tr.append(c0,
         td(f.src || "", "addr"), td(f.sport ?? "", "num"),
         td(f.dst || "", "addr"), td(f.dport ?? "", "num"),
-        td(protoName(f) + (f.fragment ? " frag" : ""), "", f.key),
+        td(protoName(f) + (f.icmp_type !== undefined ? ` ${f.icmp_type}/${f.icmp_code}` : "") + (f.fragment ? " frag" : ""), "", f.key),
         td((f.vlan || []).join(","), "num"),
         td(f.community_id || "", "cid"),
         td(fmtInt(f.packets), "num"),
