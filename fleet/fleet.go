@@ -188,7 +188,7 @@ type SensorResult struct {
 // Query sends req to the sensors in parallel and merges their answers into
 // out. flush, when set, is called after out.Flush whenever the merge waits
 // for a sensor with nothing ready, so that the client gets what is merged
-// so far. The Summary is returned in every case but a bad request; the
+// so far; at the end, out is left for the caller to flush. The Summary is returned in every case but a bad request; the
 // error is that of out or ctx, never a sensor's: a failed sensor is in
 // Summary.Missing.
 func (f *Fleet) Query(ctx context.Context, req Request, out pcapio.PacketWriter, flush func() error) (*Summary, error) {
@@ -253,10 +253,7 @@ func (p *peer) fetch(ctx context.Context, req Request, ch chan<- batch, free <-c
 	}
 	resp, err := p.client.Do(hr)
 	if err != nil {
-		if ctx.Err() != nil {
-			return 0, context.Cause(ctx)
-		}
-		return 0, err
+		return 0, requestError(ctx, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
@@ -269,4 +266,17 @@ func (p *peer) fetch(ctx context.Context, req Request, ch chan<- batch, free <-c
 	// The trailers arrive with the body's end.
 	damaged, _ := strconv.ParseInt(resp.Trailer.Get(peerTrailerDamaged), 10, 64)
 	return damaged, nil
+}
+
+// requestError is the reason a request failed, without the URL that
+// url.Error repeats (the summary names the sensor and its URL already).
+func requestError(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return context.Cause(ctx)
+	}
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
 }

@@ -111,7 +111,7 @@ func (e errOutput) Unwrap() error { return e.err }
 
 // merge writes the packets of srcs to out in timestamp order (ties: the
 // source listed first), until every source has ended or a limit is
-// reached. A source that fails or stalls is dropped and the others go on;
+// reached; out is flushed only by Idle, the rest is the caller's to flush. A source that fails or stalls is dropped and the others go on;
 // merge itself fails only when out fails or ctx ends. It cancels every
 // source it has not seen end before it returns.
 func merge(ctx context.Context, srcs []*source, out pcapio.PacketWriter, o mergeOptions) (res mergeResult, err error) {
@@ -179,9 +179,8 @@ func merge(ctx context.Context, srcs []*source, out pcapio.PacketWriter, o merge
 			heap.Fix(&h, 0)
 		}
 	}
-	if err := out.Flush(); err != nil {
-		return res, errOutput{err}
-	}
+	// No final Flush: the caller decides first whether the answer is an
+	// error instead (every sensor failed before sending a packet).
 	return res, nil
 }
 

@@ -114,6 +114,9 @@ func runMerge(t *testing.T, ctx context.Context, rs []io.Reader, o mergeOptions)
 		o.Stall = 10 * time.Second
 	}
 	mr, err := merge(ctx, srcs, w, o)
+	if err == nil {
+		err = w.Flush()
+	}
 	for range rs {
 		select {
 		case <-done:

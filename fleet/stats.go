@@ -127,10 +127,7 @@ func (p *peer) stats(ctx context.Context, d time.Duration, st *SensorStats) erro
 	}
 	resp, err := p.client.Do(req)
 	if err != nil {
-		if ctx.Err() != nil {
-			return context.Cause(ctx)
-		}
-		return err
+		return requestError(ctx, err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxStatsBytes+1))
