@@ -23,7 +23,7 @@ type pkt struct {
 }
 
 // pcapng writes pkts as a sensor's answer does.
-func pcapng(t *testing.T, pkts []pkt) []byte {
+func pcapng(t testing.TB, pkts []pkt) []byte {
 	t.Helper()
 	var b bytes.Buffer
 	w, err := pcapio.NewPcapngWriter(&b, 65535)
@@ -403,3 +403,40 @@ func (b *brokenWriter) WritePacket(int64, int, []byte, string) error {
 	return nil
 }
 func (b *brokenWriter) Flush() error { return nil }
+
+// BenchmarkMerge is the merge alone: three in-memory answers of 20000
+// packets of 600 bytes, interleaved in time, into pcapng; what a fleet
+// query can do at most when the sensors and the network keep up.
+func BenchmarkMerge(b *testing.B) {
+	var streams [][]byte
+	var total int64
+	for i := range 3 {
+		var ps []pkt
+		for k := range 20000 {
+			ps = append(ps, pkt{int64(3*k + i), "eth0", strings.Repeat("x", 600)})
+		}
+		streams = append(streams, pcapng(b, ps))
+		total += int64(len(streams[i]))
+	}
+	b.SetBytes(total)
+	b.ResetTimer()
+	for range b.N {
+		srcs := make([]*source, 3)
+		res := make([]SensorResult, 3)
+		for i, s := range streams {
+			ctx, cancel := context.WithCancelCause(context.Background())
+			src, ch := newSource(i, &res[i], cancel, time.Now())
+			srcs[i] = src
+			go func() {
+				defer close(ch)
+				err := pump(ctx, "s", bytes.NewReader(s), ch, src.free)
+				ch <- batch{end: true, err: err}
+			}()
+		}
+		w, _ := pcapio.NewPcapngWriter(io.Discard, 65535)
+		mr, err := merge(context.Background(), srcs, w, mergeOptions{Stall: time.Minute})
+		if err != nil || mr.Packets != 60000 {
+			b.Fatal(err, mr)
+		}
+	}
+}
