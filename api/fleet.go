@@ -168,17 +168,20 @@ func (s *Server) handleFleetQuery(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
-	if err := fw.commit(); err == nil {
+	err = fw.commit()
+	if err == nil {
 		err = out.Flush()
+	}
+	if err != nil {
+		// The client went away at the very end: the answer is not whole.
+		s.metrics.queries.WithLabelValues(outcomeCancelled).Inc()
+		s.log.Info("client went away; fleet answer stopped", "query", req.Query, "err", err)
+		panic(http.ErrAbortHandler)
 	}
 	h := w.Header()
 	h.Set(TrailerFleetSummary, string(line))
 	h.Set(TrailerFleetMissing, strings.Join(sum.Missing, ","))
 	h.Set(TrailerDamaged, strconv.FormatInt(damaged, 10))
-	if fw.writeErr != nil {
-		s.metrics.queries.WithLabelValues(outcomeCancelled).Inc()
-		panic(http.ErrAbortHandler)
-	}
 	s.metrics.queries.WithLabelValues(outcome).Inc()
 }
 

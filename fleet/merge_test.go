@@ -159,7 +159,7 @@ func TestMergeOrder(t *testing.T) {
 		t.Fatalf("%d packets (result %+v), want %d", len(out), mr, len(want))
 	}
 	for i := range want {
-		if w := want[i]; out[i] != (got{w.ts, w.iface, w.data}) {
+		if w := want[i]; out[i] != got(w) {
 			t.Fatalf("packet %d: %+v, want %+v", i, out[i], w)
 		}
 	}
