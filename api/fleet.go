@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -52,17 +51,12 @@ func (s *Server) handleFleetQuery(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxQueryBytes))
-	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			s.fail(w, http.StatusRequestEntityTooLarge, outcomeBadQuery, fmt.Sprintf("query longer than %d bytes", mbe.Limit))
-			return
-		}
-		s.fail(w, http.StatusBadRequest, outcomeBadQuery, fmt.Sprintf("read query: %v", err))
+	body, ok := s.readBody(w, r, "query", s.cfg.MaxQueryBytes)
+	if !ok {
 		return
 	}
 	req := fleet.Request{Sensors: names}
+	var err error
 	if req.LimitPackets, err = parseLimit(HeaderLimitPackets, r.Header.Get(HeaderLimitPackets)); err == nil {
 		req.LimitBytes, err = parseLimit(HeaderLimitBytes, r.Header.Get(HeaderLimitBytes))
 	}
