@@ -1,9 +1,7 @@
 package api
 
 import (
-	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 	"time"
@@ -21,14 +19,8 @@ const MaxAlertWindow = 7 * 24 * time.Hour
 // handleAlert answers POST /v1/alert: one Suricata eve.json or Zeek JSON
 // log line in the body, the packets of its connection in the answer.
 func (s *Server) handleAlert(w http.ResponseWriter, r *http.Request) {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, alert.MaxEventBytes))
-	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			s.fail(w, http.StatusRequestEntityTooLarge, outcomeBadQuery, fmt.Sprintf("event longer than %d bytes", mbe.Limit))
-			return
-		}
-		s.fail(w, http.StatusBadRequest, outcomeBadQuery, fmt.Sprintf("read event: %v", err))
+	body, ok := s.readBody(w, r, "event", alert.MaxEventBytes)
+	if !ok {
 		return
 	}
 	v := r.URL.Query()

@@ -31,21 +31,7 @@ func TestCommunityIDServed(t *testing.T) {
 	}
 	sp := importFiles(t, filepath.Join(dir, "pcaps"), names)
 
-	// The packets of every capture, by the ID flow.Parse gives them.
-	byID := map[string][]testpcaps.Packet{}
-	for _, name := range names {
-		c, err := testpcaps.Read(filepath.Join(dir, "pcaps", name))
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, p := range c.Packets {
-			var k flow.Key
-			flow.Parse(p.Data, &k)
-			if id := k.CommunityID(0); id != "" {
-				byID[id] = append(byID[id], p)
-			}
-		}
-	}
+	byID := packetsByCommunityID(t, filepath.Join(dir, "pcaps"), names)
 
 	for _, tc := range []struct {
 		seed     int
@@ -94,9 +80,20 @@ func TestCommunityIDServed(t *testing.T) {
 // exactly its packets.
 func TestCommunityIDTestCaptures(t *testing.T) {
 	sp := importSpool(t)
+	byID := packetsByCommunityID(t, testpcaps.Dir(t), captures)
+	if len(byID) < 10 {
+		t.Fatalf("only %d connections", len(byID))
+	}
+	checkCommunityIDAnswers(t, sp, byID)
+}
+
+// packetsByCommunityID reads the captures names of dir and groups their
+// packets by the Community ID (seed 0) flow.Parse gives them.
+func packetsByCommunityID(t *testing.T, dir string, names []string) map[string][]testpcaps.Packet {
+	t.Helper()
 	byID := map[string][]testpcaps.Packet{}
-	for _, name := range captures {
-		c, err := testpcaps.Read(filepath.Join(testpcaps.Dir(t), name))
+	for _, name := range names {
+		c, err := testpcaps.Read(filepath.Join(dir, name))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -108,10 +105,7 @@ func TestCommunityIDTestCaptures(t *testing.T) {
 			}
 		}
 	}
-	if len(byID) < 10 {
-		t.Fatalf("only %d connections", len(byID))
-	}
-	checkCommunityIDAnswers(t, sp, byID)
+	return byID
 }
 
 // checkCommunityIDAnswers asks for each ID's packets and gets exactly them.

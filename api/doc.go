@@ -1,7 +1,10 @@
 // Package api serves stenod's HTTP API: stenographer's POST /query (so
 // stenoread, stenocurl and Security Onion work unchanged), pcap and pcapng
-// downloads, flow summaries, spool statistics, Prometheus metrics, a health
-// check and, when asked for, pprof. docs/api.md is the user's reference.
+// downloads, flow summaries (sorted and paged), a time histogram and packet
+// lists read from the index and the spool, spool statistics, Prometheus
+// metrics, a health check and, when asked for, pprof; and, at /, the
+// analyst's web page (web/, embedded: plain HTML, CSS and JavaScript that
+// use only those JSON endpoints). docs/api.md is the user's reference.
 //
 // Access: by default the API is plain HTTP on a Unix socket (Config.Socket, mode
 // 0660, group Config.SocketGroup), which only root and that group reach.

@@ -44,17 +44,12 @@ const holdBytes = 256 << 10
 var errQueryTimeout = errors.New("query time limit reached")
 
 func (s *Server) handleQuery(w http.ResponseWriter, r *http.Request) {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxQueryBytes))
-	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			s.fail(w, http.StatusRequestEntityTooLarge, outcomeBadQuery, fmt.Sprintf("query longer than %d bytes", mbe.Limit))
-			return
-		}
-		s.fail(w, http.StatusBadRequest, outcomeBadQuery, fmt.Sprintf("read query: %v", err))
+	body, ok := s.readBody(w, r, "query", s.cfg.MaxQueryBytes)
+	if !ok {
 		return
 	}
 	var opts engine.Options
+	var err error
 	if opts.LimitPackets, err = parseLimit(HeaderLimitPackets, r.Header.Get(HeaderLimitPackets)); err == nil {
 		opts.LimitBytes, err = parseLimit(HeaderLimitBytes, r.Header.Get(HeaderLimitBytes))
 	}
@@ -74,6 +69,22 @@ func (s *Server) handlePcap(w http.ResponseWriter, r *http.Request) {
 	}
 	name := "stenod-" + time.Now().UTC().Format("20060102T150405Z") + "." + format
 	s.answer(w, r, v.Get("q"), format, opts, name)
+}
+
+// readBody reads a request's body of at most limit bytes; what names it
+// in the error answered (413 or 400) when it cannot.
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request, what string, limit int64) ([]byte, bool) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			s.fail(w, http.StatusRequestEntityTooLarge, outcomeBadQuery, fmt.Sprintf("%s longer than %d bytes", what, mbe.Limit))
+			return nil, false
+		}
+		s.fail(w, http.StatusBadRequest, outcomeBadQuery, fmt.Sprintf("read %s: %v", what, err))
+		return nil, false
+	}
+	return body, true
 }
 
 // downloadOptions reads a download's format (pcap, the default, or pcapng)
@@ -436,70 +447,6 @@ type Flow struct {
 	// CommunityID is the Community ID v1 (api.community_id_seed); absent
 	// where the specification defines none (docs/flow-key.md).
 	CommunityID string `json:"community_id,omitempty"`
-}
-
-// Flows is the /v1/flows answer: the busiest flows first.
-type Flows struct {
-	Query string `json:"query"`
-	Flows []Flow `json:"flows"`
-	// Truncated: more flows matched than the limit.
-	Truncated bool `json:"truncated"`
-}
-
-func (s *Server) handleFlows(w http.ResponseWriter, r *http.Request) {
-	v := r.URL.Query()
-	limit := int64(DefaultFlows)
-	if l := v.Get("limit"); l != "" {
-		n, err := strconv.ParseInt(l, 10, 64)
-		if err != nil || n < 1 || n > MaxFlows {
-			s.fail(w, http.StatusBadRequest, outcomeBadQuery, fmt.Sprintf("limit %q: want a number from 1 to %d", l, MaxFlows))
-			return
-		}
-		limit = n
-	}
-	q, err := s.parseQuery(v.Get("q"))
-	if err != nil {
-		s.fail(w, http.StatusBadRequest, outcomeBadQuery, err.Error())
-		return
-	}
-	ctx, cancel := s.queryContext(r.Context())
-	defer cancel()
-	var recs []engine.FlowRecord
-	s.metrics.running.Inc()
-	err = s.lowPriority(func() error {
-		var err error
-		// One more than asked, to know whether there are more.
-		recs, err = engine.Flows(ctx, s.sp, q, int(limit)+1)
-		return err
-	})
-	s.metrics.running.Dec()
-	if err != nil {
-		switch {
-		case r.Context().Err() != nil:
-			s.metrics.queries.WithLabelValues(outcomeCancelled).Inc()
-			s.log.Info("client went away; flow query stopped", "query", q.String(), "err", err)
-		case errors.Is(err, errQueryTimeout):
-			s.fail(w, http.StatusServiceUnavailable, outcomeTimeout,
-				fmt.Sprintf("query stopped at the configured time limit of %v", s.cfg.QueryTimeout))
-		case errors.Is(err, spool.ErrRevoked):
-			s.log.Warn("flow query cut off", "query", q.String(), "err", err)
-			s.fail(w, http.StatusServiceUnavailable, outcomeRevoked, err.Error())
-		default:
-			s.log.Error("flow query failed", "query", q.String(), "err", err)
-			s.fail(w, http.StatusInternalServerError, outcomeFailed, err.Error())
-		}
-		return
-	}
-	out := Flows{Query: q.String(), Flows: make([]Flow, 0, min(len(recs), int(limit)))}
-	if int64(len(recs)) > limit {
-		out.Truncated = true
-		recs = recs[:limit]
-	}
-	for i := range recs {
-		out.Flows = append(out.Flows, flowJSON(&recs[i], uint16(s.cfg.CommunityIDSeed)))
-	}
-	s.metrics.queries.WithLabelValues(outcomeComplete).Inc()
-	s.writeJSON(w, &out)
 }
 
 func flowJSON(rec *engine.FlowRecord, seed uint16) Flow {

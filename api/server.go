@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/stenod/stenod/alert"
+	"github.com/stenod/stenod/fleet"
 	"github.com/stenod/stenod/internal/fielderr"
 	"github.com/stenod/stenod/pcapio"
 	"github.com/stenod/stenod/query"
@@ -219,6 +220,9 @@ type Options struct {
 	// Config is the daemon's effective configuration as JSON, served at
 	// /debug/config (stenographer serves its own there). Nil: 404.
 	Config []byte
+	// Fleet lists the sensors /v1/fleet/ asks; without sensors those
+	// endpoints answer 404.
+	Fleet fleet.Config
 }
 
 // Server serves the HTTP API. It owns no listener until Serve is called.
@@ -235,6 +239,7 @@ type Server struct {
 	conns   *connMetrics
 	limits  ConnLimits
 	handler http.Handler
+	fleet   *fleet.Fleet // nil without fleet sensors
 	// priorityWarn says once that query threads cannot be lowered.
 	priorityWarn sync.Once
 
@@ -281,6 +286,9 @@ func New(cfg Config, opts Options) (*Server, error) {
 	if err := s.reg.Register(newSpoolCollector(s.sp)); err != nil {
 		return nil, fmt.Errorf("api: register spool metrics: %w", err)
 	}
+	if s.fleet, err = newFleet(s, opts.Fleet); err != nil {
+		return nil, err
+	}
 	s.handler = s.routes()
 	return s, nil
 }
@@ -308,6 +316,9 @@ func (s *Server) routes() http.Handler {
 	r.Get("/v1/flows", s.handleFlows)
 	r.Post("/v1/alert", s.handleAlert)
 	r.Get("/v1/stats", s.handleStats)
+	r.Post("/v1/fleet/query", s.handleFleetQuery)
+	r.Get("/v1/fleet/stats", s.handleFleetStats)
+	s.webRoutes(r)
 	// stenographer's debugging pages, as stenocurl asks for them.
 	r.Get("/debug/stats", s.handleDebugStats)
 	r.Get("/debug/config", s.handleDebugConfig)

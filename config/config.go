@@ -15,6 +15,7 @@ import (
 
 	"github.com/stenod/stenod/api"
 	"github.com/stenod/stenod/capture"
+	"github.com/stenod/stenod/fleet"
 	"github.com/stenod/stenod/internal/fielderr"
 	"github.com/stenod/stenod/ipfix"
 	"github.com/stenod/stenod/spool"
@@ -53,6 +54,8 @@ type Config struct {
 	IPFIX ipfix.Config
 	// Demo is used by stenod run --demo only.
 	Demo Demo
+	// Fleet lists the sensors the fleet endpoints ask (docs/fleet.md).
+	Fleet fleet.Config
 }
 
 // Demo configures the demo tap (internal/demotap).
@@ -75,9 +78,9 @@ type Demo struct {
 // file is the format of the configuration file: its json tags are the
 // keys, in the order of docs/configuration.md, and a struct field is a
 // section. Each field sets the Config field of the same name (in Capture,
-// Spool, API, IPFIX or Demo for a section's), which its type converts to: Size,
-// Duration and DropRules are how int64, int, time.Duration and
-// []xdp.DropRule are written in the file. What a key means is in
+// Spool, API, IPFIX, Demo or Fleet for a section's), which its type converts to: Size,
+// Duration, DropRules and FleetSensors are how int64, int, time.Duration,
+// []xdp.DropRule and []fleet.Sensor are written in the file. What a key means is in
 // docs/configuration.md and on the field it sets; its default is the
 // package's DefaultConfig.
 type file struct {
@@ -138,6 +141,11 @@ type file struct {
 		Rate     int    `json:"rate"`
 		MaxBytes Size   `json:"max_bytes"`
 	} `json:"demo"`
+	Fleet struct {
+		Sensors      FleetSensors `json:"sensors"`
+		Timeout      Duration     `json:"timeout"`
+		StallTimeout Duration     `json:"stall_timeout"`
+	} `json:"fleet"`
 }
 
 // key is one key of the file.
@@ -216,6 +224,7 @@ func Default() Config {
 			Rate:     DefaultDemoRate,
 			MaxBytes: DefaultDemoMaxBytes,
 		},
+		Fleet: fleet.DefaultConfig(),
 	}
 	c.Spool.Dirs = []string{DefaultSpoolDir}
 	c.Capture.Interfaces = []string{}
@@ -598,6 +607,7 @@ func (c *Config) validate(requireIfaces bool) error {
 		{"Spool", c.Spool.Validate()},
 		{"API", c.API.Validate()},
 		{"IPFIX", c.IPFIX.Validate()},
+		{"Fleet", c.Fleet.Validate()},
 	} {
 		if s.err == nil {
 			continue

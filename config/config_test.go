@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stenod/stenod/fleet"
 	"github.com/stenod/stenod/ipfix"
 	"github.com/stenod/stenod/xdp"
 )
@@ -114,6 +115,11 @@ func TestEveryKeyParsed(t *testing.T) {
     "captures": "/srv/pcaps",
     "rate": 50,
     "max_bytes": "3GiB"
+  },
+  "fleet": {
+    "sensors": [{"name": "dc1", "url": "https://10.0.0.2:1234", "certs": "/etc/stenod/fleet"}, {"name": "local", "url": "http://127.0.0.1:1235"}],
+    "timeout": "2m",
+    "stall_timeout": "10s"
   }
 }`
 	c, err := Parse([]byte(file), "test.json")
@@ -171,6 +177,10 @@ func TestEveryKeyParsed(t *testing.T) {
 		IdleTimeout: 20 * time.Second, TemplateRefresh: 30 * time.Second, SensorID: 4294967295, EnterpriseNumber: 12345,
 		BaseURL: "https://sensor1.example:1234"}
 	want.Demo = Demo{Spool: "/tmp/demo", Captures: "/srv/pcaps", Rate: 50, MaxBytes: 3 << 30}
+	want.Fleet = fleet.Config{Sensors: []fleet.Sensor{
+		{Name: "dc1", URL: "https://10.0.0.2:1234", Certs: "/etc/stenod/fleet"},
+		{Name: "local", URL: "http://127.0.0.1:1235"},
+	}, Timeout: 2 * time.Minute, StallTimeout: 10 * time.Second}
 
 	// Every key must differ from its default in the test file, or the test
 	// would not show that it is parsed.
@@ -230,6 +240,16 @@ func TestBadFiles(t *testing.T) {
 		{"rule time", `{"capture": {"drop_rules": ["after 1h ago"]}}`, "capture.drop_rules[0]", false},
 		{"rule number", `{"capture": {"drop_rules": [53]}}`, "capture.drop_rules[0]", false},
 		{"rules not array", `{"capture": {"drop_rules": "tcp"}}`, "capture.drop_rules", false},
+		{"unknown sensor member", `{"fleet": {"sensors": [{"name": "a", "url": "http://127.0.0.1:1"}, {"name": "b", "cert": "/x"}]}}`, "fleet.sensors[1].cert", true},
+		{"sensor not object", `{"fleet": {"sensors": ["https://a:1234"]}}`, "fleet.sensors[0]", false},
+		{"sensor name number", `{"fleet": {"sensors": [{"name": 1}]}}`, "fleet.sensors[0].name", false},
+		{"sensor name slash", `{"fleet": {"sensors": [{"name": "a/b", "url": "http://127.0.0.1:1"}]}}`, "fleet.sensors", false},
+		{"sensor twice", `{"fleet": {"sensors": [{"name": "a", "url": "http://127.0.0.1:1"}, {"name": "a", "url": "http://127.0.0.1:2"}]}}`, "fleet.sensors", false},
+		{"sensor https without certs", `{"fleet": {"sensors": [{"name": "a", "url": "https://10.0.0.1:1234"}]}}`, "fleet.sensors", false},
+		{"sensor http on the network", `{"fleet": {"sensors": [{"name": "a", "url": "http://10.0.0.1:1234"}]}}`, "fleet.sensors", false},
+		{"sensor url path", `{"fleet": {"sensors": [{"name": "a", "url": "https://10.0.0.1:1234/query", "certs": "/c"}]}}`, "fleet.sensors", false},
+		{"fleet timeout", `{"fleet": {"timeout": "0s"}}`, "fleet.timeout", false},
+		{"fleet stall timeout", `{"fleet": {"stall_timeout": "0"}}`, "fleet.stall_timeout", false},
 		{"rule object host bits", `{"capture": {"drop_rules": [{"src": "10.0.0.1/8"}]}}`, "capture.drop_rules[0].src", false},
 		{"rule object bad address", `{"capture": {"drop_rules": [{"dst": "10.0.0.0/8 or port 1"}]}}`, "capture.drop_rules[0].dst", false},
 		{"rule bad port", `{"capture": {"drop_rules": [{"port": 0}]}}`, "capture.drop_rules[0].port", false},

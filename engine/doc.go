@@ -1,7 +1,11 @@
 // Package engine answers a query from a spool: it prunes files by time,
 // evaluates the query on each file's flows, reads the matching packets from
 // the pcap files, merges them across files by timestamp and writes them to a
-// pcapio.PacketWriter, stopping at packet or byte limits.
+// pcapio.PacketWriter, stopping at packet or byte limits (Run). It also
+// summarizes an answer without its packets' bytes: its flows (Flows; per
+// capture interface, sorted and paged, FlowPage), reading only the
+// timestamps of flows a time bound cuts through, and its packets and bytes
+// over time (Histogram), from the index alone.
 //
 // How a file is read (docs/architecture.md has the whole path):
 //   - flows whose verdict is No are skipped without touching the pcap;

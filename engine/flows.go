@@ -29,33 +29,61 @@ type FlowRecord struct {
 // counted from the index alone; the others have their packets' timestamps
 // read from the pcap files.
 func Flows(ctx context.Context, sp *spool.Spool, q *query.Query, limit int) (out []FlowRecord, err error) {
+	agg := map[flow.Key]*FlowRecord{}
+	err = scanFlows(ctx, sp, q, func(_ *spool.Handle, k *flow.Key, first, last int64, packets, bytes uint64) {
+		r := agg[*k]
+		if r == nil {
+			r = &FlowRecord{Key: *k, First: first, Last: last}
+			agg[*k] = r
+		}
+		r.add(first, last, packets, bytes)
+	})
+	if err != nil {
+		return nil, err
+	}
+	out = make([]FlowRecord, 0, len(agg))
+	for _, r := range agg {
+		out = append(out, *r)
+	}
+	slices.SortFunc(out, func(a, b FlowRecord) int {
+		return cmp.Or(cmp.Compare(b.Bytes, a.Bytes), cmp.Compare(a.First, b.First), compareKeys(&a.Key, &b.Key))
+	})
+	if limit > 0 && len(out) > limit {
+		out = out[:limit]
+	}
+	return out, nil
+}
+
+// add counts packets seen from first to last into r.
+func (r *FlowRecord) add(first, last int64, packets, bytes uint64) {
+	r.First = min(r.First, first)
+	r.Last = max(r.Last, last)
+	r.Packets += packets
+	r.Bytes += bytes
+}
+
+// scanFlows calls add for the packets of each file's flows that match q:
+// once per flow and file with the flow's counts when the flow matches
+// whatever its packets' times are (from the index alone), once per
+// matching packet (first == last) for the others, whose timestamps are
+// read from the pcap file. h is the file the packets are in.
+func scanFlows(ctx context.Context, sp *spool.Spool, q *query.Query,
+	add func(h *spool.Handle, k *flow.Key, first, last int64, packets, bytes uint64)) (err error) {
 	lo, hi := q.TimeRange()
 	if lo >= hi {
-		return nil, nil
+		return nil
 	}
 	// Cut off (spool.ErrRevoked), it stops at the next file.
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	handles, err := sp.SnapshotFor(lo, hi, cancel)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer func() { err = errors.Join(err, spool.CloseAll(handles)) }()
-	agg := map[flow.Key]*FlowRecord{}
-	add := func(k *flow.Key, ts int64, packets, bytes uint64, last int64) {
-		r := agg[*k]
-		if r == nil {
-			r = &FlowRecord{Key: *k, First: ts, Last: last}
-			agg[*k] = r
-		}
-		r.First = min(r.First, ts)
-		r.Last = max(r.Last, last)
-		r.Packets += packets
-		r.Bytes += bytes
-	}
 	for _, h := range handles {
 		if err := ctx.Err(); err != nil {
-			return nil, fmt.Errorf("flows: %w", context.Cause(ctx))
+			return fmt.Errorf("flows: %w", context.Cause(ctx))
 		}
 		sum := h.View.Summary()
 		type byTime struct {
@@ -67,7 +95,7 @@ func Flows(ctx context.Context, sp *spool.Spool, q *query.Query, limit int) (out
 		h.View.Flows(func(id int, f *index.Flow) bool {
 			switch match(id, f) {
 			case query.Yes:
-				add(&f.Key, f.First, f.Packets, f.Bytes, f.Last)
+				add(h, &f.Key, f.First, f.Last, f.Packets, f.Bytes)
 			case query.ByTime:
 				timed = append(timed, byTime{id, f.Key})
 			}
@@ -79,10 +107,10 @@ func Flows(ctx context.Context, sp *spool.Spool, q *query.Query, limit int) (out
 		var skipped damage
 		for _, t := range timed {
 			if offs, err = h.View.AppendPositions(offs[:0], t.id); err != nil {
-				return nil, fmt.Errorf("spool %s: %w", h.File.Path, err)
+				return fmt.Errorf("spool %s: %w", h.File.Path, err)
 			}
 			if sums, err = h.View.AppendSums(sums[:0], t.id); err != nil {
-				return nil, fmt.Errorf("spool %s: %w", h.File.Path, err)
+				return fmt.Errorf("spool %s: %w", h.File.Path, err)
 			}
 			for i, off := range offs {
 				// Published by a live index after sum was taken.
@@ -98,26 +126,16 @@ func Flows(ctx context.Context, sp *spool.Spool, q *query.Query, limit int) (out
 					continue
 				}
 				if err != nil {
-					return nil, err
+					return err
 				}
 				if q.MatchPacket(&t.key, hdr.Timestamp) {
-					add(&t.key, hdr.Timestamp, 1, uint64(hdr.OrigLen), hdr.Timestamp)
+					add(h, &t.key, hdr.Timestamp, hdr.Timestamp, 1, uint64(hdr.OrigLen))
 				}
 			}
 		}
 		sp.Damaged(h.File, skipped.n, skipped.first)
 	}
-	out = make([]FlowRecord, 0, len(agg))
-	for _, r := range agg {
-		out = append(out, *r)
-	}
-	slices.SortFunc(out, func(a, b FlowRecord) int {
-		return cmp.Or(cmp.Compare(b.Bytes, a.Bytes), cmp.Compare(a.First, b.First), compareKeys(&a.Key, &b.Key))
-	})
-	if limit > 0 && len(out) > limit {
-		out = out[:limit]
-	}
-	return out, nil
+	return nil
 }
 
 // compareKeys orders keys by their bytes, a stable tie-break that, unlike

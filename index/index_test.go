@@ -24,10 +24,12 @@ func synthKeys(n int) []flow.Key {
 			k.Dst = [16]byte{192, 168, 1, 1}
 			k.SrcPort, k.DstPort, k.Proto, k.EtherType = uint16(1024+i), 443, 6, 0x0800
 		case 2:
-			k.Flags = flow.FlagIPv6 | flow.FlagVLAN0 | flow.FlagVLAN1
+			// ICMPv6 with its type and code (flag bit 7 on disk).
+			k.Flags = flow.FlagIPv6 | flow.FlagVLAN0 | flow.FlagVLAN1 | flow.FlagICMP
 			k.Src[0], k.Src[15], k.Dst[0] = 0x20, byte(i), 0xfe
 			k.VLAN = [2]uint16{100, uint16(i % 4096)}
 			k.Proto, k.EtherType = 58, 0x86dd
+			k.SrcPort, k.DstPort = uint16(128+i%8), uint16(i%3)
 		case 3:
 			k.Flags = flow.FlagMPLS
 			k.MPLS, k.EtherType = uint32(i), 0x8847
@@ -400,5 +402,23 @@ func TestBuilderTCPFlags(t *testing.T) {
 	}
 	if got = b.CopyFlows(got[:0], 2); len(got) != 0 {
 		t.Fatalf("past the end: %+v", got)
+	}
+}
+
+// A flow record claiming both ports and an ICMP type and code is refused:
+// no parser writes it, so the index is damaged.
+func TestFlowRecordPortsAndICMP(t *testing.T) {
+	f := Flow{Key: flow.Key{Flags: flow.FlagIPv4 | flow.FlagICMP, Proto: 1, SrcPort: 8, EtherType: 0x0800}, First: 10, Last: 20, Packets: 1, Bytes: 60}
+	var got Flow
+	d := decoder{b: appendFlow(nil, &f, 0, 1)}
+	d.flow(&got, 0)
+	if d.err != nil || got.Key != f.Key {
+		t.Fatalf("ICMP flow: %v, %v", d.err, got.Key)
+	}
+	f.Key.Flags |= flow.FlagPorts
+	d = decoder{b: appendFlow(nil, &f, 0, 1)}
+	d.flow(&got, 0)
+	if d.err == nil {
+		t.Fatal("a flow with ports and an ICMP type decoded")
 	}
 }

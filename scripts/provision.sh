@@ -43,6 +43,7 @@ readonly PACKAGES=(
 	iproute2        # ip netns, veth
 	ethtool         # NIC queues, offloads
 	curl            # talking to the HTTP API in tests
+	chromium        # the web page's browser test, headless (cmd/stenod TestWebPage)
 	ca-certificates
 	openssl         # test certificates
 	make

@@ -167,7 +167,7 @@ func TestBashCompletion(t *testing.T) {
 		{[]string{"stenod", "ru"}, "run"},
 		{[]string{"stenod", "he"}, "help"},
 		{[]string{"stenod", "run", "--rot"}, "--rotate-age\n--rotate-size"},
-		{[]string{"stenod", "query", "-"}, "--config\n--format\n--limit-bytes\n--limit-packets\n--spool\n-w"},
+		{[]string{"stenod", "query", "-"}, "--community-id-seed\n--config\n--format\n--limit-bytes\n--limit-packets\n--spool\n-w"},
 		{[]string{"stenod", "query", "--spool", "spool"}, "spooldir"},
 		{[]string{"stenod", "query", "--spool", "=", "spool"}, "spooldir"},
 		{[]string{"stenod", "query", "-w", "spoolf"}, "spoolfile"},

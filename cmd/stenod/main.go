@@ -74,6 +74,11 @@ func run(ctx context.Context, args []string, e *env) int {
 			fmt.Fprintf(e.stderr, "stenod %s: %v\n", c.name, err)
 			return 2
 		}
+		var ms missingSensors
+		if errors.As(err, &ms) {
+			fmt.Fprintf(e.stderr, "stenod %s: %v\n", c.name, err)
+			return exitMissing
+		}
 		var de damagedAnswer
 		if errors.As(err, &de) {
 			fmt.Fprintf(e.stderr, "stenod %s: %v\n", c.name, err)

@@ -35,7 +35,11 @@ func cmdRead(ctx context.Context, e *env, args []string) error {
 		"With --alert FILE there is no QUERY: FILE ('-': standard input) holds one\n" +
 		"Suricata eve.json record or Zeek JSON log line, and the answer is its\n" +
 		"connection's packets (POST /v1/alert), by its community_id or 5-tuple;\n" +
-		"tcpdump's arguments then follow --, as in: stenod read --alert a.json -- -nn"
+		"tcpdump's arguments then follow --, as in: stenod read --alert a.json -- -nn\n" +
+		"With --fleet, the daemon asks its fleet (POST /v1/fleet/query, fleet.sensors)\n" +
+		"and the answer is every sensor's packets merged by time, pcapng with interfaces\n" +
+		"named sensor/iface; a summary per sensor goes to stderr, and the exit status\n" +
+		"is 4 when sensors are missing from the answer (docs/fleet.md)."
 	fs := newFlagSet(e, "read", "QUERY [tcpdump args...] | --alert FILE [-- tcpdump args...]", doc)
 	limitPackets := fs.Int64("limit-packets", 0, "stop after `N` packets (0: no limit)")
 	limitBytes := fs.Int64("limit-bytes", 0, "stop before exceeding `N` bytes of pcap records (0: no limit)")
@@ -44,6 +48,7 @@ func cmdRead(ctx context.Context, e *env, args []string) error {
 	certsDir := fs.String("certs", "", "`directory` holding ca_cert.pem, client_cert.pem and client_key.pem (from 'stenod certs init'); the connection then uses TLS")
 	alertPath := fs.String("alert", "", "`FILE` with one Suricata eve.json or Zeek JSON line: read its connection's packets instead of a QUERY's")
 	window := fs.String("window", "", "with --alert: how far around the event's time to look (`duration`, default the server's api.alert_window)")
+	fleetQuery := fs.Bool("fleet", false, "ask the daemon's fleet of sensors (fleet.sensors) instead of its own spool: one pcapng merged by time")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -64,11 +69,16 @@ func cmdRead(ctx context.Context, e *env, args []string) error {
 		}
 	case *window != "":
 		return usagef("--window goes with --alert")
+	case *fleetQuery && *alertPath != "":
+		return usagef("--fleet goes without --alert")
 	case fs.NArg() == 0 || strings.TrimSpace(fs.Arg(0)) == "":
 		fs.Usage()
 		return usagef("a QUERY is required")
 	default:
 		text, path, tdArgs = fs.Arg(0), "/query", fs.Args()[1:]
+		if *fleetQuery {
+			path = "/v1/fleet/query"
+		}
 	}
 	// Without an address and without certificates, the Unix socket: the
 	// daemon's default, which only root and the socket's group reach.
@@ -156,6 +166,9 @@ func cmdRead(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	// The trailers are read with the body's end.
+	if *fleetQuery {
+		return fleetReport(e, resp.Trailer)
+	}
 	if n, _ := strconv.ParseInt(resp.Trailer.Get(api.TrailerDamaged), 10, 64); n > 0 {
 		return damagedAnswer{n: n, first: resp.Trailer.Get(api.TrailerDamage)}
 	}

@@ -214,7 +214,7 @@ func runDaemon(ctx context.Context, e *env, cfg config.Config) error {
 		return errors.Join(cerr, sp.Close())
 	}
 	srv, err := api.New(cfg.API, api.Options{Spool: sp, Registry: metricsRegistry(c, export.x), Stats: func() any { return c.Stats() }, Health: c.Health, Logger: e.log,
-		FDLimit: fdLimit, Config: cfg.Format()})
+		FDLimit: fdLimit, Config: cfg.Format(), Fleet: cfg.Fleet})
 	if err != nil {
 		return errors.Join(err, stopCapture())
 	}
