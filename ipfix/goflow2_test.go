@@ -320,7 +320,14 @@ func TestGoFlow2(t *testing.T) {
 	if c.records[1].CommunityID == "" {
 		t.Error("the TCP flow has no community id")
 	}
-	cs := x.Counters()[0]
+	// The sender counts a message once its write returned, which may be
+	// after the collector read it.
+	var cs Counters
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if cs = x.Counters()[0]; cs.Records == 4 {
+			break
+		}
+	}
 	if cs.Records != 4 || cs.Templates != 1 || cs.SendErrors != 0 || cs.RecordsDropped != 0 || cs.Bytes == 0 {
 		t.Errorf("counters %+v", cs)
 	}
@@ -437,7 +444,13 @@ func TestTCPCollector(t *testing.T) {
 		}
 		c.Close()
 	}
-	if cs := x.Counters()[0]; cs.Templates < 2 || cs.Records < 6 {
+	var cs Counters
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if cs = x.Counters()[0]; cs.Templates >= 2 && cs.Records >= 6 {
+			break
+		}
+	}
+	if cs.Templates < 2 || cs.Records < 6 {
 		t.Errorf("counters %+v", cs)
 	}
 }
