@@ -83,40 +83,95 @@ func FlowPage(ctx context.Context, sp *spool.Spool, q *query.Query, opts FlowPag
 		key   flow.Key
 		iface string
 	}
-	agg := map[aggKey]*IfaceFlow{}
+	// The flows in a slice, found by key through a map of indexes: no
+	// allocation per flow beyond the slice's growth.
+	at := map[aggKey]int32{}
+	var all []IfaceFlow
 	err := scanFlows(ctx, sp, q, func(h *spool.Handle, k *flow.Key, first, last int64, packets, bytes uint64) {
 		ak := aggKey{*k, h.Interface}
-		r := agg[ak]
-		if r == nil {
-			r = &IfaceFlow{FlowRecord: FlowRecord{Key: *k, First: first, Last: last}, Iface: h.Interface}
-			agg[ak] = r
+		i, ok := at[ak]
+		if !ok {
+			i = int32(len(all))
+			at[ak] = i
+			all = append(all, IfaceFlow{FlowRecord: FlowRecord{Key: *k, First: first, Last: last}, Iface: h.Interface})
 		}
-		r.add(first, last, packets, bytes)
+		all[i].add(first, last, packets, bytes)
 	})
 	if err != nil {
 		return FlowPageResult{}, err
 	}
-	all := make([]IfaceFlow, 0, len(agg))
-	for _, r := range agg {
-		all = append(all, *r)
-	}
 	by := flowOrder(opts.Sort)
-	slices.SortFunc(all, func(a, b IfaceFlow) int {
-		c := by(&a, &b)
+	compare := func(a, b *IfaceFlow) int {
+		c := by(a, b)
 		if opts.Desc {
 			c = -c
 		}
 		return cmp.Or(c, cmp.Compare(b.Bytes, a.Bytes), cmp.Compare(a.First, b.First),
 			compareKeys(&a.Key, &b.Key), strings.Compare(a.Iface, b.Iface))
-	})
+	}
 	res := FlowPageResult{Total: len(all)}
 	start := min(max(opts.Offset, 0), len(all))
 	end := len(all)
 	if opts.Limit > 0 {
 		end = min(end, start+opts.Limit)
 	}
-	res.Flows = all[start:end:end]
+	// Only the first end flows in order are needed: a page of a table of
+	// millions selects them with a bounded heap, O(n log end), instead of
+	// sorting all n.
+	first := firstInOrder(all, end, compare)
+	res.Flows = first[start:end:end]
 	return res, nil
+}
+
+// firstInOrder returns the n smallest of all under compare, sorted. It
+// reorders all.
+func firstInOrder(all []IfaceFlow, n int, compare func(a, b *IfaceFlow) int) []IfaceFlow {
+	if n >= len(all)/4 {
+		slices.SortFunc(all, func(a, b IfaceFlow) int { return compare(&a, &b) })
+		return all[:n]
+	}
+	// A max-heap of the n smallest seen so far, as indexes into all.
+	h := make([]int32, 0, n)
+	greater := func(i, j int) bool { return compare(&all[h[i]], &all[h[j]]) > 0 }
+	down := func(i int) {
+		for {
+			l := 2*i + 1
+			if l >= len(h) {
+				return
+			}
+			if r := l + 1; r < len(h) && greater(r, l) {
+				l = r
+			}
+			if !greater(l, i) {
+				return
+			}
+			h[i], h[l] = h[l], h[i]
+			i = l
+		}
+	}
+	for x := range all {
+		switch {
+		case len(h) < n:
+			h = append(h, int32(x))
+			for i := len(h) - 1; i > 0; {
+				p := (i - 1) / 2
+				if !greater(i, p) {
+					break
+				}
+				h[i], h[p] = h[p], h[i]
+				i = p
+			}
+		case n > 0 && compare(&all[x], &all[h[0]]) < 0:
+			h[0] = int32(x)
+			down(0)
+		}
+	}
+	out := make([]IfaceFlow, len(h))
+	for i, x := range h {
+		out[i] = all[x]
+	}
+	slices.SortFunc(out, func(a, b IfaceFlow) int { return compare(&a, &b) })
+	return out
 }
 
 // flowOrder returns the ascending comparison of a sort column.

@@ -1,7 +1,9 @@
 package engine
 
 import (
+	"cmp"
 	"context"
+	"math/rand/v2"
 	"slices"
 	"testing"
 	"time"
@@ -271,6 +273,30 @@ func TestHistogramEstimate(t *testing.T) {
 		// wrong bucket.
 		if off/2 > packets/5 {
 			t.Errorf("%q: %d of %d packets in the wrong bucket", text, off/2, packets)
+		}
+	}
+}
+
+// firstInOrder's bounded heap gives what a full sort does, ties included.
+func TestFirstInOrder(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	all := make([]IfaceFlow, 5000)
+	for i := range all {
+		all[i].Bytes = uint64(rng.IntN(300)) // many ties
+		all[i].Packets = uint64(i)
+	}
+	compare := func(a, b *IfaceFlow) int { return cmp.Compare(b.Bytes, a.Bytes) }
+	want := slices.Clone(all)
+	slices.SortStableFunc(want, func(a, b IfaceFlow) int { return compare(&a, &b) })
+	for _, n := range []int{0, 1, 7, 100, 1249, 1250, 5000} {
+		got := firstInOrder(slices.Clone(all), n, compare)
+		if len(got) != n {
+			t.Fatalf("n %d: %d flows", n, len(got))
+		}
+		for i := range got {
+			if got[i].Bytes != want[i].Bytes {
+				t.Fatalf("n %d: flow %d has %d bytes, want %d", n, i, got[i].Bytes, want[i].Bytes)
+			}
 		}
 	}
 }
