@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -85,23 +86,12 @@ func (s *Server) handleFlows(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, http.StatusBadRequest, outcomeBadQuery, err.Error())
 		return
 	}
-	q, err := s.parseQuery(v.Get("q"))
-	if err != nil {
-		s.badQuery(w, r, v.Get("q"), err)
-		return
-	}
-	ctx, cancel := s.queryContext(r.Context())
-	defer cancel()
 	var page engine.FlowPageResult
-	s.metrics.running.Inc()
-	err = s.lowPriority(func() error {
-		var err error
+	q, ok := s.indexQuery(w, r, "flow query", func(ctx context.Context, q *query.Query) (err error) {
 		page, err = engine.FlowPage(ctx, s.sp, q, opts)
 		return err
 	})
-	s.metrics.running.Dec()
-	if err != nil {
-		s.queryFailed(w, r, "flow query", q, err)
+	if !ok {
 		return
 	}
 	order := "asc"

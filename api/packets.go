@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"net/http"
@@ -11,6 +12,7 @@ import (
 	"github.com/google/gopacket/layers"
 
 	"github.com/stenod/stenod/engine"
+	"github.com/stenod/stenod/query"
 )
 
 // PacketInfo is one packet of a /v1/packets answer.
@@ -88,25 +90,14 @@ func (s *Server) handlePackets(w http.ResponseWriter, r *http.Request) {
 		}
 		pw.offset = n
 	}
-	q, err := s.parseQuery(v.Get("q"))
-	if err != nil {
-		s.badQuery(w, r, v.Get("q"), err)
-		return
-	}
-	ctx, cancel := s.queryContext(r.Context())
-	defer cancel()
 	var res engine.Result
-	s.metrics.running.Inc()
-	err = s.lowPriority(func() error {
-		var err error
+	q, ok := s.indexQuery(w, r, "packet list", func(ctx context.Context, q *query.Query) (err error) {
 		// Every packet before the page is read too: the answer's order is
 		// the merge of all files by time, known only by reading them.
 		res, err = engine.Run(ctx, s.sp, q, pw, engine.Options{LimitPackets: int64(pw.offset + limit)})
 		return err
 	})
-	s.metrics.running.Dec()
-	if err != nil {
-		s.queryFailed(w, r, "packet list", q, err)
+	if !ok {
 		return
 	}
 	out := Packets{Query: q.String(), Offset: pw.offset, Limit: limit, Packets: pw.out, More: res.Limited}

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -130,6 +131,28 @@ type HistogramAnswer struct {
 	EstimatedPackets uint64 `json:"estimated_packets"`
 }
 
+// indexQuery parses the request's q and runs fn with it, at low priority
+// and under the query time limit. A bad query or a failure of fn is
+// answered here (what names it in logs); ok says whether fn succeeded.
+func (s *Server) indexQuery(w http.ResponseWriter, r *http.Request, what string, fn func(ctx context.Context, q *query.Query) error) (q *query.Query, ok bool) {
+	text := r.URL.Query().Get("q")
+	q, err := s.parseQuery(text)
+	if err != nil {
+		s.badQuery(w, r, text, err)
+		return nil, false
+	}
+	ctx, cancel := s.queryContext(r.Context())
+	defer cancel()
+	s.metrics.running.Inc()
+	err = s.lowPriority(func() error { return fn(ctx, q) })
+	s.metrics.running.Dec()
+	if err != nil {
+		s.queryFailed(w, r, what, q, err)
+		return nil, false
+	}
+	return q, true
+}
+
 func (s *Server) handleHistogram(w http.ResponseWriter, r *http.Request) {
 	v := r.URL.Query()
 	n := DefaultHistogramBuckets
@@ -140,23 +163,12 @@ func (s *Server) handleHistogram(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	q, err := s.parseQuery(v.Get("q"))
-	if err != nil {
-		s.badQuery(w, r, v.Get("q"), err)
-		return
-	}
-	ctx, cancel := s.queryContext(r.Context())
-	defer cancel()
 	var h engine.TimeHistogram
-	s.metrics.running.Inc()
-	err = s.lowPriority(func() error {
-		var err error
+	q, ok := s.indexQuery(w, r, "histogram", func(ctx context.Context, q *query.Query) (err error) {
 		h, err = engine.Histogram(ctx, s.sp, q, n)
 		return err
 	})
-	s.metrics.running.Dec()
-	if err != nil {
-		s.queryFailed(w, r, "histogram", q, err)
+	if !ok {
 		return
 	}
 	out := HistogramAnswer{Query: q.String(), StartNS: h.Start, WidthNS: h.Width, Width: formatDays(time.Duration(h.Width)),
