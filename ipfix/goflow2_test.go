@@ -254,7 +254,9 @@ func TestGoFlow2(t *testing.T) {
 		if err != nil {
 			t.Fatalf("after %d records: %v", len(c.records), err)
 		}
-		c.decode(buf[:n])
+		// A copy: the decoded records alias the message's bytes, and buf is
+		// read into again.
+		c.decode(bytes.Clone(buf[:n]))
 	}
 	if c.templSets != 1 {
 		t.Errorf("%d template sets, want 1", c.templSets)
