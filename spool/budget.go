@@ -461,6 +461,18 @@ func (d *dirState) shortfall(n int64) int64 {
 	return n + 2*max(d.block, 4096)
 }
 
+// settle commits the file system's journal (syncfs), and reports whether
+// it did. ext4 reuses the blocks of deleted files only once the transaction
+// that freed them has committed, so a write right after the deletions that
+// made room for it can still find the disk full: under heavy writeback
+// that was seen to lose a batch of packets on a full disk. Called only then.
+func (d *dirState) settle() bool {
+	d.mu.Lock()
+	dir := d.dir
+	d.mu.Unlock()
+	return dir != nil && unix.Syncfs(int(dir.Fd())) == nil
+}
+
 // setIndexSize counts a rewritten index of f.
 func (s *Spool) setIndexSize(f *File, n int64) {
 	d := f.ds

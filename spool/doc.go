@@ -23,7 +23,7 @@
 // MaxFiles), enforced before every file creation, flush and index write by
 // deleting the directory's oldest files that no writer holds; a write that
 // finds the disk full (ENOSPC) deletes the oldest files and is tried once
-// more. Deleted files that queries still read are counted as held space,
+// more (a packet write once again after syncfs: dirState.settle). Deleted files that queries still read are counted as held space,
 // which comes back when they close; when capture needs it, those queries
 // are cut off (ErrRevoked, SnapshotFor) rather than more history deleted
 // (revoke.go). Spool.Counters reports what was deleted, lost and revoked,

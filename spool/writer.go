@@ -282,8 +282,9 @@ func (w *Writer) create(dir string, ts int64) (*os.File, string, error) {
 //
 // The write is within the directory's disk budget: the oldest files are
 // deleted first if needed. If the disk is full all the same (ENOSPC), the
-// oldest files are deleted to make room and the write is tried once more.
-// If that fails too, the buffered packets are dropped, counted in the
+// oldest files are deleted to make room and the write is tried once more,
+// and once again after the file system has committed the deletions
+// (dirState.settle). If that fails too, the buffered packets are dropped, counted in the
 // spool's Counters, and reported in a *WriteError; the file still ends
 // with its last whole record, and the writer goes on.
 func (w *Writer) Flush() error {
@@ -304,6 +305,9 @@ func (w *Writer) Flush() error {
 		sp.done(g, false)
 		g = sp.reserve(w.file, n, false, w.file.ds.shortfall(n))
 		err = w.write()
+		if errors.Is(err, unix.ENOSPC) && w.file.ds.settle() {
+			err = w.write()
+		}
 	}
 	sp.done(g, err == nil)
 	if err != nil {
@@ -377,6 +381,9 @@ func (w *Writer) land() error {
 		n := fl.end - w.written
 		fl.g = sp.reserve(w.file, n, false, w.file.ds.shortfall(n))
 		_, err = w.dio.WriteAt(fl.buf, fl.off)
+		if errors.Is(err, unix.ENOSPC) && w.file.ds.settle() {
+			_, err = w.dio.WriteAt(fl.buf, fl.off)
+		}
 	}
 	sp.done(fl.g, err == nil)
 	if err != nil {
