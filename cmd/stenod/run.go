@@ -499,11 +499,18 @@ func announceDemo(ctx context.Context, e *env, cfg config.Config) {
 		}
 	}
 	e.log.Info("demo running", "api", network+":"+addr)
+	// A browser cannot open a Unix socket: the page needs a TCP address
+	// (docs/operations.md, The web page).
+	page := "the web page: open " + base + "/"
+	if network == "unix" {
+		page = "the web page: start the demo with --listen 127.0.0.1:8080 (make run RUN_ARGS='--listen 127.0.0.1:8080'), then open http://127.0.0.1:8080/"
+	}
 	fmt.Fprintf(e.stderr, "\nThe demo is running: packets flow into %s and are queryable at once. Try:\n\n"+
 		"  %s --data-binary 'tcp' %s/query | tcpdump -nr -\n"+
 		"  %s '%s/v1/flows?q=udp+and+port+53'\n"+
 		"  %s 'udp and port 53 and after 1m ago' -n\n"+
-		"  %s %s/v1/stats\n\n"+
+		"  %s %s/v1/stats\n"+
+		"  %s\n\n"+
 		"Ctrl-C stops the demo and removes the tap.\n\n",
-		demotap.HostIface, curl, base, curl, base, read, curl, base)
+		demotap.HostIface, curl, base, curl, base, read, curl, base, page)
 }
