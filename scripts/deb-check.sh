@@ -113,7 +113,10 @@ got=$(dpkg-query -W -f='${Version}' stenod)
 out=$("$BIN" version)
 [[ $out == "stenod $version (commit "* ]] || die "stenod version says '$out', want version $version"
 log "stenod version: $out"
-"$BIN" help run | grep -q '^usage: stenod run ' || die "stenod help run does not print run's usage"
+# Into a variable, not through grep -q: grep leaving at the first line
+# would cut stenod off with SIGPIPE, which pipefail reports as a failure.
+out=$("$BIN" help run) || die "stenod help run failed"
+[[ $out == "usage: stenod run "* ]] || die "stenod help run does not print run's usage"
 
 for f in "$BIN" "$UNIT" /usr/lib/sysusers.d/stenod.conf /etc/stenod/config.json \
 	/usr/share/man/man1/stenod.1.gz /usr/share/bash-completion/completions/stenod \
