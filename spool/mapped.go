@@ -144,13 +144,15 @@ func (m *mapping) holds(addr uintptr) bool {
 
 // mapSealed returns f's mapping with a reference for the caller, mapping
 // the file from pcap (f's open descriptor) first if needed, or nil if f has
-// none: it is active, deleted, or its sealed index is not cached (the cache
-// owns a mapping's first reference), or it cannot be mapped, in which case
-// the caller reads with pread.
+// none: it is active or deleted, or it cannot be mapped, in which case the
+// caller reads with pread. The cache owns a mapping's first reference while
+// f's sealed index is cached; an index evicted since the caller loaded it
+// (by other queries' use of the cache, between the two calls) gets a
+// mapping of the caller's alone, unmapped when its handle closes.
 func (s *Spool) mapSealed(f *File, pcap *os.File) *mapping {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.deleted || f.live != nil || f.sealed == nil {
+	if f.deleted || f.live != nil {
 		return nil
 	}
 	if f.mapped == nil {
@@ -161,6 +163,9 @@ func (s *Spool) mapSealed(f *File, pcap *os.File) *mapping {
 		if err != nil {
 			s.log.Warn("sealed pcap not mapped; reading it with pread", "file", f.Path, "err", err)
 			return nil
+		}
+		if f.sealed == nil {
+			return m // its one reference is the caller's
 		}
 		f.mapped = m
 	}
