@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/stenod/stenod/capture"
 	"github.com/stenod/stenod/fleet"
 	"github.com/stenod/stenod/pcapio"
 )
@@ -24,7 +25,43 @@ func newFleet(s *Server, cfg fleet.Config) (*fleet.Fleet, error) {
 	if len(cfg.Sensors) == 0 {
 		return nil, nil
 	}
-	return fleet.New(cfg, fleet.Options{ClientTLS: ClientTLSConfig, Logger: s.log})
+	return fleet.New(cfg, fleet.Options{ClientTLS: ClientTLSConfig, Summarize: SummarizeStats, Logger: s.log})
+}
+
+// PeerStats is a /v1/stats answer as a client decodes it: Stats with the
+// capture counters' own type (stenod status, the fleet's statistics).
+type PeerStats struct {
+	Spool   SpoolStats     `json:"spool"`
+	Capture *capture.Stats `json:"capture"`
+}
+
+// SummarizeStats fills a fleet sensor's figures from its /v1/stats
+// answer: the spool's span, the directories' disks and shortest expected
+// retention, and what capture dropped and lost.
+func SummarizeStats(stats []byte, st *fleet.SensorStats) error {
+	var ps PeerStats
+	if err := json.Unmarshal(stats, &ps); err != nil {
+		return err
+	}
+	sp := &ps.Spool
+	st.Files, st.Bytes, st.Packets = sp.Files, sp.Bytes, sp.Packets
+	st.Oldest, st.Newest, st.RetentionSeconds, st.Retention = sp.Oldest, sp.Newest, sp.RetentionSeconds, sp.Retention
+	for i, d := range sp.Dirs {
+		st.DiskBytes += d.DiskBytes
+		st.DiskAvailableBytes += d.DiskAvailable
+		if i == 0 || d.ExpectedRetentionSeconds < st.ExpectedRetentionSeconds {
+			st.ExpectedRetentionSeconds = d.ExpectedRetentionSeconds
+		}
+	}
+	if ps.Capture != nil {
+		for _, ifc := range ps.Capture.Interfaces {
+			for _, q := range ifc.Queues {
+				st.SpoolWriteLost += q.SpoolWriteLost
+				st.Drops += q.Dropped()
+			}
+		}
+	}
+	return nil
 }
 
 // fleetSensors reads what both fleet endpoints share: the sensors asked

@@ -22,6 +22,20 @@ type Stats struct {
 	Interfaces []InterfaceStats `json:"interfaces"`
 }
 
+// Dropped is what the kernel dropped of the queue's packets before capture
+// took them: AF_XDP rx_dropped and rx_ring_full, AF_PACKET ring drops.
+// stenod status and the fleet's statistics count drops this way.
+func (q *QueueStats) Dropped() uint64 {
+	var n uint64
+	if q.Socket != nil {
+		n += q.Socket.RxDropped + q.Socket.RxRingFull
+	}
+	if q.Ring != nil {
+		n += q.Ring.Drops
+	}
+	return n
+}
+
 // InterfaceStats are the counters of one interface.
 type InterfaceStats struct {
 	Name string `json:"name"`

@@ -45,15 +45,20 @@ type Options struct {
 	// ClientTLS loads the client side of mutual TLS from a certificates
 	// directory (api.ClientTLSConfig). Required when a sensor has Certs.
 	ClientTLS func(dir string) (*tls.Config, error)
+	// Summarize fills a sensor's figures from its /v1/stats answer, whose
+	// types the API owns (api.SummarizeStats). Nil: Stats carries the
+	// answers alone.
+	Summarize func(stats []byte, st *SensorStats) error
 	// Logger receives a line per failed sensor. Nil: nothing is logged.
 	Logger *slog.Logger
 }
 
 // Fleet asks the configured sensors. It is safe for concurrent use.
 type Fleet struct {
-	cfg   Config
-	peers []*peer
-	log   *slog.Logger
+	cfg       Config
+	peers     []*peer
+	log       *slog.Logger
+	summarize func([]byte, *SensorStats) error
 }
 
 type peer struct {
@@ -69,7 +74,7 @@ func New(cfg Config, opts Options) (*Fleet, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	f := &Fleet{cfg: cfg, log: opts.Logger}
+	f := &Fleet{cfg: cfg, log: opts.Logger, summarize: opts.Summarize}
 	if f.log == nil {
 		f.log = slog.New(slog.DiscardHandler)
 	}

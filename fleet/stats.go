@@ -23,8 +23,9 @@ type Stats struct {
 	Sensors []SensorStats `json:"sensors"`
 }
 
-// SensorStats is one sensor's figures, taken from its /v1/stats: the ones
-// an operator compares across a fleet, and the whole answer in Stats.
+// SensorStats is one sensor's figures, taken from its /v1/stats by
+// Options.Summarize: the ones an operator compares across a fleet, and the
+// whole answer in Stats.
 type SensorStats struct {
 	Name         string `json:"name"`
 	URL          string `json:"url"`
@@ -53,39 +54,6 @@ type SensorStats struct {
 	Stats json.RawMessage `json:"stats,omitempty"`
 }
 
-// peerStats is the part of a peer's /v1/stats that SensorStats sums up
-// (docs/api.md, GET /v1/stats).
-type peerStats struct {
-	Spool struct {
-		Files            int     `json:"files"`
-		Bytes            int64   `json:"bytes"`
-		Packets          uint64  `json:"packets"`
-		Oldest           string  `json:"oldest"`
-		Newest           string  `json:"newest"`
-		RetentionSeconds float64 `json:"retention_seconds"`
-		Retention        string  `json:"retention"`
-		Dirs             []struct {
-			DiskBytes                int64   `json:"disk_bytes"`
-			DiskAvailable            int64   `json:"disk_available_bytes"`
-			ExpectedRetentionSeconds float64 `json:"expected_retention_seconds"`
-		} `json:"dirs"`
-	} `json:"spool"`
-	Capture *struct {
-		Interfaces []struct {
-			Queues []struct {
-				SpoolWriteLost uint64 `json:"spool_write_lost"`
-				Socket         *struct {
-					RxDropped  uint64 `json:"rx_dropped"`
-					RxRingFull uint64 `json:"rx_ring_full"`
-				} `json:"socket"`
-				Ring *struct {
-					Drops uint64 `json:"drops"`
-				} `json:"ring"`
-			} `json:"queues"`
-		} `json:"interfaces"`
-	} `json:"capture"`
-}
-
 // Stats asks every sensor (or those named) for its /v1/stats in parallel,
 // each within Config.StallTimeout. A sensor that fails is in the answer
 // with its error and in Missing.
@@ -103,7 +71,7 @@ func (f *Fleet) Stats(ctx context.Context, names []string) (*Stats, error) {
 			start := time.Now()
 			st := &out.Sensors[i]
 			*st = SensorStats{Name: p.Name, URL: p.URL}
-			if err := p.stats(ctx, f.cfg.StallTimeout, st); err != nil {
+			if err := p.stats(ctx, f.cfg.StallTimeout, f.summarize, st); err != nil {
 				st.Error = err.Error()
 			}
 			st.Milliseconds = time.Since(start).Milliseconds()
@@ -118,7 +86,9 @@ func (f *Fleet) Stats(ctx context.Context, names []string) (*Stats, error) {
 	return out, ctx.Err()
 }
 
-func (p *peer) stats(ctx context.Context, d time.Duration, st *SensorStats) error {
+// stats fetches the peer's /v1/stats into st.Stats, and lets summarize
+// (Options.Summarize) take st's figures from it.
+func (p *peer) stats(ctx context.Context, d time.Duration, summarize func([]byte, *SensorStats) error, st *SensorStats) error {
 	ctx, cancel := context.WithTimeoutCause(ctx, d, fmt.Errorf("no answer within %v (fleet.stall_timeout)", d))
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.base+"/v1/stats", nil)
@@ -141,33 +111,11 @@ func (p *peer) stats(ctx context.Context, d time.Duration, st *SensorStats) erro
 	case len(body) > maxStatsBytes:
 		return fmt.Errorf("stats longer than %d bytes", maxStatsBytes)
 	}
-	var ps peerStats
-	if err := json.Unmarshal(body, &ps); err != nil {
-		return fmt.Errorf("decode stats: %w", err)
-	}
-	sp := &ps.Spool
-	st.Files, st.Bytes, st.Packets = sp.Files, sp.Bytes, sp.Packets
-	st.Oldest, st.Newest, st.RetentionSeconds, st.Retention = sp.Oldest, sp.Newest, sp.RetentionSeconds, sp.Retention
-	for i, d := range sp.Dirs {
-		st.DiskBytes += d.DiskBytes
-		st.DiskAvailableBytes += d.DiskAvailable
-		if i == 0 || d.ExpectedRetentionSeconds < st.ExpectedRetentionSeconds {
-			st.ExpectedRetentionSeconds = d.ExpectedRetentionSeconds
-		}
-	}
-	if ps.Capture != nil {
-		for _, ifc := range ps.Capture.Interfaces {
-			for _, q := range ifc.Queues {
-				st.SpoolWriteLost += q.SpoolWriteLost
-				if q.Socket != nil {
-					st.Drops += q.Socket.RxDropped + q.Socket.RxRingFull
-				}
-				if q.Ring != nil {
-					st.Drops += q.Ring.Drops
-				}
-			}
-		}
-	}
 	st.Stats = json.RawMessage(body)
+	if summarize != nil {
+		if err := summarize(body, st); err != nil {
+			return fmt.Errorf("decode stats: %w", err)
+		}
+	}
 	return nil
 }

@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/stenod/stenod/api"
-	"github.com/stenod/stenod/capture"
 	"github.com/stenod/stenod/internal/ifacelock"
 	"github.com/stenod/stenod/xdp"
 )
@@ -135,12 +134,7 @@ func cmdStatus(ctx context.Context, e *env, args []string) error {
 					bytes += q.Bytes
 					stored += q.Stored
 					lost += q.SpoolWriteLost
-					if q.Socket != nil {
-						dropped += q.Socket.RxDropped + q.Socket.RxRingFull
-					}
-					if q.Ring != nil {
-						dropped += q.Ring.Drops
-					}
+					dropped += q.Dropped()
 				}
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t\n", ifc.Name, pid, ifc.Method,
 					packets, bytes, stored, dropped, lost, s.stats.Spool.Retention, s.apiText())
@@ -210,12 +204,8 @@ func (s *sensor) apiText() string {
 	return strings.TrimPrefix(s.api, "url:")
 }
 
-// sensorStats is what status reads of /v1/stats (docs/api.md): the types
-// the API encodes it from.
-type sensorStats struct {
-	Spool   api.SpoolStats `json:"spool"`
-	Capture capture.Stats  `json:"capture"`
-}
+// sensorStats is what status reads of /v1/stats (docs/api.md).
+type sensorStats = api.PeerStats
 
 // fetchStats asks the API at addr for /v1/stats.
 func fetchStats(ctx context.Context, addr, certsDir string) (*sensorStats, error) {
@@ -273,6 +263,9 @@ func fetchStats(ctx context.Context, addr, certsDir string) (*sensorStats, error
 	var st sensorStats
 	if err := json.Unmarshal(body, &st); err != nil {
 		return nil, fmt.Errorf("ask %s: /v1/stats: %w", base, err)
+	}
+	if st.Capture == nil {
+		return nil, fmt.Errorf("ask %s: /v1/stats has no capture counters: is it a capturing stenod?", base)
 	}
 	return &st, nil
 }
