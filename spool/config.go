@@ -62,6 +62,10 @@ type Config struct {
 	// beside a running daemon): nothing is created, repaired or removed;
 	// files without a sealed index are indexed in memory only.
 	ReadOnly bool
+	// TCPFlags keeps each flow's TCP flags (the OR over its packets) in
+	// the live index, for the IPFIX export (index.LiveFlow.TCPFlags). Off,
+	// the writer does not look at them: a packet costs nothing more.
+	TCPFlags bool
 }
 
 // DefaultConfig returns settings that work as they are for a single spool

@@ -172,8 +172,11 @@ func (w *Writer) Append(ts int64, origLen int, data []byte, k *flow.Key) error {
 	// Here rather than in each capture path, so that AF_PACKET, AF_XDP
 	// and import all give the live index the flags of every packet (the
 	// IPFIX exporter's tcpControlBits); a few loads on a frame in the
-	// cache, and nothing for packets that are not TCP.
-	e.TCPFlags = flow.TCPFlags(data, k)
+	// cache, and nothing for packets that are not TCP or without export.
+	e.TCPFlags = 0
+	if w.sp.cfg.TCPFlags {
+		e.TCPFlags = flow.TCPFlags(data, k)
+	}
 	// The record was just copied and is in the cache: its checksum costs
 	// the CRC instruction's time alone (docs/benchmarks.md).
 	e.Sum = pcapio.RecordSum(w.buf[len(w.buf)-rec:])

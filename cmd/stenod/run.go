@@ -190,6 +190,8 @@ func runDaemon(ctx context.Context, e *env, cfg config.Config) error {
 		return err
 	}
 	fdLimit := raiseFileLimit(e.log)
+	// Only the IPFIX export reads the flows' TCP flags.
+	cfg.Spool.TCPFlags = len(cfg.IPFIX.Collectors) > 0
 	sp, err := priv.openSpool(cfg.Spool, e.log)
 	if err != nil {
 		return err
