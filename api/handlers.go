@@ -447,6 +447,12 @@ type Flow struct {
 	// CommunityID is the Community ID v1 (api.community_id_seed); absent
 	// where the specification defines none (docs/flow-key.md).
 	CommunityID string `json:"community_id,omitempty"`
+	// Cut: the per-connection cutoff kept CutPackets packets and CutBytes
+	// wire bytes of the flow out of the spool; Packets and Bytes count
+	// only the stored ones.
+	Cut        bool   `json:"cut"`
+	CutPackets uint64 `json:"cut_packets"`
+	CutBytes   uint64 `json:"cut_bytes"`
 }
 
 func flowJSON(rec *engine.FlowRecord, seed uint16) Flow {
@@ -460,6 +466,9 @@ func flowJSON(rec *engine.FlowRecord, seed uint16) Flow {
 		Last:        formatNS(rec.Last),
 		Packets:     rec.Packets,
 		Bytes:       rec.Bytes,
+		Cut:         rec.CutPackets > 0,
+		CutPackets:  rec.CutPackets,
+		CutBytes:    rec.CutBytes,
 	}
 	if k.IsIP() {
 		f.Src, f.Dst = k.SrcAddr().String(), k.DstAddr().String()

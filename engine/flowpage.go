@@ -87,15 +87,15 @@ func FlowPage(ctx context.Context, sp *spool.Spool, q *query.Query, opts FlowPag
 	// allocation per flow beyond the slice's growth.
 	at := map[aggKey]int32{}
 	var all []IfaceFlow
-	err := scanFlows(ctx, sp, q, func(h *spool.Handle, k *flow.Key, first, last int64, packets, bytes uint64) {
+	err := scanFlows(ctx, sp, q, func(h *spool.Handle, k *flow.Key, c *counts) {
 		ak := aggKey{*k, h.Interface}
 		i, ok := at[ak]
 		if !ok {
 			i = int32(len(all))
 			at[ak] = i
-			all = append(all, IfaceFlow{FlowRecord: FlowRecord{Key: *k, First: first, Last: last}, Iface: h.Interface})
+			all = append(all, IfaceFlow{FlowRecord: FlowRecord{Key: *k, First: c.first, Last: c.last}, Iface: h.Interface})
 		}
-		all[i].add(first, last, packets, bytes)
+		all[i].add(c)
 	})
 	if err != nil {
 		return FlowPageResult{}, err

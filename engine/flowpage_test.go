@@ -45,7 +45,7 @@ func TestFlowPage(t *testing.T) {
 			if !ok {
 				r = f.FlowRecord
 			} else {
-				r.add(f.First, f.Last, f.Packets, f.Bytes)
+				r.add(&counts{f.First, f.Last, f.Packets, f.Bytes, f.CutPackets, f.CutBytes})
 			}
 			byKey[f.Key] = r
 		}

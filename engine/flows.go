@@ -22,6 +22,20 @@ type FlowRecord struct {
 	Last    int64
 	Packets uint64
 	Bytes   uint64 // wire bytes
+	// CutPackets and CutBytes: the flow's packets and wire bytes the
+	// per-connection cutoff did not store (index.Flow). They count with
+	// a file's flow when the flow matches the query, or, when only some
+	// of its packets' times do, when its last time (its latest packet,
+	// stored or cut) does.
+	CutPackets uint64
+	CutBytes   uint64
+}
+
+// counts are what scanFlows reports of a flow in one file.
+type counts struct {
+	first, last          int64
+	packets, bytes       uint64
+	cutPackets, cutBytes uint64
 }
 
 // Flows returns the flows with packets matching q, busiest first, at most
@@ -30,13 +44,13 @@ type FlowRecord struct {
 // read from the pcap files.
 func Flows(ctx context.Context, sp *spool.Spool, q *query.Query, limit int) (out []FlowRecord, err error) {
 	agg := map[flow.Key]*FlowRecord{}
-	err = scanFlows(ctx, sp, q, func(_ *spool.Handle, k *flow.Key, first, last int64, packets, bytes uint64) {
+	err = scanFlows(ctx, sp, q, func(_ *spool.Handle, k *flow.Key, c *counts) {
 		r := agg[*k]
 		if r == nil {
-			r = &FlowRecord{Key: *k, First: first, Last: last}
+			r = &FlowRecord{Key: *k, First: c.first, Last: c.last}
 			agg[*k] = r
 		}
-		r.add(first, last, packets, bytes)
+		r.add(c)
 	})
 	if err != nil {
 		return nil, err
@@ -54,21 +68,24 @@ func Flows(ctx context.Context, sp *spool.Spool, q *query.Query, limit int) (out
 	return out, nil
 }
 
-// add counts packets seen from first to last into r.
-func (r *FlowRecord) add(first, last int64, packets, bytes uint64) {
-	r.First = min(r.First, first)
-	r.Last = max(r.Last, last)
-	r.Packets += packets
-	r.Bytes += bytes
+// add counts c into r.
+func (r *FlowRecord) add(c *counts) {
+	r.First = min(r.First, c.first)
+	r.Last = max(r.Last, c.last)
+	r.Packets += c.packets
+	r.Bytes += c.bytes
+	r.CutPackets += c.cutPackets
+	r.CutBytes += c.cutBytes
 }
 
 // scanFlows calls add for the packets of each file's flows that match q:
 // once per flow and file with the flow's counts when the flow matches
 // whatever its packets' times are (from the index alone), once per
 // matching packet (first == last) for the others, whose timestamps are
-// read from the pcap file. h is the file the packets are in.
+// read from the pcap file, and for those once more with their cut counts
+// if their last time matches. h is the file the packets are in.
 func scanFlows(ctx context.Context, sp *spool.Spool, q *query.Query,
-	add func(h *spool.Handle, k *flow.Key, first, last int64, packets, bytes uint64)) (err error) {
+	add func(h *spool.Handle, k *flow.Key, c *counts)) (err error) {
 	lo, hi := q.TimeRange()
 	if lo >= hi {
 		return nil
@@ -89,15 +106,16 @@ func scanFlows(ctx context.Context, sp *spool.Spool, q *query.Query,
 		type byTime struct {
 			id  int
 			key flow.Key
+			cut counts // the cut counts, at the flow's last time
 		}
 		var timed []byTime
 		match := flowMatcher(q, h.View)
 		h.View.Flows(func(id int, f *index.Flow) bool {
 			switch match(id, f) {
 			case query.Yes:
-				add(h, &f.Key, f.First, f.Last, f.Packets, f.Bytes)
+				add(h, &f.Key, &counts{f.First, f.Last, f.Packets, f.Bytes, f.CutPackets, f.CutBytes})
 			case query.ByTime:
-				timed = append(timed, byTime{id, f.Key})
+				timed = append(timed, byTime{id, f.Key, counts{first: f.Last, last: f.Last, cutPackets: f.CutPackets, cutBytes: f.CutBytes}})
 			}
 			return true
 		})
@@ -129,8 +147,11 @@ func scanFlows(ctx context.Context, sp *spool.Spool, q *query.Query,
 					return err
 				}
 				if q.MatchPacket(&t.key, hdr.Timestamp) {
-					add(h, &t.key, hdr.Timestamp, hdr.Timestamp, 1, uint64(hdr.OrigLen))
+					add(h, &t.key, &counts{hdr.Timestamp, hdr.Timestamp, 1, uint64(hdr.OrigLen), 0, 0})
 				}
+			}
+			if t.cut.cutPackets > 0 && q.MatchPacket(&t.key, t.cut.last) {
+				add(h, &t.key, &t.cut)
 			}
 		}
 		sp.Damaged(h.File, skipped.n, skipped.first)

@@ -34,7 +34,22 @@ type Builder struct {
 
 	// touched keeps the loads of AddBatch's prefetch passes alive.
 	touched int64
+
+	// cutOnly holds the flows AddCut reported that have no packet in
+	// the file (yet), and cutIDs their places in it. They are kept apart
+	// from flows because a flow's number there is the order of its first
+	// packet, which positions relies on. A flow whose first packet comes
+	// after its cut ones takes its counts along and leaves a tombstone (no
+	// packets, no cut packets) behind, so that the others keep their
+	// numbers.
+	cutOnly []Flow
+	cutIDs  map[flow.Key]int32
 }
+
+// cutOnlyBase numbers the flows of cutOnly for Flows: far above any
+// flows index, so that a number handed out by Flows never names another
+// flow later, and AppendPositions finds no packets under it.
+const cutOnlyBase = 1 << 30
 
 type liveFlow struct {
 	Flow
@@ -165,6 +180,9 @@ func (b *Builder) add(k *flow.Key, h uint64, off, ts int64, wireLen int, sum uin
 		id = int32(len(b.flows))
 		b.flows = append(b.flows, liveFlow{Flow: Flow{Key: *k, First: ts, Last: ts}, tail: -1})
 		b.ids.insert(slot, id, h, b.flows)
+		if b.cutIDs != nil {
+			b.takeCuts(id)
+		}
 	}
 	b.addTo(id, off, ts, wireLen, sum, tcpFlags)
 }
@@ -199,6 +217,50 @@ func (b *Builder) addTo(id int32, off, ts int64, wireLen int, sum uint32, tcpFla
 	}
 	b.last = ts
 	s.Flows = len(b.flows)
+}
+
+// AddCut adds packets and bytes of flow k that the per-connection cutoff
+// did not store, the latest of them at ts (unix ns), to the file's counts.
+// A flow with stored packets keeps its First; its Last becomes ts if that
+// is later: the flow was seen until then.
+func (b *Builder) AddCut(k *flow.Key, packets, bytes uint64, ts int64) {
+	if packets == 0 && bytes == 0 {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var f *Flow
+	if id, _ := b.ids.find(k, hashKey(k), b.flows); id >= 0 {
+		f = &b.flows[id].Flow
+	} else if i, ok := b.cutIDs[*k]; ok {
+		f = &b.cutOnly[i]
+	} else {
+		if b.cutIDs == nil {
+			b.cutIDs = map[flow.Key]int32{}
+		}
+		b.cutIDs[*k] = int32(len(b.cutOnly))
+		b.cutOnly = append(b.cutOnly, Flow{Key: *k, First: ts, Last: ts})
+		f = &b.cutOnly[len(b.cutOnly)-1]
+	}
+	f.CutPackets += packets
+	f.CutBytes += bytes
+	f.First = min(f.First, ts)
+	f.Last = max(f.Last, ts)
+}
+
+// takeCuts moves the cut counts of the new flow id out of cutOnly, if it
+// has any there.
+func (b *Builder) takeCuts(id int32) {
+	f := &b.flows[id].Flow
+	i, ok := b.cutIDs[f.Key]
+	if !ok {
+		return
+	}
+	c := &b.cutOnly[i]
+	f.CutPackets, f.CutBytes = c.CutPackets, c.CutBytes
+	f.Last = max(f.Last, c.Last)
+	c.CutPackets, c.CutBytes = 0, 0
+	delete(b.cutIDs, f.Key)
 }
 
 // Skip records that the file's bytes from off up to the next packet added
@@ -249,6 +311,11 @@ func (b *Builder) Flows(fn func(id int, f *Flow) bool) {
 	defer b.mu.RUnlock()
 	for i := range b.flows {
 		if !fn(i, &b.flows[i].Flow) {
+			return
+		}
+	}
+	for i := range b.cutOnly {
+		if f := &b.cutOnly[i]; f.CutPackets > 0 && !fn(cutOnlyBase+i, f) {
 			return
 		}
 	}

@@ -9,7 +9,7 @@ import (
 	"github.com/stenod/stenod/flow"
 )
 
-// The index file format, version 2 (docs/formats.md has the full spec).
+// The index file format, version 3 (docs/formats.md has the full spec).
 // All integers little endian.
 //
 //	header, 96 bytes:
@@ -40,14 +40,19 @@ import (
 //	crc32c (Castagnoli) u32 of everything before it
 //
 // Version 1 had no sums section; a version 1 index is refused (ErrVersion)
-// and rebuilt from its pcap file, which computes the sums.
+// and rebuilt from its pcap file, which computes the sums. Version 2 had no
+// cut counts in its flow records; it is read as it is, with none (it was
+// written before the cutoff existed), and a reader older than version 3
+// refuses version 3 and rebuilds the index from its pcap file.
 const (
-	FormatVersion = 2
-	magic         = "STENODIX"
-	headerSize    = 112
-	blockSize     = 24
-	maxIfaceName  = 256
-	flagMonotone  = 1
+	FormatVersion = 3
+	// minVersion is the oldest version Open reads.
+	minVersion   = 2
+	magic        = "STENODIX"
+	headerSize   = 112
+	blockSize    = 24
+	maxIfaceName = 256
+	flagMonotone = 1
 	// headerCRCOffset is where the header's own checksum sits.
 	headerCRCOffset = 108
 )
@@ -60,11 +65,14 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // rebuild such an index from its pcap file instead of misreading it); vlan
 // u16 per VLAN flag; mpls u32 if FlagMPLS; then uvarints: first ts minus the
 // header's first ts, last minus first, packets, bytes, length in bytes of the
-// flow's positions.
+// flow's positions; from version 3 two more, the packets and wire bytes of
+// the flow the per-connection cutoff did not store (Flow.CutPackets and
+// CutBytes). A flow with no packet in the file has some cut ones: it was cut
+// while the file was being written.
 const knownFlags = flow.FlagIPv4 | flow.FlagIPv6 | flow.FlagPorts | flow.FlagFragment |
 	flow.FlagVLAN0 | flow.FlagVLAN1 | flow.FlagMPLS | flow.FlagICMP
 
-func appendFlow(dst []byte, f *Flow, base int64, posLen int) []byte {
+func appendFlow(dst []byte, f *Flow, base int64, posLen int, version uint32) []byte {
 	k := &f.Key
 	le := binary.LittleEndian
 	dst = append(dst, byte(k.Flags))
@@ -95,7 +103,12 @@ func appendFlow(dst []byte, f *Flow, base int64, posLen int) []byte {
 	dst = binary.AppendUvarint(dst, uint64(f.Last-f.First))
 	dst = binary.AppendUvarint(dst, f.Packets)
 	dst = binary.AppendUvarint(dst, f.Bytes)
-	return binary.AppendUvarint(dst, uint64(posLen))
+	dst = binary.AppendUvarint(dst, uint64(posLen))
+	if version < 3 {
+		return dst
+	}
+	dst = binary.AppendUvarint(dst, f.CutPackets)
+	return binary.AppendUvarint(dst, f.CutBytes)
 }
 
 // decoder reads a byte slice and remembers the first error.
@@ -157,7 +170,8 @@ func (d *decoder) uvarint() uint64 {
 	return v
 }
 
-func (d *decoder) flow(f *Flow, base int64) (posLen uint64) {
+// flow decodes a flow record of an index of the given version.
+func (d *decoder) flow(f *Flow, base int64, version uint32) (posLen uint64) {
 	k := &f.Key
 	*k = flow.Key{}
 	k.Flags = flow.Flags(d.u8())
@@ -198,13 +212,21 @@ func (d *decoder) flow(f *Flow, base int64) (posLen uint64) {
 	f.Packets = d.uvarint()
 	f.Bytes = d.uvarint()
 	posLen = d.uvarint()
+	f.CutPackets, f.CutBytes = 0, 0
+	if version >= 3 {
+		f.CutPackets = d.uvarint()
+		f.CutBytes = d.uvarint()
+	}
 	if first > math.MaxInt64/2 || dur > math.MaxInt64/2 {
 		d.fail("flow time out of range")
 	}
 	f.First = base + int64(first)
 	f.Last = f.First + int64(dur)
-	if f.Packets == 0 {
+	switch {
+	case f.Packets == 0 && f.CutPackets == 0:
 		d.fail("flow without packets")
+	case f.Packets == 0 && posLen != 0:
+		d.fail("flow without packets has positions")
 	}
 	return posLen
 }
@@ -212,19 +234,20 @@ func (d *decoder) flow(f *Flow, base int64) (posLen uint64) {
 // encode serializes a sealed index. posSec is the position section: each
 // flow's offsets in ascending order, delta-encoded as uvarints from 0, flow
 // after flow; posLen[i] is flow i's share of it in bytes. sumSec is the
-// sums section, 4 bytes per packet in the same order.
-func encode(sum Summary, iface string, blocks []Block, flows []Flow, posSec []byte, posLen []int, sumSec []byte) []byte {
+// sums section, 4 bytes per packet in the same order. version is
+// FormatVersion but in tests of older versions.
+func encode(version uint32, sum Summary, iface string, blocks []Block, flows []Flow, posSec []byte, posLen []int, sumSec []byte) []byte {
 	if len(iface) > maxIfaceName {
 		iface = iface[:maxIfaceName]
 	}
 	var flowsSec []byte
 	for i := range flows {
-		flowsSec = appendFlow(flowsSec, &flows[i], sum.First, posLen[i])
+		flowsSec = appendFlow(flowsSec, &flows[i], sum.First, posLen[i], version)
 	}
 	le := binary.LittleEndian
 	out := make([]byte, headerSize, headerSize+len(iface)+len(blocks)*blockSize+len(flowsSec)+len(posSec)+len(sumSec)+4)
 	copy(out, magic)
-	le.PutUint32(out[8:], FormatVersion)
+	le.PutUint32(out[8:], version)
 	var flags uint32
 	if sum.Monotone {
 		flags |= flagMonotone

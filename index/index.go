@@ -18,6 +18,13 @@ type Flow struct {
 	Last    int64  // timestamp of its last packet
 	Packets uint64 // packets in this file
 	Bytes   uint64 // wire bytes (original lengths) in this file
+	// CutPackets and CutBytes are the flow's packets and wire bytes that
+	// the per-connection cutoff kept out of the file (counted in the
+	// kernel, reported while the file was written). A flow with cut
+	// packets but none in the file has First and Last at the time of its
+	// latest cut packet, within the file's time range once sealed.
+	CutPackets uint64
+	CutBytes   uint64
 }
 
 // Block is one entry of the sparse time index: the packets from Offset up to

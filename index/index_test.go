@@ -410,15 +410,92 @@ func TestBuilderTCPFlags(t *testing.T) {
 func TestFlowRecordPortsAndICMP(t *testing.T) {
 	f := Flow{Key: flow.Key{Flags: flow.FlagIPv4 | flow.FlagICMP, Proto: 1, SrcPort: 8, EtherType: 0x0800}, First: 10, Last: 20, Packets: 1, Bytes: 60}
 	var got Flow
-	d := decoder{b: appendFlow(nil, &f, 0, 1)}
-	d.flow(&got, 0)
+	d := decoder{b: appendFlow(nil, &f, 0, 1, FormatVersion)}
+	d.flow(&got, 0, FormatVersion)
 	if d.err != nil || got.Key != f.Key {
 		t.Fatalf("ICMP flow: %v, %v", d.err, got.Key)
 	}
 	f.Key.Flags |= flow.FlagPorts
-	d = decoder{b: appendFlow(nil, &f, 0, 1)}
-	d.flow(&got, 0)
+	d = decoder{b: appendFlow(nil, &f, 0, 1, FormatVersion)}
+	d.flow(&got, 0, FormatVersion)
 	if d.err == nil {
 		t.Fatal("a flow with ports and an ICMP type decoded")
 	}
+}
+
+// The cut counts AddCut reports: on a flow with packets in the file, on
+// one without, and on one whose first packet comes after its cut ones;
+// live and sealed agree, but a sealed index keeps its flows within its
+// time range.
+func TestCutCounts(t *testing.T) {
+	keys := synthKeys(4)
+	a, b2, c, d := &keys[0], &keys[1], &keys[2], &keys[3]
+	const t0 = int64(1_764_000_000_000_000_000)
+	b := NewBuilder(0)
+	b.Add(a, 24, t0, 100, 1)
+	b.Add(b2, 140, t0+10, 100, 2)
+	b.AddCut(a, 3, 4500, t0+20)
+	b.AddCut(c, 2, 3000, t0+30)
+	b.AddCut(d, 1, 1500, t0+40)
+	b.AddCut(c, 1, 1500, t0+50)
+	b.Add(d, 256, t0+60, 100, 3)
+	b.AddCut(a, 1, 1500, t0+1000) // after the last stored packet
+	b.SetVisible(372)
+
+	want := map[flow.Key]Flow{
+		*a:  {Key: *a, First: t0, Last: t0 + 1000, Packets: 1, Bytes: 100, CutPackets: 4, CutBytes: 6000},
+		*b2: {Key: *b2, First: t0 + 10, Last: t0 + 10, Packets: 1, Bytes: 100},
+		*c:  {Key: *c, First: t0 + 30, Last: t0 + 50, CutPackets: 3, CutBytes: 4500},
+		*d:  {Key: *d, First: t0 + 60, Last: t0 + 60, Packets: 1, Bytes: 100, CutPackets: 1, CutBytes: 1500},
+	}
+	check := func(what string, v View, want map[flow.Key]Flow) {
+		t.Helper()
+		n := 0
+		v.Flows(func(id int, f *Flow) bool {
+			n++
+			if *f != want[f.Key] {
+				t.Errorf("%s: flow %+v, want %+v", what, *f, want[f.Key])
+			}
+			offs, err := v.AppendPositions(nil, id)
+			if err != nil || uint64(len(offs)) != f.Packets {
+				t.Errorf("%s: flow %v: positions %v, %v", what, f.Key, offs, err)
+			}
+			return true
+		})
+		if n != len(want) {
+			t.Errorf("%s: %d flows, want %d", what, n, len(want))
+		}
+	}
+	check("live", b, want)
+
+	r, err := Decode(b.Encode("eth0", ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Sealed, every flow lies within the stored packets' time range.
+	last := t0 + 60
+	fa := want[*a]
+	fa.Last = last
+	want[*a] = fa
+	check("sealed", r, want)
+
+	// Version 2, which had no cut counts, still reads.
+	b = NewBuilder(0)
+	b.Add(a, 24, t0, 100, 1)
+	b.Add(b2, 140, t0+10, 100, 2)
+	b.Add(d, 256, t0+60, 100, 3)
+	b.SetVisible(372)
+	r2, err := Decode(b.encode(2, "eth0", ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := r2.Summary(); s.Version != 2 || s.Packets != 3 {
+		t.Fatalf("version 2 summary %+v", s)
+	}
+	r2.Flows(func(_ int, f *Flow) bool {
+		if f.CutPackets != 0 || f.CutBytes != 0 {
+			t.Errorf("version 2 flow with cut counts: %+v", *f)
+		}
+		return true
+	})
 }

@@ -243,7 +243,7 @@ func Decode(data []byte) (*Reader, error) {
 	r.sumStart = make([]uint64, nFlows+1)
 	var start, packets uint64
 	for i := range r.flows {
-		n := d.flow(&r.flows[i], r.sum.First)
+		n := d.flow(&r.flows[i], r.sum.First, uint32(r.sum.Version))
 		if d.err != nil {
 			return nil, fmt.Errorf("flow %d: %w", i, d.err)
 		}
@@ -322,8 +322,8 @@ func (r *Reader) AppendSums(dst []uint32, id int) ([]uint32, error) {
 // checkHeader verifies the header's own checksum.
 func checkHeader(h []byte) error {
 	le := binary.LittleEndian
-	if v := le.Uint32(h[8:]); v != FormatVersion {
-		return fmt.Errorf("%w: want %d got %d", ErrVersion, FormatVersion, v)
+	if v := le.Uint32(h[8:]); v < minVersion || v > FormatVersion {
+		return fmt.Errorf("%w: want %d to %d got %d", ErrVersion, minVersion, FormatVersion, v)
 	}
 	if got, want := crc32.Checksum(h[:headerCRCOffset], castagnoli), le.Uint32(h[headerCRCOffset:]); got != want {
 		return fmt.Errorf("%w: header checksum %08x, want %08x", ErrCorrupt, got, want)
@@ -358,7 +358,7 @@ func ReadSummary(path string) (Summary, error) {
 	return sum, nil
 }
 
-// headerSummary decodes the summary a checked version 2 header holds (all
+// headerSummary decodes the summary a checked version 2 or 3 header holds (all
 // but Flows, which Decode counts itself).
 func headerSummary(h []byte) Summary {
 	le := binary.LittleEndian
@@ -373,7 +373,7 @@ func headerSummary(h []byte) Summary {
 		LastOffset: int64(le.Uint64(h[88:])),
 		LastSum:    le.Uint32(h[96:]),
 		NameHash:   le.Uint64(h[100:]),
-		Version:    FormatVersion,
+		Version:    int(le.Uint32(h[8:])),
 	}
 }
 

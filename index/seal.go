@@ -14,10 +14,14 @@ import (
 // Builder should receive no more packets (the writer has moved to a new
 // file), but concurrent readers are fine.
 func (b *Builder) Encode(iface, name string) []byte {
+	return b.encode(FormatVersion, iface, name)
+}
+
+func (b *Builder) encode(version uint32, iface, name string) []byte {
 	b.mu.RLock()
 	defer b.mu.RUnlock()
 	sum := b.sum
-	flows := make([]Flow, len(b.flows))
+	flows := make([]Flow, len(b.flows), len(b.flows)+len(b.cutOnly))
 	for i := range b.flows {
 		flows[i] = b.flows[i].Flow
 	}
@@ -25,10 +29,27 @@ func (b *Builder) Encode(iface, name string) []byte {
 		sum.First, sum.Last = 0, 0
 	} else {
 		sum.FirstSum, sum.LastOffset, sum.LastSum = b.ends()
+		// Flows with cut packets only follow the others, without
+		// positions. A file without packets has no time range to put
+		// them in: their counts are lost from the index (the kernel's
+		// counters keep them).
+		for i := range b.cutOnly {
+			if f := &b.cutOnly[i]; f.CutPackets > 0 {
+				flows = append(flows, *f)
+			}
+		}
+	}
+	// Cut packets may be later than the last stored one; a sealed
+	// index keeps every flow within its time range.
+	for i := range flows {
+		f := &flows[i]
+		f.First = min(max(f.First, sum.First), sum.Last)
+		f.Last = min(max(f.Last, f.First), sum.Last)
 	}
 	sum.NameHash = NameHash(name)
 	posSec, posLen, sumSec := b.positions()
-	return encode(sum, iface, b.blocks, flows, posSec, posLen, sumSec)
+	posLen = append(posLen, make([]int, len(flows)-len(posLen))...)
+	return encode(version, sum, iface, b.blocks, flows, posSec, posLen, sumSec)
 }
 
 // positions builds the position section for encode from the packets'

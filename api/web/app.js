@@ -303,7 +303,7 @@
         td(fmtBytes(f.bytes), "num", fmtInt(f.bytes) + " bytes on the wire"),
         td(fmtTime(f.first)), td(fmtTime(f.last)),
         td(f.iface || ""),
-        td(f.cut === undefined || f.cut === null || f.cut === false ? "" : (f.cut === true ? "cut" : String(f.cut))));
+        f.cut ? td(fmtBytes(f.cut_bytes), "num cut", `cut: ${fmtInt(f.cut_packets)} packets, ${fmtInt(f.cut_bytes)} bytes not stored`) : td(""));
       tr.tabIndex = 0;
       tr.setAttribute("aria-label", `Packets of ${f.key}`);
       tr.addEventListener("click", () => openFlow(f, tr));
