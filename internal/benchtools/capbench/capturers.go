@@ -23,14 +23,21 @@ import (
 
 // counters are a capturer's cumulative figures.
 type counters struct {
+	// captured counts the packets the capturer took, and for stenod
+	// with a cutoff those it decided not to store (cut): every packet
+	// accounted for.
 	captured uint64
+	// cut and cutBytes: what stenod's cutoff did not store; stored: the
+	// spool's bytes on disk (pcap and index).
+	cut, cutBytes, stored uint64
 	// drops are the capturer's or kernel's loss counters by name, only
 	// those that count packets lost before they were captured.
 	drops map[string]uint64
 }
 
 func (c counters) sub(b counters) counters {
-	out := counters{captured: c.captured - b.captured, drops: map[string]uint64{}}
+	out := counters{captured: c.captured - b.captured, cut: c.cut - b.cut, cutBytes: c.cutBytes - b.cutBytes,
+		stored: c.stored - b.stored, drops: map[string]uint64{}}
 	for k, v := range c.drops {
 		out.drops[k] = v - b.drops[k]
 	}
@@ -280,6 +287,9 @@ func stenodCounts(url string) (counters, error) {
 	}
 	defer resp.Body.Close()
 	var st struct {
+		Spool struct {
+			Bytes uint64 `json:"bytes"`
+		} `json:"spool"`
 		Capture struct {
 			Interfaces []map[string]any `json:"interfaces"`
 		} `json:"capture"`
@@ -287,7 +297,7 @@ func stenodCounts(url string) (counters, error) {
 	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
 		return counters{}, fmt.Errorf("/v1/stats: %w", err)
 	}
-	c := counters{drops: map[string]uint64{}}
+	c := counters{drops: map[string]uint64{}, stored: st.Spool.Bytes}
 	addDrops := func(prefix string, m map[string]any) {
 		for k, v := range m {
 			if f, ok := v.(float64); ok && dropName.MatchString(k) && !notLoss[k] {
@@ -296,6 +306,8 @@ func stenodCounts(url string) (counters, error) {
 		}
 	}
 	for _, ifc := range st.Capture.Interfaces {
+		c.cut += findCount(ifc, "cut_packets")
+		c.cutBytes += findCount(ifc, "cut_bytes")
 		for k, v := range ifc {
 			if m, ok := v.(map[string]any); ok {
 				addDrops(k+".", m)
@@ -318,5 +330,22 @@ func stenodCounts(url string) (counters, error) {
 			}
 		}
 	}
+	c.captured += c.cut
 	return c, nil
+}
+
+// findCount returns the first number under key in m or the maps within it
+// (the interface's program counters), 0 if there is none.
+func findCount(m map[string]any, key string) uint64 {
+	if f, ok := m[key].(float64); ok {
+		return uint64(f)
+	}
+	for _, v := range m {
+		if sub, ok := v.(map[string]any); ok {
+			if n := findCount(sub, key); n > 0 {
+				return n
+			}
+		}
+	}
+	return 0
 }

@@ -69,7 +69,7 @@ type options struct {
 	tcpdumpArgs []string
 }
 
-var allConfigs = []string{"bare", "xdp-drop", "xsk-count", "xsk-coalesce", "tcpdump", "stenod-xdp", "stenod-afpacket", "stenod-afpacket-ipfix"}
+var allConfigs = []string{"bare", "xdp-drop", "xsk-count", "xsk-coalesce", "tcpdump", "stenod-xdp", "stenod-afpacket", "stenod-afpacket-ipfix", "stenod-xdp-cutoff", "stenod-afpacket-cutoff"}
 
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == "xskcount" {
@@ -84,7 +84,7 @@ func main() {
 	flag.DurationVar(&o.duration, "duration", 10*time.Second, "traffic `time` per run (the issue's soak: 60s)")
 	flag.StringVar(&rates, "rates", "", "comma-separated `pps` rates to run besides the generator's maximum, for the zero-loss rate (e.g. 300000,600000,900000)")
 	flag.StringVar(&configs, "configs", strings.Join(allConfigs, ",")+",freshness,query", "`configurations` to run, comma separated, plus freshness and query (the live stenod benchmarks)")
-	flag.StringVar(&traffics, "traffic", "64B-1flow,64B,IMIX", "`traffic` mixes: 64B and IMIX from 65,536 random flows, 64B-1flow and IMIX-1flow from one")
+	flag.StringVar(&traffics, "traffic", "64B-1flow,64B,IMIX", "`traffic` mixes: 64B and IMIX from 65,536 random flows, 64B-1flow and IMIX-1flow from one, heavytail (tcpreplay) for the cutoff")
 	flag.IntVar(&o.genCPU, "gen-cpu", 1, "`CPU` trafgen sends from (and where veth's receive path runs)")
 	flag.IntVar(&o.capCPU, "cap-cpu", 0, "`CPU` every capturer is pinned to (-1: not pinned)")
 	flag.BoolVar(&o.qdisc, "qdisc-path", true, "trafgen sends through the qdisc (--qdisc-path): a full veth ring then slows the sender instead of dropping")
@@ -164,7 +164,7 @@ func run(ctx context.Context, o *options, c *cleanups) error {
 	if os.Geteuid() != 0 {
 		return errors.New("needs root")
 	}
-	for _, cmd := range []string{"ip", "trafgen", "taskset"} {
+	for _, cmd := range []string{"ip", "trafgen", "taskset", "tcpreplay"} {
 		if _, err := exec.LookPath(cmd); err != nil {
 			return fmt.Errorf("needs %s on PATH", cmd)
 		}
@@ -241,6 +241,10 @@ func run(ctx context.Context, o *options, c *cleanups) error {
 		return err
 	}
 
+	// The cutoff of the -cutoff configurations: Time Machine's figure, and
+	// the size the heavytail mix is made around.
+	const cutoff = "20KB"
+
 	// Each starter runs the capturer on the capture CPU of the run's rate.
 	at := func(rate uint64) *env {
 		e2 := *e
@@ -260,6 +264,8 @@ func run(ctx context.Context, o *options, c *cleanups) error {
 		"stenod-afpacket-ipfix": func(r uint64) (*capturer, error) {
 			return startStenod(at(r), "afpacket", "--ipfix", "udp://"+sink, "--ipfix-idle", "1s")
 		},
+		"stenod-xdp-cutoff":      func(r uint64) (*capturer, error) { return startStenod(at(r), "xdp", "--cutoff", cutoff) },
+		"stenod-afpacket-cutoff": func(r uint64) (*capturer, error) { return startStenod(at(r), "afpacket", "--cutoff", cutoff) },
 	}
 	// The measurements take turns, in reverse order every other round,
 	// so that the machine's drift (15-20% an hour on the development VM)
@@ -336,6 +342,7 @@ func run(ctx context.Context, o *options, c *cleanups) error {
 	}
 	printTable(o, mixes, results, live)
 	printRounds(o, keys, runs)
+	printCutoff(o, keys, runs)
 	return ctx.Err()
 }
 
