@@ -35,13 +35,12 @@ type Builder struct {
 	// touched keeps the loads of AddBatch's prefetch passes alive.
 	touched int64
 
-	// cutOnly holds the flows AddCut reported that have no packet in
-	// the file (yet), and cutIDs their places in it. They are kept apart
-	// from flows because a flow's number there is the order of its first
-	// packet, which positions relies on. A flow whose first packet comes
-	// after its cut ones takes its counts along and leaves a tombstone (no
-	// packets, no cut packets) behind, so that the others keep their
-	// numbers.
+	// cutOnly holds the cut counts AddCut reported of flows that had no
+	// packet in the file then, and cutIDs their places in it. They are
+	// kept apart from flows because a flow's number there is the order of
+	// its first packet, which positions relies on. A flow whose first
+	// packet comes after cut ones has both: its record in flows counts
+	// the cuts after that packet. (Readers add up the records of a key.)
 	cutOnly []Flow
 	cutIDs  map[flow.Key]int32
 }
@@ -180,9 +179,6 @@ func (b *Builder) add(k *flow.Key, h uint64, off, ts int64, wireLen int, sum uin
 		id = int32(len(b.flows))
 		b.flows = append(b.flows, liveFlow{Flow: Flow{Key: *k, First: ts, Last: ts}, tail: -1})
 		b.ids.insert(slot, id, h, b.flows)
-		if b.cutIDs != nil {
-			b.takeCuts(id)
-		}
 	}
 	b.addTo(id, off, ts, wireLen, sum, tcpFlags)
 }
@@ -248,21 +244,6 @@ func (b *Builder) AddCut(k *flow.Key, packets, bytes uint64, ts int64) {
 	f.Last = max(f.Last, ts)
 }
 
-// takeCuts moves the cut counts of the new flow id out of cutOnly, if it
-// has any there.
-func (b *Builder) takeCuts(id int32) {
-	f := &b.flows[id].Flow
-	i, ok := b.cutIDs[f.Key]
-	if !ok {
-		return
-	}
-	c := &b.cutOnly[i]
-	f.CutPackets, f.CutBytes = c.CutPackets, c.CutBytes
-	f.Last = max(f.Last, c.Last)
-	c.CutPackets, c.CutBytes = 0, 0
-	delete(b.cutIDs, f.Key)
-}
-
 // Skip records that the file's bytes from off up to the next packet added
 // hold no packet (a damaged region that repair stepped over). It adds a
 // hole block there, whose Min is above its Max so that it overlaps no time
@@ -315,7 +296,7 @@ func (b *Builder) Flows(fn func(id int, f *Flow) bool) {
 		}
 	}
 	for i := range b.cutOnly {
-		if f := &b.cutOnly[i]; f.CutPackets > 0 && !fn(cutOnlyBase+i, f) {
+		if !fn(cutOnlyBase+i, &b.cutOnly[i]) {
 			return
 		}
 	}
@@ -372,6 +353,21 @@ func (b *Builder) Blocks() []Block {
 type LiveFlow struct {
 	Flow
 	TCPFlags uint8 // the OR of its packets' TCP flags
+}
+
+// CopyCutOnly is CopyFlows for the records of cut packets of flows that
+// had no packet in the file when they were cut (AddCut), numbered from 0
+// in the order they came; a flow may have such a record and one of
+// CopyFlows.
+func (b *Builder) CopyCutOnly(dst []LiveFlow, from int) []LiveFlow {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	n := max(1, cap(dst)-len(dst))
+	for i := from; i < len(b.cutOnly) && n > 0; i++ {
+		dst = append(dst, LiveFlow{Flow: b.cutOnly[i]})
+		n--
+	}
+	return dst
 }
 
 // CopyFlows appends to dst copies of the flows numbered from on (the

@@ -424,9 +424,9 @@ func TestFlowRecordPortsAndICMP(t *testing.T) {
 }
 
 // The cut counts AddCut reports: on a flow with packets in the file, on
-// one without, and on one whose first packet comes after its cut ones;
-// live and sealed agree, but a sealed index keeps its flows within its
-// time range.
+// one without, and on one whose first packet comes after cut ones (which
+// then has two records); live and sealed agree, but a sealed index keeps
+// its flows within its time range.
 func TestCutCounts(t *testing.T) {
 	keys := synthKeys(4)
 	a, b2, c, d := &keys[0], &keys[1], &keys[2], &keys[3]
@@ -439,22 +439,28 @@ func TestCutCounts(t *testing.T) {
 	b.AddCut(d, 1, 1500, t0+40)
 	b.AddCut(c, 1, 1500, t0+50)
 	b.Add(d, 256, t0+60, 100, 3)
+	b.AddCut(d, 2, 3000, t0+70)
 	b.AddCut(a, 1, 1500, t0+1000) // after the last stored packet
 	b.SetVisible(372)
 
-	want := map[flow.Key]Flow{
-		*a:  {Key: *a, First: t0, Last: t0 + 1000, Packets: 1, Bytes: 100, CutPackets: 4, CutBytes: 6000},
-		*b2: {Key: *b2, First: t0 + 10, Last: t0 + 10, Packets: 1, Bytes: 100},
-		*c:  {Key: *c, First: t0 + 30, Last: t0 + 50, CutPackets: 3, CutBytes: 4500},
-		*d:  {Key: *d, First: t0 + 60, Last: t0 + 60, Packets: 1, Bytes: 100, CutPackets: 1, CutBytes: 1500},
+	type flowAt struct {
+		key   flow.Key
+		first int64
 	}
-	check := func(what string, v View, want map[flow.Key]Flow) {
+	want := map[flowAt]Flow{
+		{*a, t0}:       {Key: *a, First: t0, Last: t0 + 1000, Packets: 1, Bytes: 100, CutPackets: 4, CutBytes: 6000},
+		{*b2, t0 + 10}: {Key: *b2, First: t0 + 10, Last: t0 + 10, Packets: 1, Bytes: 100},
+		{*c, t0 + 30}:  {Key: *c, First: t0 + 30, Last: t0 + 50, CutPackets: 3, CutBytes: 4500},
+		{*d, t0 + 40}:  {Key: *d, First: t0 + 40, Last: t0 + 40, CutPackets: 1, CutBytes: 1500},
+		{*d, t0 + 60}:  {Key: *d, First: t0 + 60, Last: t0 + 70, Packets: 1, Bytes: 100, CutPackets: 2, CutBytes: 3000},
+	}
+	check := func(what string, v View, want map[flowAt]Flow) {
 		t.Helper()
 		n := 0
 		v.Flows(func(id int, f *Flow) bool {
 			n++
-			if *f != want[f.Key] {
-				t.Errorf("%s: flow %+v, want %+v", what, *f, want[f.Key])
+			if w := want[flowAt{f.Key, f.First}]; *f != w {
+				t.Errorf("%s: flow %+v, want %+v", what, *f, w)
 			}
 			offs, err := v.AppendPositions(nil, id)
 			if err != nil || uint64(len(offs)) != f.Packets {
@@ -474,9 +480,8 @@ func TestCutCounts(t *testing.T) {
 	}
 	// Sealed, every flow lies within the stored packets' time range.
 	last := t0 + 60
-	fa := want[*a]
-	fa.Last = last
-	want[*a] = fa
+	want[flowAt{*a, t0}] = Flow{Key: *a, First: t0, Last: last, Packets: 1, Bytes: 100, CutPackets: 4, CutBytes: 6000}
+	want[flowAt{*d, t0 + 60}] = Flow{Key: *d, First: t0 + 60, Last: last, Packets: 1, Bytes: 100, CutPackets: 2, CutBytes: 3000}
 	check("sealed", r, want)
 
 	// Version 2, which had no cut counts, still reads.

@@ -33,11 +33,7 @@ func (b *Builder) encode(version uint32, iface, name string) []byte {
 		// positions. A file without packets has no time range to put
 		// them in: their counts are lost from the index (the kernel's
 		// counters keep them).
-		for i := range b.cutOnly {
-			if f := &b.cutOnly[i]; f.CutPackets > 0 {
-				flows = append(flows, *f)
-			}
-		}
+		flows = append(flows, b.cutOnly...)
 	}
 	// Cut packets may be later than the last stored one; a sealed
 	// index keeps every flow within its time range.

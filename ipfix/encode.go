@@ -52,6 +52,12 @@ const (
 	// collector's user pivots to the packets at
 	// URL/v1/pcap?q=community-id+<id> (docs/api.md).
 	ElementSensorURL = 2
+	// ElementCutPacketDeltaCount and ElementCutOctetDeltaCount: of the
+	// record's packetDeltaCount and octetDeltaCount, those the
+	// per-connection cutoff did not store (unsigned64 each): the record
+	// counts the traffic, these say how much of it the sensor lacks.
+	ElementCutPacketDeltaCount = 3
+	ElementCutOctetDeltaCount  = 4
 )
 
 // DefaultEnterpriseNumber is the Private Enterprise Number of the
@@ -128,6 +134,8 @@ func template(id uint16) []fieldSpec {
 		{ieMPLSTopLabelStackSection, 3, false},
 		{ieIngressInterface, 4, false},
 		{ieFlowEndReason, 1, false},
+		{ElementCutPacketDeltaCount, 8, true},
+		{ElementCutOctetDeltaCount, 8, true},
 		{ElementCommunityID, varLen, true},
 		{ElementSensorURL, varLen, true},
 	})
@@ -151,12 +159,15 @@ func templateOf(k *flow.Key) uint16 {
 // interface) between Start and End.
 type Record struct {
 	Key        flow.Key
-	Start, End int64 // first and last packet, unix ns
-	Packets    uint64
-	Bytes      uint64 // on the wire
-	TCPFlags   uint8
-	Ingress    uint32 // interface index, 0 when unknown
-	EndReason  uint8
+	Start, End int64  // first and last packet, unix ns
+	Packets    uint64 // stored
+	Bytes      uint64 // stored, on the wire
+	// CutPackets and CutBytes: those the per-connection cutoff did not
+	// store. The record's packetDeltaCount and octetDeltaCount count both.
+	CutPackets, CutBytes uint64
+	TCPFlags             uint8
+	Ingress              uint32 // interface index, 0 when unknown
+	EndReason            uint8
 }
 
 // Exportable reports whether a flow of key k can be exported: IPv4 and
@@ -293,8 +304,8 @@ func (e *Encoder) appendRecord(b []byte, r *Record) []byte {
 	b = be.AppendUint64(b, uint64(r.End/1e6))
 	b = be.AppendUint64(b, ntpTime(r.Start))
 	b = be.AppendUint64(b, ntpTime(r.End))
-	b = be.AppendUint64(b, r.Packets)
-	b = be.AppendUint64(b, r.Bytes)
+	b = be.AppendUint64(b, r.Packets+r.CutPackets)
+	b = be.AppendUint64(b, r.Bytes+r.CutBytes)
 	if k.Flags&flow.FlagIPv6 != 0 {
 		b = append(b, k.Src[:]...)
 		b = append(b, k.Dst[:]...)
@@ -324,6 +335,8 @@ func (e *Encoder) appendRecord(b []byte, r *Record) []byte {
 	b = append(b, byte(mpls>>16), byte(mpls>>8), byte(mpls))
 	b = be.AppendUint32(b, r.Ingress)
 	b = append(b, r.EndReason)
+	b = be.AppendUint64(b, r.CutPackets)
+	b = be.AppendUint64(b, r.CutBytes)
 	// Community ID: "1:" and 28 base64 characters, or nothing.
 	at := len(b)
 	b = append(b, 0)

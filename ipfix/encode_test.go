@@ -41,7 +41,7 @@ func TestEncodeMessage(t *testing.T) {
 	e.Begin(1700000000, 7)
 	e.Templates()
 	start := time.Date(2023, 11, 14, 22, 13, 20, 500_000_000, time.UTC).UnixNano() // 1700000000.5
-	r := Record{Key: tcpKey(), Start: start, End: start + 1_250_000, Packets: 3, Bytes: 180,
+	r := Record{Key: tcpKey(), Start: start, End: start + 1_250_000, Packets: 3, Bytes: 180, CutPackets: 2, CutBytes: 3000,
 		TCPFlags: flow.TCPSyn | flow.TCPAck, Ingress: 5, EndReason: EndIdle}
 	if err := e.Add(&r); err != nil {
 		t.Fatal(err)
@@ -59,26 +59,28 @@ func TestEncodeMessage(t *testing.T) {
 		0004 0001  0006 0002                        # protocol, tcpControlBits
 		003a 0002  00f5 0002  0046 0003             # vlanId, dot1qCustomerVlanId, mplsTopLabelStackSection
 		000a 0004  0088 0001                        # ingressInterface, flowEndReason
-		8001 ffff 00007ed9  8002 ffff 00007ed9      # enterprise 32473: 1 community id, 2 sensor URL`
+		8003 0008 00007ed9  8004 0008 00007ed9      # enterprise 32473: 3 cut packets, 4 cut octets
+		8001 ffff 00007ed9  8002 ffff 00007ed9      # 1 community id, 2 sensor URL`
 	}
 	want := unhex(t, `
 		000a 0000 6553f100 00000007 0000002a        # version, length (below), export time, sequence, domain
-		0002 015c                                   # template set, 348 bytes
-		0100 0013`+fields("0008", "000c", "0004", "0007 0002 000b 0002")+`
-		0101 0013`+fields("001b", "001c", "0010", "0007 0002 000b 0002")+`
-		0102 0012`+fields("0008", "000c", "0004", "0020 0002")+`
-		0103 0012`+fields("001b", "001c", "0010", "008b 0002")+`
+		0002 019c                                   # template set, 412 bytes
+		0100 0015`+fields("0008", "000c", "0004", "0007 0002 000b 0002")+`
+		0101 0015`+fields("001b", "001c", "0010", "0007 0002 000b 0002")+`
+		0102 0014`+fields("0008", "000c", "0004", "0020 0002")+`
+		0103 0014`+fields("001b", "001c", "0010", "008b 0002")+`
 		0100 0000                                   # data set 256, length below
 		0000018bcfe569f4 0000018bcfe569f5           # milliseconds
 		`+hex.EncodeToString(be64(0xe8fe6f80_80000000))+`      # start: NTP seconds 1700000000+2208988800 (0xe8fe6f80), fraction 0.5
 		`+hex.EncodeToString(be64(0xe8fe6f80_8051eb86))+`      # end: +1.25 ms (rounded up)
-		0000000000000003 00000000000000b4           # packets, bytes
+		0000000000000005 0000000000000c6c           # packets, bytes: stored and cut
 		c0000201 c6336402 c000 01bb 06 0012         # addresses, ports, proto, flags
 		0064 0007 000110 00000005 01                # vlans, mpls label 17 << 4, ingress, reason
+		0000000000000002 0000000000000bb8           # cut packets, cut bytes
 		1e`+hex.EncodeToString([]byte(cid))+`
 		0f`+hex.EncodeToString([]byte("https://s1:8443")))
-	setLen := len(want) - 16 - 348
-	want[16+348+2], want[16+348+3] = byte(setLen>>8), byte(setLen)
+	setLen := len(want) - 16 - 412
+	want[16+412+2], want[16+412+3] = byte(setLen>>8), byte(setLen)
 	want[2], want[3] = byte(len(want)>>8), byte(len(want))
 	got := e.Finish()
 	if !bytes.Equal(got, want) {

@@ -92,12 +92,16 @@ type Exporter struct {
 type indexState struct {
 	ingress uint32
 	seen    []seenFlow
+	// seenCut is seen for the index's records of flows that had only cut
+	// packets in the file (index.Builder.CopyCutOnly).
+	seenCut []seenFlow
 	live    bool // listed by the latest Indexes call
 }
 
 type seenFlow struct {
-	packets, bytes uint64
-	last           int64
+	packets, bytes       uint64
+	cutPackets, cutBytes uint64
+	last                 int64
 }
 
 // stateKey identifies a flow for export: its key and where it was seen.
@@ -108,8 +112,8 @@ type stateKey struct {
 	ingress uint32
 }
 
-// flowState is a flow's record being gathered (rec.Packets 0: nothing
-// since the last export) and when its last packet came; lastPacket 0: the
+// flowState is a flow's record being gathered (rec.Packets and
+// rec.CutPackets 0: nothing since the last export) and when its last packet came; lastPacket 0: the
 // slot is free.
 type flowState struct {
 	rec        Record
@@ -253,49 +257,65 @@ func (x *Exporter) ingress(name string) uint32 {
 	return i
 }
 
-// scanIndex adds the packets b has beyond what st counted.
+// scanIndex adds the packets b has beyond what st counted, stored and cut.
 func (x *Exporter) scanIndex(b *index.Builder, st *indexState) {
+	x.scanFlows(b.CopyFlows, &st.seen, st.ingress)
+	x.scanFlows(b.CopyCutOnly, &st.seenCut, st.ingress)
+}
+
+// scanFlows adds what the flows copyFlows lists have beyond seen.
+func (x *Exporter) scanFlows(copyFlows func([]index.LiveFlow, int) []index.LiveFlow, seen *[]seenFlow, ingress uint32) {
 	for from := 0; ; {
-		chunk := b.CopyFlows(x.chunk[:0], from)
+		chunk := copyFlows(x.chunk[:0], from)
 		if len(chunk) == 0 {
 			return
 		}
 		for i := range chunk {
 			f := &chunk[i]
 			id := from + i
-			if id >= len(st.seen) {
-				st.seen = append(st.seen, seenFlow{})
+			if id >= len(*seen) {
+				*seen = append(*seen, seenFlow{})
 			}
-			s := &st.seen[id]
-			if f.Packets == s.packets || !Exportable(&f.Key) {
+			s := &(*seen)[id]
+			if f.Packets == s.packets && f.CutPackets == s.cutPackets || !Exportable(&f.Key) {
 				continue
 			}
-			dp, db := f.Packets-s.packets, f.Bytes-s.bytes
+			d := delta{packets: f.Packets - s.packets, bytes: f.Bytes - s.bytes,
+				cutPackets: f.CutPackets - s.cutPackets, cutBytes: f.CutBytes - s.cutBytes, tcpFlags: f.TCPFlags}
 			// The index keeps no time per packet, only the flow's
 			// first and last: the new packets' first time is exact
 			// when they are the flow's first in the file or a single
-			// packet, else bounded below (freshness).
-			start := f.First
+			// packet, else bounded below (freshness). Cut packets
+			// come with the time of the latest.
+			d.start = f.First
 			switch {
-			case s.packets == 0:
-			case dp == 1:
-				start = f.Last
+			case s.packets == 0 && s.cutPackets == 0:
+			case d.packets+d.cutPackets == 1 || d.packets == 0:
+				d.start = f.Last
 			default:
-				start = s.last + 1
-				if lo := x.prevScan - int64(freshness); lo > start {
-					start = lo
+				d.start = s.last + 1
+				if lo := x.prevScan - int64(freshness); lo > d.start {
+					d.start = lo
 				}
-				start = min(start, f.Last)
+				d.start = min(d.start, f.Last)
 			}
-			x.add(stateKey{key: f.Key, ingress: st.ingress}, dp, db, f.TCPFlags, start, f.Last)
-			s.packets, s.bytes, s.last = f.Packets, f.Bytes, f.Last
+			d.end = f.Last
+			x.add(stateKey{key: f.Key, ingress: ingress}, &d)
+			*s = seenFlow{packets: f.Packets, bytes: f.Bytes, cutPackets: f.CutPackets, cutBytes: f.CutBytes, last: f.Last}
 		}
 		x.chunk = chunk
 		from += len(chunk)
 	}
 }
 
-func (x *Exporter) add(k stateKey, packets, bytes uint64, tcpFlags uint8, start, end int64) {
+// delta is what a scan found new of a flow.
+type delta struct {
+	packets, bytes, cutPackets, cutBytes uint64
+	tcpFlags                             uint8
+	start, end                           int64
+}
+
+func (x *Exporter) add(k stateKey, d *delta) {
 	id, ok := x.ids[k]
 	if !ok {
 		if n := len(x.free); n > 0 {
@@ -309,15 +329,17 @@ func (x *Exporter) add(k stateKey, packets, bytes uint64, tcpFlags uint8, start,
 	}
 	fs := &x.flows[id]
 	r := &fs.rec
-	if r.Packets == 0 {
-		r.Start, r.End, r.TCPFlags = start, end, 0
+	if r.Packets == 0 && r.CutPackets == 0 {
+		r.Start, r.End, r.TCPFlags = d.start, d.end, 0
 	} else {
-		r.Start, r.End = min(r.Start, start), max(r.End, end)
+		r.Start, r.End = min(r.Start, d.start), max(r.End, d.end)
 	}
-	r.Packets += packets
-	r.Bytes += bytes
-	r.TCPFlags |= tcpFlags
-	fs.lastPacket = max(fs.lastPacket, end, 1)
+	r.Packets += d.packets
+	r.Bytes += d.bytes
+	r.CutPackets += d.cutPackets
+	r.CutBytes += d.cutBytes
+	r.TCPFlags |= d.tcpFlags
+	fs.lastPacket = max(fs.lastPacket, d.end, 1)
 }
 
 // expire exports the records of flows idle for IdleTimeout (and forgets
@@ -331,7 +353,7 @@ func (x *Exporter) expire(now int64) {
 		}
 		isIdle := now-fs.lastPacket >= idle
 		r := &fs.rec
-		if r.Packets > 0 {
+		if r.Packets > 0 || r.CutPackets > 0 {
 			switch {
 			case isIdle:
 				r.EndReason = EndIdle
@@ -362,7 +384,7 @@ func (x *Exporter) Flush(reason uint8) {
 		if fs.lastPacket == 0 {
 			continue
 		}
-		if fs.rec.Packets > 0 {
+		if fs.rec.Packets > 0 || fs.rec.CutPackets > 0 {
 			fs.rec.EndReason = reason
 			x.emit(&fs.rec)
 		}
@@ -374,6 +396,6 @@ func (x *Exporter) emit(r *Record) {
 	for _, s := range x.senders {
 		s.offer(r)
 	}
-	r.Packets, r.Bytes, r.TCPFlags = 0, 0, 0
+	r.Packets, r.Bytes, r.CutPackets, r.CutBytes, r.TCPFlags = 0, 0, 0, 0, 0
 	x.emitted++
 }

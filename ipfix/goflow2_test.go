@@ -27,8 +27,9 @@ import (
 // enterprise fields GoFlow2's producer does not map.
 type decoded struct {
 	*protoproducer.ProtoProducerMessage
-	CommunityID, URL string
-	EndReason        uint8
+	CommunityID, URL     string
+	EndReason            uint8
+	CutPackets, CutBytes uint64
 }
 
 // collector decodes IPFIX messages with GoFlow2, as its IPFIX listener does.
@@ -109,6 +110,10 @@ func (c *collector) decode(msg []byte) {
 				d.URL = string(b)
 			case !v.PenProvided && v.Type == ieFlowEndReason:
 				d.EndReason = b[0]
+			case v.PenProvided && v.Pen == DefaultEnterpriseNumber && v.Type == ElementCutPacketDeltaCount:
+				d.CutPackets = binary.BigEndian.Uint64(b)
+			case v.PenProvided && v.Pen == DefaultEnterpriseNumber && v.Type == ElementCutOctetDeltaCount:
+				d.CutBytes = binary.BigEndian.Uint64(b)
 			}
 		}
 		// GoFlow2's JSON output, through the mapping.
@@ -194,7 +199,8 @@ func add(b *index.Builder, ps ...pkt) {
 // TestGoFlow2 exports flows over UDP and decodes them with GoFlow2:
 // every field, the idle timeout, a flow continuing across a rotation,
 // packets added after the last scan of a file that rotated, non-IP flows
-// left out, sequence numbers and the observation domain.
+// left out, sequence numbers and the observation domain, and the cutoff's
+// counts, of a flow with stored packets and of one without.
 func TestGoFlow2(t *testing.T) {
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
@@ -234,6 +240,9 @@ func TestGoFlow2(t *testing.T) {
 	add(b1, pkt{tcp, t0.Add(1500 * time.Millisecond), 1514, flow.TCPPsh | flow.TCPAck})
 	b2 := index.NewBuilder(0)
 	add(b2, pkt{tcp, t0.Add(2 * time.Second), 54, flow.TCPFin | flow.TCPAck})
+	b2.AddCut(&tcp, 2, 3000, t0.Add(1900*time.Millisecond).UnixNano())
+	cutOnly := v4Key(flow.ProtoTCP, 40001, 443, flow.FlagPorts)
+	b2.AddCut(&cutOnly, 3, 4500, t0.Add(1800*time.Millisecond).UnixNano())
 	ix.set(LiveIndex{Iface: "eth9", Index: b2})
 	clk.add(time.Second)
 	x.Scan()
@@ -242,13 +251,13 @@ func TestGoFlow2(t *testing.T) {
 	}
 	clk.set(t0.Add(2*time.Second + DefaultIdleTimeout))
 	x.Scan()
-	if x.emitted != 4 {
-		t.Fatalf("%d records after the idle timeout, want 4", x.emitted)
+	if x.emitted != 5 {
+		t.Fatalf("%d records after the idle timeout, want 5", x.emitted)
 	}
 
 	c := newCollector(t)
 	buf := make([]byte, 65536)
-	for len(c.records) < 4 {
+	for len(c.records) < 5 {
 		_ = pc.SetReadDeadline(time.Now().Add(10 * time.Second))
 		n, _, err := pc.ReadFrom(buf)
 		if err != nil {
@@ -266,17 +275,19 @@ func TestGoFlow2(t *testing.T) {
 	})
 	ns := func(t time.Time) uint64 { return uint64(t.UnixNano()) }
 	type want struct {
-		k          flow.Key
-		packets    uint64
-		bytes      uint64
-		start, end time.Time
-		flags      uint8
+		k                    flow.Key
+		packets              uint64
+		bytes                uint64
+		start, end           time.Time
+		flags                uint8
+		cutPackets, cutBytes uint64
 	}
 	for i, w := range []want{
-		{icmp, 1, 98, t0.Add(3 * time.Millisecond), t0.Add(3 * time.Millisecond), 0},
-		{tcp, 4, 74 + 66 + 1514 + 54, t0, t0.Add(2 * time.Second), flow.TCPSyn | flow.TCPAck | flow.TCPPsh | flow.TCPFin},
-		{tagged, 1, 200, t0.Add(4 * time.Millisecond), t0.Add(4 * time.Millisecond), 0},
-		{udp6, 1, 120, t0.Add(time.Millisecond), t0.Add(time.Millisecond), 0},
+		{icmp, 1, 98, t0.Add(3 * time.Millisecond), t0.Add(3 * time.Millisecond), 0, 0, 0},
+		{tcp, 4 + 2, 74 + 66 + 1514 + 54 + 3000, t0, t0.Add(2 * time.Second), flow.TCPSyn | flow.TCPAck | flow.TCPPsh | flow.TCPFin, 2, 3000},
+		{cutOnly, 3, 4500, t0.Add(1800 * time.Millisecond), t0.Add(1800 * time.Millisecond), 0, 3, 4500},
+		{tagged, 1, 200, t0.Add(4 * time.Millisecond), t0.Add(4 * time.Millisecond), 0, 0, 0},
+		{udp6, 1, 120, t0.Add(time.Millisecond), t0.Add(time.Millisecond), 0, 0, 0},
 	} {
 		r := c.records[i]
 		addrLen := 4
@@ -313,6 +324,8 @@ func TestGoFlow2(t *testing.T) {
 			{"community id", r.CommunityID, w.k.CommunityID(0)},
 			{"url", r.URL, "https://sensor.example:8443"},
 			{"end reason", r.EndReason, uint8(EndIdle)},
+			{"cut packets", r.CutPackets, w.cutPackets},
+			{"cut bytes", r.CutBytes, w.cutBytes},
 		} {
 			if f.got != f.want {
 				t.Errorf("record %d (%v): %s %v, want %v", i, w.k, f.name, f.got, f.want)
@@ -326,11 +339,11 @@ func TestGoFlow2(t *testing.T) {
 	// after the collector read it.
 	var cs Counters
 	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-		if cs = x.Counters()[0]; cs.Records == 4 {
+		if cs = x.Counters()[0]; cs.Records == 5 {
 			break
 		}
 	}
-	if cs.Records != 4 || cs.Templates != 1 || cs.SendErrors != 0 || cs.RecordsDropped != 0 || cs.Bytes == 0 {
+	if cs.Records != 5 || cs.Templates != 1 || cs.SendErrors != 0 || cs.RecordsDropped != 0 || cs.Bytes == 0 {
 		t.Errorf("counters %+v", cs)
 	}
 }
