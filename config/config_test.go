@@ -617,6 +617,9 @@ func TestCutoffRules(t *testing.T) {
 	if !c.Capture.Cutoff.Enabled() {
 		t.Error("a rule with a limit does not cut")
 	}
+	if f := c.Format(); !bytes.Contains(f, []byte(`"cutoff_rules": ["port 22 => 5p"]`)) {
+		t.Errorf("Format writes the rules as\n%s", f)
+	}
 
 	// A flag's jitter out of range: Validate names the key.
 	c = Default()

@@ -3,6 +3,7 @@
 package config
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -157,7 +158,17 @@ func (rs CutoffRules) MarshalText() ([]byte, error) {
 	return []byte(strings.Join(rs.strings(), "; ")), nil
 }
 
-func (rs CutoffRules) MarshalJSON() ([]byte, error) { return json.Marshal(rs.strings()) }
+// MarshalJSON writes the rules as an array of strings, "=>" as it is
+// (json.Marshal would write \u003e).
+func (rs CutoffRules) MarshalJSON() ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(rs.strings()); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
+}
 
 // UnmarshalJSON takes an array of rule strings; errors name the item
 // ("[2]").
