@@ -218,8 +218,12 @@ func runDaemon(ctx context.Context, e *env, cfg config.Config) error {
 		export.stop()
 		return errors.Join(cerr, sp.Close())
 	}
-	srv, err := api.New(cfg.API, api.Options{Spool: sp, Registry: metricsRegistry(c, export.x), Stats: func() any { return c.Stats() }, Health: c.Health, Logger: e.log,
-		FDLimit: fdLimit, Config: cfg.Format(), Fleet: cfg.Fleet})
+	opts := api.Options{Spool: sp, Registry: metricsRegistry(c, export.x), Stats: func() any { return c.Stats() }, Health: c.Health, Logger: e.log,
+		FDLimit: fdLimit, Config: cfg.Format(), Fleet: cfg.Fleet}
+	if cfg.Capture.Cutoff.Enabled() {
+		opts.Cutoff = c
+	}
+	srv, err := api.New(cfg.API, opts)
 	if err != nil {
 		return errors.Join(err, stopCapture())
 	}
