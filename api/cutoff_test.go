@@ -208,7 +208,7 @@ func TestCutoffSuspend(t *testing.T) {
 // TestCutoffMetrics: the counters per interface and rule, the default's
 // as rule="default", pass promtool check metrics (promlint).
 func TestCutoffMetrics(t *testing.T) {
-	s, base := cutoffServer(t, newFakeCutoff(t))
+	_, base := cutoffServer(t, newFakeCutoff(t))
 	resp, body, err := get(t, http.DefaultClient, base+"/metrics")
 	text := string(mustOK(t, resp, body, err))
 	for _, line := range []string{
@@ -236,7 +236,7 @@ func TestCutoffMetrics(t *testing.T) {
 	}
 
 	// Without the cutoff: no series, and no error.
-	s, _ = cutoffServer(t, nil)
+	s, _ := cutoffServer(t, nil)
 	if _, err := metricValue(t, s, "stenod_cutoff_cut_packets_total", nil); !errors.Is(err, errNotFound) {
 		t.Errorf("metrics without the cutoff: %v", err)
 	}
