@@ -1,7 +1,9 @@
 // Package api serves stenod's HTTP API: stenographer's POST /query (so
 // stenoread, stenocurl and Security Onion work unchanged), pcap and pcapng
 // downloads, flow summaries (sorted and paged), a time histogram and packet
-// lists read from the index and the spool, spool statistics, Prometheus
+// lists read from the index and the spool, spool statistics, suspending
+// the per-connection cutoff for a query's connections (Options.Cutoff,
+// POST /v1/cutoff/suspend), Prometheus
 // metrics, a health check and, when asked for, pprof; and, at /, the
 // analyst's web page (web/, embedded: plain HTML, CSS and JavaScript that
 // use only those JSON endpoints). docs/api.md is the user's reference.

@@ -498,6 +498,9 @@ type Stats struct {
 	Spool SpoolStats `json:"spool"`
 	// Capture is what Options.Stats returned; absent without it.
 	Capture any `json:"capture,omitempty"`
+	// Cutoff is what the per-connection cutoff kept and cut, and the
+	// retention with and without it; absent when the cutoff is off.
+	Cutoff *CutoffStats `json:"cutoff,omitempty"`
 }
 
 // SpoolStats answers "how far back can I query": the span from the oldest
@@ -569,6 +572,9 @@ func (s *Server) statsAnswer() Stats {
 	out.Spool.Counters = s.sp.Counters()
 	if s.stats != nil {
 		out.Capture = s.stats()
+	}
+	if s.cutoff != nil {
+		out.Cutoff = s.cutoffStats(out.Spool.Dirs)
 	}
 	return out
 }

@@ -223,6 +223,10 @@ type Options struct {
 	// Fleet lists the sensors /v1/fleet/ asks; without sensors those
 	// endpoints answer 404.
 	Fleet fleet.Config
+	// Cutoff is the capture's per-connection cutoff, nil when it is off:
+	// POST /v1/cutoff/suspend then answers 503, and /metrics and
+	// /v1/stats have no cutoff figures.
+	Cutoff Cutoff
 }
 
 // Server serves the HTTP API. It owns no listener until Serve is called.
@@ -240,6 +244,7 @@ type Server struct {
 	limits  ConnLimits
 	handler http.Handler
 	fleet   *fleet.Fleet // nil without fleet sensors
+	cutoff  Cutoff       // nil without the cutoff
 	// priorityWarn says once that query threads cannot be lowered.
 	priorityWarn sync.Once
 
@@ -259,7 +264,7 @@ func New(cfg Config, opts Options) (*Server, error) {
 		return nil, errors.New("api: no spool")
 	}
 	s := &Server{cfg: cfg, sp: opts.Spool, reg: opts.Registry, stats: opts.Stats, health: opts.Health, log: opts.Logger,
-		config: opts.Config}
+		config: opts.Config, cutoff: opts.Cutoff}
 	if s.reg == nil {
 		s.reg = prometheus.NewRegistry()
 	}
@@ -285,6 +290,11 @@ func New(cfg Config, opts Options) (*Server, error) {
 	s.limits = cfg.ConnLimits(opts.FDLimit)
 	if err := s.reg.Register(newSpoolCollector(s.sp)); err != nil {
 		return nil, fmt.Errorf("api: register spool metrics: %w", err)
+	}
+	if s.cutoff != nil {
+		if err := s.reg.Register(newCutoffCollector(s.cutoff)); err != nil {
+			return nil, fmt.Errorf("api: register cutoff metrics: %w", err)
+		}
 	}
 	if s.fleet, err = newFleet(s, opts.Fleet); err != nil {
 		return nil, err
@@ -316,6 +326,7 @@ func (s *Server) routes() http.Handler {
 	r.Get("/v1/flows", s.handleFlows)
 	r.Post("/v1/alert", s.handleAlert)
 	r.Get("/v1/stats", s.handleStats)
+	r.Post("/v1/cutoff/suspend", s.handleCutoffSuspend)
 	r.Post("/v1/fleet/query", s.handleFleetQuery)
 	r.Get("/v1/fleet/stats", s.handleFleetStats)
 	s.webRoutes(r)

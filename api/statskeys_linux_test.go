@@ -21,7 +21,7 @@ func TestStatsKeysSnakeCase(t *testing.T) {
 		Name: "eth1", Method: capture.MethodXDP, Program: &xdp.ProgramStats{}, ProgramError: "x",
 		Queues: []capture.QueueStats{{Socket: &xdp.SocketStats{}, SocketError: "x", Ring: &afpacket.Stats{}, RingError: "x", ReceiveError: "x"}},
 	}}}
-	s, err := New(DefaultConfig(), Options{Spool: sp, Logger: testLogger(t), Stats: func() any { return full }})
+	s, err := New(DefaultConfig(), Options{Spool: sp, Logger: testLogger(t), Stats: func() any { return full }, Cutoff: newFakeCutoff(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,7 +55,8 @@ func TestStatsKeysSnakeCase(t *testing.T) {
 	walk("", v)
 	// Spot checks of each part.
 	for _, k := range []string{"files_deleted", "held_bytes", "method_reason", "queues", "spool_write_lost",
-		"ringbuf_full", "dropped_rule", "rx_ring_full", "rx_fill_ring_empty_descs", "queue_freezes", "drops"} {
+		"ringbuf_full", "dropped_rule", "rx_ring_full", "rx_fill_ring_empty_descs", "queue_freezes", "drops",
+		"kept_share", "expected_retention_without_cutoff"} {
 		if !seen[k] {
 			t.Errorf("no key %q in /v1/stats:\n%s", k, body)
 		}

@@ -85,6 +85,10 @@ type Config struct {
 	// DropRules drop matching frames in the XDP program before they are
 	// accounted or captured. At most xdp.MaxDropRules.
 	DropRules []xdp.DropRule
+	// Cutoff is the per-connection cutoff: the packets of a connection
+	// past its limit are not stored (docs/operations.md, Per-connection
+	// cutoff). The zero value cuts nothing.
+	Cutoff xdp.CutoffConfig
 }
 
 // DefaultConfig returns settings that work as they are once Interfaces is

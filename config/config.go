@@ -78,27 +78,32 @@ type Demo struct {
 // file is the format of the configuration file: its json tags are the
 // keys, in the order of docs/configuration.md, and a struct field is a
 // section. Each field sets the Config field of the same name (in Capture,
-// Spool, API, IPFIX, Demo or Fleet for a section's), which its type converts to: Size,
-// Duration, DropRules and FleetSensors are how int64, int, time.Duration,
-// []xdp.DropRule and []fleet.Sensor are written in the file. What a key means is in
+// Spool, API, IPFIX, Demo or Fleet for a section's), or the one its
+// field tag names ("Cutoff.Default": a field of a field), which its type
+// converts to: Size, Duration, DropRules, CutoffLimit, CutoffRules and
+// FleetSensors are how int64, int, time.Duration, []xdp.DropRule,
+// xdp.Limit, []xdp.CutoffRule and []fleet.Sensor are written in the file. What a key means is in
 // docs/configuration.md and on the field it sets; its default is the
 // package's DefaultConfig.
 type file struct {
 	User    string `json:"user"`
 	Capture struct {
-		Interfaces        []string  `json:"interfaces"`
-		Method            string    `json:"method"`
-		XDPMode           string    `json:"xdp_mode"`
-		CPUs              []int     `json:"cpus"`
-		UMEMFrames        int       `json:"umem_frames"`
-		FlushInterval     Duration  `json:"flush_interval"`
-		Observe           bool      `json:"observe"`
-		AFPacketRings     int       `json:"afpacket_rings"`
-		AFPacketBlockSize Size      `json:"afpacket_block_size"`
-		AFPacketBlocks    int       `json:"afpacket_blocks"`
-		XDPObserve        bool      `json:"xdp_observe"`
-		PinRoot           string    `json:"pin_root"`
-		DropRules         DropRules `json:"drop_rules"`
+		Interfaces        []string    `json:"interfaces"`
+		Method            string      `json:"method"`
+		XDPMode           string      `json:"xdp_mode"`
+		CPUs              []int       `json:"cpus"`
+		UMEMFrames        int         `json:"umem_frames"`
+		FlushInterval     Duration    `json:"flush_interval"`
+		Observe           bool        `json:"observe"`
+		AFPacketRings     int         `json:"afpacket_rings"`
+		AFPacketBlockSize Size        `json:"afpacket_block_size"`
+		AFPacketBlocks    int         `json:"afpacket_blocks"`
+		XDPObserve        bool        `json:"xdp_observe"`
+		PinRoot           string      `json:"pin_root"`
+		DropRules         DropRules   `json:"drop_rules"`
+		Cutoff            CutoffLimit `json:"cutoff" field:"Cutoff.Default"`
+		CutoffRules       CutoffRules `json:"cutoff_rules" field:"Cutoff.Rules"`
+		CutoffJitter      uint32      `json:"cutoff_jitter" field:"Cutoff.JitterPercent"`
 	} `json:"capture"`
 	Spool struct {
 		Dirs             []string `json:"dirs"`
@@ -153,7 +158,7 @@ type key struct {
 	name    string       // "spool.max_bytes"
 	typ     reflect.Type // the file's type of the value: Size
 	section string       // "Spool"; "" at the top
-	field   string       // "MaxBytes"
+	field   string       // "MaxBytes"; "Cutoff.Default" for a field of a field
 }
 
 // keys lists every key of file, in order.
@@ -168,7 +173,11 @@ var keys = func() []key {
 		}
 		for j := range f.Type.NumField() {
 			g := f.Type.Field(j)
-			out = append(out, key{name: f.Tag.Get("json") + "." + g.Tag.Get("json"), typ: g.Type, section: f.Name, field: g.Name})
+			field := g.Name
+			if path := g.Tag.Get("field"); path != "" {
+				field = path
+			}
+			out = append(out, key{name: f.Tag.Get("json") + "." + g.Tag.Get("json"), typ: g.Type, section: f.Name, field: field})
 		}
 	}
 	// Every key must have its field (TestEveryKeyParsed runs this).
@@ -198,7 +207,13 @@ func (k *key) value(c *Config) reflect.Value {
 			return reflect.Value{}
 		}
 	}
-	return v.FieldByName(k.field)
+	for _, name := range strings.Split(k.field, ".") {
+		if v.Kind() != reflect.Struct {
+			return reflect.Value{}
+		}
+		v = v.FieldByName(name)
+	}
+	return v
 }
 
 // get returns k's value in c as the file's type.
@@ -230,6 +245,7 @@ func Default() Config {
 	c.Capture.Interfaces = []string{}
 	c.Capture.CPUs = []int{}
 	c.Capture.DropRules = []xdp.DropRule{}
+	c.Capture.Cutoff.Rules = []xdp.CutoffRule{}
 	return c
 }
 
@@ -426,6 +442,8 @@ func want(t reflect.Type) string {
 		return "an array of integers"
 	case t.Kind() == reflect.Int:
 		return "an integer"
+	case t.Kind() == reflect.Uint32:
+		return "an integer, at least 0"
 	case t.Kind() == reflect.Bool:
 		return "true or false"
 	case t.Kind() == reflect.Float64:
@@ -513,10 +531,14 @@ func getText(v reflect.Value) string {
 // marshal returns k's value in c as JSON, as Format writes it: arrays on
 // one line, items separated by ", " as people write them.
 func (k *key) marshal(c *Config) []byte {
-	b, err := json.Marshal(k.get(c))
-	if err != nil {
+	// Not json.Marshal: it writes > as \u003e, and cutoff rules have "=>".
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(k.get(c)); err != nil {
 		panic(err)
 	}
+	b := bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
 	var items []json.RawMessage
 	if k.typ.Kind() == reflect.Slice && json.Unmarshal(b, &items) == nil {
 		s := make([]string, len(items))
@@ -594,6 +616,9 @@ func (c *Config) validate(requireIfaces bool) error {
 		if d == "" {
 			return bad("spool.dirs", "an empty directory name")
 		}
+	}
+	if err := validateCutoff(&c.Capture.Cutoff); err != nil {
+		return err
 	}
 	cc := c.Capture
 	if !requireIfaces && len(cc.Interfaces) == 0 {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/stenod/stenod/fleet"
 	"github.com/stenod/stenod/ipfix"
+	"github.com/stenod/stenod/query"
 	"github.com/stenod/stenod/xdp"
 )
 
@@ -73,7 +74,10 @@ func TestEveryKeyParsed(t *testing.T) {
     "afpacket_blocks": 32,
     "xdp_observe": true,
     "pin_root": "/sys/fs/bpf/sensor",
-    "drop_rules": ["udp and port 53", {"proto": "tcp", "port": 22, "src": "192.0.2.0/24", "dst": "198.51.100.7"}, "net 10.0.0.0/8", {"proto": 50, "dst": "2001:db8::/32"}, "icmp"]
+    "drop_rules": ["udp and port 53", {"proto": "tcp", "port": 22, "src": "192.0.2.0/24", "dst": "198.51.100.7"}, "net 10.0.0.0/8", {"proto": 50, "dst": "2001:db8::/32"}, "icmp"],
+    "cutoff": "20KB",
+    "cutoff_rules": ["port 443 => 64KiB", "tcp and port 22 => 5p", "host 10.0.0.5 or net 2001:db8::/32 => never", "udp => 1.5MB+100p"],
+    "cutoff_jitter": 10
   },
   "spool": {
     "dirs": ["/data1/spool", "/data2/spool"],
@@ -150,6 +154,19 @@ func TestEveryKeyParsed(t *testing.T) {
 		{Dst: netip.MustParsePrefix("10.0.0.0/8")},
 		{Proto: 50, Dst: netip.MustParsePrefix("2001:db8::/32")},
 		{Proto: 1, Src: netip.MustParsePrefix("0.0.0.0/0")},
+	}
+	want.Capture.Cutoff = xdp.CutoffConfig{
+		Default: xdp.Limit{Bytes: 20000},
+		Rules: []xdp.CutoffRule{
+			{Name: "port 443", Match: []xdp.DropRule{{Port: 443}}, Limit: xdp.Limit{Bytes: 64 << 10}},
+			{Name: "tcp and port 22", Match: []xdp.DropRule{{Proto: 6, Port: 22}}, Limit: xdp.Limit{Packets: 5}},
+			{Name: "host 10.0.0.5 or net 2001:db8::/32", Match: []xdp.DropRule{
+				{Src: netip.MustParsePrefix("10.0.0.5/32")}, {Dst: netip.MustParsePrefix("10.0.0.5/32")},
+				{Src: netip.MustParsePrefix("2001:db8::/32")}, {Dst: netip.MustParsePrefix("2001:db8::/32")},
+			}},
+			{Name: "udp", Match: []xdp.DropRule{{Proto: 17}}, Limit: xdp.Limit{Bytes: 1.5e6, Packets: 100}},
+		},
+		JitterPercent: 10,
 	}
 	want.Spool.Dirs = []string{"/data1/spool", "/data2/spool"}
 	want.Spool.SnapLen = 9000
@@ -255,6 +272,26 @@ func TestBadFiles(t *testing.T) {
 		{"rule bad port", `{"capture": {"drop_rules": [{"port": 0}]}}`, "capture.drop_rules[0].port", false},
 		{"rule bad proto", `{"capture": {"drop_rules": [{"proto": "gre"}]}}`, "capture.drop_rules[0].proto", false},
 		{"too many rules", `{"capture": {"drop_rules": [` + strings.Repeat(`"port 1",`, 16) + `"port 2"]}}`, "capture.drop_rules", false},
+		{"cutoff unit", `{"capture": {"cutoff": "20 parsecs"}}`, "capture.cutoff", false},
+		{"cutoff negative", `{"capture": {"cutoff": -1}}`, "capture.cutoff", false},
+		{"cutoff packets twice", `{"capture": {"cutoff": "5p+6p"}}`, "capture.cutoff", false},
+		{"cutoff fractional", `{"capture": {"cutoff": "1.5B"}}`, "capture.cutoff", false},
+		{"cutoff rule no arrow", `{"capture": {"cutoff_rules": ["port 443 20KB"]}}`, "capture.cutoff_rules[0]", false},
+		{"cutoff rule two arrows", `{"capture": {"cutoff_rules": ["port 443 => 20KB => 5p"]}}`, "capture.cutoff_rules[0]", false},
+		{"cutoff rule no query", `{"capture": {"cutoff_rules": [" => 20KB"]}}`, "capture.cutoff_rules[0]", false},
+		{"cutoff rule bad query", `{"capture": {"cutoff_rules": ["tcp => 1p", "portt 53 => 20KB"]}}`, "capture.cutoff_rules[1]", false},
+		{"cutoff rule not", `{"capture": {"cutoff_rules": ["not port 22 => never"]}}`, "capture.cutoff_rules[0]", false},
+		{"cutoff rule time", `{"capture": {"cutoff_rules": ["after 1h ago => 5p"]}}`, "capture.cutoff_rules[0]", false},
+		{"cutoff rule bad limit", `{"capture": {"cutoff_rules": ["port 22 => lots"]}}`, "capture.cutoff_rules[0]", false},
+		{"cutoff rule number", `{"capture": {"cutoff_rules": [22]}}`, "capture.cutoff_rules[0]", false},
+		{"cutoff rules not array", `{"capture": {"cutoff_rules": "port 22 => 5p"}}`, "capture.cutoff_rules", false},
+		{"cutoff rule repeated", `{"capture": {"cutoff_rules": ["port 22 => 5p", "port  22 => 10p"]}}`, "capture.cutoff_rules[1]", false},
+		{"cutoff rules too many matches", `{"capture": {"cutoff_rules": [` + strings.Repeat(`"net 10.0.0.0/8 or net 10.1.0.0/16 or net 10.2.0.0/16 or net 10.3.0.0/16 => 5p", `, 1) +
+			`"net 11.0.0.0/8 or net 11.1.0.0/16 or net 11.2.0.0/16 or net 11.3.0.0/16 => 5p", "net 12.0.0.0/8 or net 12.1.0.0/16 or net 12.2.0.0/16 or net 12.3.0.0/16 => 5p", ` +
+			`"net 13.0.0.0/8 or net 13.1.0.0/16 or net 13.2.0.0/16 or net 13.3.0.0/16 => 5p", "port 1 => 5p"]}}`, "capture.cutoff_rules", false},
+		{"cutoff jitter", `{"capture": {"cutoff_jitter": 101}}`, "capture.cutoff_jitter", false},
+		{"cutoff jitter negative", `{"capture": {"cutoff_jitter": -1}}`, "capture.cutoff_jitter", false},
+		{"cutoff jitter string", `{"capture": {"cutoff_jitter": "10%"}}`, "capture.cutoff_jitter", false},
 		// Ranges the packages' Validate methods own, named by key.
 		{"method", `{"capture": {"method": "pcap"}}`, "capture.method", false},
 		{"xdp mode", `{"capture": {"xdp_mode": "offload"}}`, "capture.xdp_mode", false},
@@ -363,6 +400,13 @@ func TestSetGet(t *testing.T) {
 		{"capture.observe", "true", "true"},
 		{"capture.flush_interval", "200ms", "200ms"},
 		{"capture.drop_rules", "udp and port 53; src net 10.0.0.0/8 or icmp6", "udp and port 53; src net 10.0.0.0/8; icmp6"},
+		{"capture.cutoff", "20KB", "20kB"},
+		{"capture.cutoff", "64KiB", "64KiB"},
+		{"capture.cutoff", "5P", "5p"},
+		{"capture.cutoff", "never", "0"},
+		{"capture.cutoff", "1.5MB", "1500kB"},
+		{"capture.cutoff_rules", " port 443 => 20KB;tcp and port 22 => 5p ; host 10.0.0.5 => 0;", "port 443 => 20kB; tcp and port 22 => 5p; host 10.0.0.5 => never"},
+		{"capture.cutoff_jitter", "25", "25"},
 		{"spool.max_bytes", "500000000000", "500GB"},
 		{"spool.rotate_size", "256MiB", "256MiB"},
 		{"spool.write_buffer", "64KiB", "64KiB"},
@@ -388,6 +432,9 @@ func TestSetGet(t *testing.T) {
 		{"spool.budget", "1"}, {"capture.umem_frames", "x"}, {"spool.max_bytes", "-5"},
 		{"capture.cpus", "a"}, {"capture.observe", "maybe"}, {"api.query_timeout", "1 hour"},
 		{"capture.drop_rules", "port"}, {"capture.drop_rules", "tcp; vlan 1"},
+		{"capture.cutoff", "20KB5p"}, {"capture.cutoff", "-5p"}, {"capture.cutoff", "p"},
+		{"capture.cutoff_rules", "port 443 => 20KB; vlan 1 => 5p"}, {"capture.cutoff_rules", "port 443"},
+		{"capture.cutoff_jitter", "-1"}, {"capture.cutoff_jitter", "ten"},
 	} {
 		if err := c.Set(tc.key, tc.value); err == nil || !strings.Contains(err.Error(), tc.key) {
 			t.Errorf("Set(%s, %q) = %v, want an error naming the key", tc.key, tc.value, err)
@@ -472,5 +519,115 @@ func TestDropRules(t *testing.T) {
 		if err := back.UnmarshalText(text); err != nil || !reflect.DeepEqual(back, got) {
 			t.Errorf("%s: written %q, read back %v, %v", in, text, back, err)
 		}
+	}
+}
+
+// TestCutoffLimit: every form of a limit, written back in its shortest
+// form and read back the same.
+func TestCutoffLimit(t *testing.T) {
+	for in, want := range map[string]xdp.Limit{
+		"0": {}, "never": {}, "NEVER": {}, "0B": {}, "0p": {},
+		"20KB": {Bytes: 20000}, "20kB": {Bytes: 20000}, "1.5MB": {Bytes: 1.5e6}, "64KiB": {Bytes: 64 << 10}, "20000": {Bytes: 20000},
+		"5p": {Packets: 5}, " 5P ": {Packets: 5}, "20KB+10p": {Bytes: 20000, Packets: 10}, "10p + 1MiB": {Bytes: 1 << 20, Packets: 10},
+	} {
+		var got CutoffLimit
+		if err := got.UnmarshalText([]byte(in)); err != nil || xdp.Limit(got) != want {
+			t.Errorf("%q: %+v, %v, want %+v", in, got, err, want)
+			continue
+		}
+		var back CutoffLimit
+		if err := back.UnmarshalText([]byte(got.String())); err != nil || back != got {
+			t.Errorf("%q: written %q, read back %+v, %v", in, got.String(), back, err)
+		}
+		raw, _ := json.Marshal(got)
+		var fromJSON CutoffLimit
+		if err := json.Unmarshal(raw, &fromJSON); err != nil || fromJSON != got {
+			t.Errorf("%q: JSON %s read back %+v, %v", in, raw, fromJSON, err)
+		}
+	}
+	for _, in := range []string{"", "p", "5", "-5p", "5p+6p", "1KB+2KB", "1.5p", "20 parsecs", "nevermore", "5 packets", "+"} {
+		var l CutoffLimit
+		err := l.UnmarshalText([]byte(in))
+		if in == "5" {
+			// A bare number is bytes, as a Size.
+			if err != nil || l.Bytes != 5 {
+				t.Errorf("%q: %+v, %v", in, l, err)
+			}
+			continue
+		}
+		if err == nil || !strings.Contains(err.Error(), `"5p"`) {
+			t.Errorf("%q: %+v, error %v does not say what a limit is", in, l, err)
+		}
+	}
+}
+
+// TestCutoffRules: the rules' errors name the rule and carry the query
+// parser's position; a rule written out reads back the same.
+func TestCutoffRules(t *testing.T) {
+	var rs CutoffRules
+	err := rs.UnmarshalText([]byte("port 443 => 20KB; tcp and portt 22 => 5p"))
+	if err == nil || !strings.Contains(err.Error(), `cutoff rule "tcp and portt 22 => 5p": query: at 8 ("portt")`) {
+		t.Errorf("bad query: %v", err)
+	}
+	err = rs.UnmarshalText([]byte("port 443 => 20 KBs"))
+	if err == nil || !strings.Contains(err.Error(), `cutoff rule "port 443 => 20 KBs": limit "20 KBs": want a size`) {
+		t.Errorf("bad limit: %v", err)
+	}
+	err = rs.UnmarshalText([]byte("src port 53 => 5p"))
+	if err == nil || !strings.Contains(err.Error(), `cutoff rule "src port 53 => 5p"`) || !errors.Is(err, query.ErrDropRule) {
+		t.Errorf("inexpressible query: %v", err)
+	}
+
+	// From the file: the key and the item named, with the file.
+	_, err = Parse([]byte(`{"capture": {"cutoff_rules": ["port 443 => 20KB", "host 10.0.0.500 => never"]}}`), "c.json")
+	if err == nil || !strings.HasPrefix(err.Error(), `config c.json: key "capture.cutoff_rules[1]": cutoff rule "host 10.0.0.500 => never": query: at 5 ("10.0.0.500")`) {
+		t.Errorf("file: %v", err)
+	}
+
+	for _, in := range []string{
+		"port 443 => 20kB",
+		"tcp and (port 22 or port 3389) => 5p; udp => 1MiB+10p; host 10.0.0.5 or host 2001:db8::5 => never",
+		"src net 192.0.2.0/24 => 1kB",
+	} {
+		if err := rs.UnmarshalText([]byte(in)); err != nil {
+			t.Errorf("%q: %v", in, err)
+			continue
+		}
+		text, _ := rs.MarshalText()
+		if string(text) != in {
+			t.Errorf("%q written back as %q", in, text)
+		}
+		var back CutoffRules
+		raw, _ := json.Marshal(rs)
+		if err := json.Unmarshal(raw, &back); err != nil || !reflect.DeepEqual(back, rs) {
+			t.Errorf("%q: JSON %s read back %+v, %v", in, raw, back, err)
+		}
+	}
+
+	// Enabled follows the limits: a never rule alone cuts nothing.
+	c := Default()
+	if c.Capture.Cutoff.Enabled() {
+		t.Error("the default configuration cuts")
+	}
+	_ = c.Set("capture.cutoff_rules", "host 10.0.0.5 => never")
+	if c.Capture.Cutoff.Enabled() {
+		t.Error("a never rule alone cuts")
+	}
+	_ = c.Set("capture.cutoff_rules", "port 22 => 5p")
+	if !c.Capture.Cutoff.Enabled() {
+		t.Error("a rule with a limit does not cut")
+	}
+	if f := c.Format(); !bytes.Contains(f, []byte(`"cutoff_rules": ["port 22 => 5p"]`)) {
+		t.Errorf("Format writes the rules as\n%s", f)
+	}
+
+	// A flag's jitter out of range: Validate names the key.
+	c = Default()
+	_ = c.Set("capture.interfaces", "eth1")
+	if err := c.Set("capture.cutoff_jitter", "150"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), `key "capture.cutoff_jitter": cutoff jitter 150%: want a percent from 0 to 100`) {
+		t.Errorf("Validate: %v", err)
 	}
 }

@@ -8,8 +8,10 @@
 // (docs/configuration.md lists them all, with their defaults;
 // etc/stenod.json is Default written out by Format), and the types of
 // their values: Size ("1GiB", "500MB" or a number of bytes), Duration
-// ("5m") and DropRules (pre-capture drop rules, written in the query
-// language: query.ParseDropRules). Each key sets the Config field of the
+// ("5m"), DropRules (pre-capture drop rules, written in the query
+// language: query.ParseDropRules), CutoffLimit ("20KB", "5p", "never")
+// and CutoffRules (per-connection cutoffs, "QUERY => LIMIT", the query
+// as drop rules take it). Each key sets the Config field of the
 // same name; its default is the package's DefaultConfig. The ranges
 // belong to the packages: a value is impossible when capture.Config,
 // spool.Config or api.Config.Validate says so, and those name the field

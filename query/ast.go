@@ -237,3 +237,19 @@ func timeOnly(n *node) bool {
 	}
 	return false
 }
+
+func hasTime(n *node) bool {
+	switch n.kind {
+	case kBefore, kAfter:
+		return true
+	case kNot:
+		return hasTime(n.kid)
+	case kChain:
+		for _, t := range n.terms {
+			if hasTime(t.n) {
+				return true
+			}
+		}
+	}
+	return false
+}

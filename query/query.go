@@ -66,6 +66,7 @@ type Query struct {
 	prog     prog
 	lo, hi   int64
 	timeOnly bool
+	hasTime  bool
 }
 
 // Parse parses a query. now is the reference for relative times ("3h ago");
@@ -99,6 +100,7 @@ func ParseWith(s string, now time.Time, o Options) (*Query, error) {
 	}
 	q.lo, q.hi = t.lo, t.hi
 	q.timeOnly = timeOnly(root)
+	q.hasTime = hasTime(root)
 	return q, nil
 }
 
@@ -169,3 +171,8 @@ func (q *Query) TimeRange() (lo, hi int64) { return q.lo, q.hi }
 // whether it parsed as IP or not. The engine can skip the flow index and
 // filter a file's packets with MatchPacket(nil, ts).
 func (q *Query) TimeOnly() bool { return q.timeOnly }
+
+// HasTime reports whether the query has a time primitive (before,
+// after): without one, MatchFlow decides every key Yes or No, never
+// ByTime, so the key alone says whether a flow matches.
+func (q *Query) HasTime() bool { return q.hasTime }

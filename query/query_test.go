@@ -446,6 +446,29 @@ func TestVerdict(t *testing.T) {
 	}
 }
 
+// TestHasTime: a query with a time primitive anywhere says so, and one
+// without never answers ByTime.
+func TestHasTime(t *testing.T) {
+	for q, want := range map[string]bool{
+		"tcp":                          false,
+		"host 10.0.0.1 and not port 1": false,
+		"vlan 5 or (udp and port 53)":  false,
+		"after 3h ago":                 true,
+		"tcp or before 3h ago":         true,
+		"not (udp and after 1h ago)":   true,
+		"tcp and (port 1 or (host 10.0.0.1 and before 2024-01-01T00:00:00Z))": true,
+	} {
+		if got := mustParse(t, q).HasTime(); got != want {
+			t.Errorf("%q: HasTime() = %v, want %v", q, got, want)
+		}
+	}
+	for _, k := range []string{"t4", "u4", "i4", "arp", "zero"} {
+		if v := mustParse(t, "tcp or not port 53").MatchFlow(key(t, k)); v == ByTime {
+			t.Errorf("%s: a query without time answered ByTime", k)
+		}
+	}
+}
+
 func TestMatchFlowDuring(t *testing.T) {
 	const T = int64(1_000_000)
 	q := mustParse(t, "tcp and after "+time.Unix(0, T).UTC().Format(time.RFC3339Nano)+

@@ -25,8 +25,10 @@ import (
 	"github.com/stenod/stenod/api"
 	"github.com/stenod/stenod/capture"
 	"github.com/stenod/stenod/config"
+	"github.com/stenod/stenod/flow"
 	"github.com/stenod/stenod/internal/testkit/testutil"
 	"github.com/stenod/stenod/ipfix"
+	"github.com/stenod/stenod/xdp"
 )
 
 // TestDocs checks what README.md and docs/*.md name against the code, so
@@ -387,6 +389,16 @@ func commandFlags(t *testing.T) map[string][]string {
 	return out
 }
 
+// docsCutoff is a cutoff with one rule on one interface, so that the
+// cutoff's metrics and /v1/stats figures exist.
+type docsCutoff struct{}
+
+func (docsCutoff) SuspendCutoff(func(k *flow.Key) bool) (int, error) { return 0, nil }
+func (docsCutoff) Stats() capture.Stats                              { return capture.Stats{} }
+func (docsCutoff) CutoffStats() []capture.InterfaceCutoff {
+	return []capture.InterfaceCutoff{{Name: "eth1", Stats: xdp.CutoffStats{Rules: []xdp.RuleCut{{Rule: 0, Name: "port 443"}, {Rule: -1}}}}}
+}
+
 // scrapeAPI serves the API with the daemon's registry on a spool with
 // packets, over a Unix socket, and returns the paths of the /v1/stats
 // answer ("spool.dirs[].retention") and the names of every metric
@@ -403,7 +415,7 @@ func scrapeAPI(t *testing.T) (stats map[string]bool, metrics []string) {
 		t.Fatal(err)
 	}
 	reg := metricsRegistry(&c, x)
-	srv, err := api.New(api.DefaultConfig(), api.Options{Spool: sp, Registry: reg, Logger: slog.New(slog.DiscardHandler)})
+	srv, err := api.New(api.DefaultConfig(), api.Options{Spool: sp, Registry: reg, Logger: slog.New(slog.DiscardHandler), Cutoff: docsCutoff{}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -476,7 +488,7 @@ func scrapeAPI(t *testing.T) (stats map[string]bool, metrics []string) {
 		metrics = append(metrics, m[1])
 	}
 	if !slices.Contains(metrics, "stenod_xsk_rx_ring_full_total") || !slices.Contains(metrics, "stenod_spool_oldest_packet_timestamp_seconds") ||
-		!slices.Contains(metrics, "stenod_api_connections_limit") {
+		!slices.Contains(metrics, "stenod_api_connections_limit") || !slices.Contains(metrics, "stenod_cutoff_cut_bytes_total") {
 		t.Fatalf("metrics missing: %v", metrics)
 	}
 	return stats, metrics

@@ -47,6 +47,9 @@ var runFlags = []struct {
 	{"umem-frames", "capture.umem_frames", "4 KiB packet buffers `per RX queue`: how long a disk stall is ridden out", false},
 	{"pin-root", "capture.pin_root", "bpffs `directory` for the pinned XDP objects", false},
 	{"drop", "capture.drop_rules", "pre-capture drop `rules` in the query language, ';' separated, such as 'udp and port 53; net 10.9.0.0/16'", false},
+	{"cutoff", "capture.cutoff", "per-connection cutoff: store only the first `SIZE` (such as 20KB) or packets (5p) of each connection, both directions together (0: off)", false},
+	{"cutoff-rules", "capture.cutoff_rules", "per-class cutoff `rules`, first match wins, ';' separated: 'QUERY => SIZE|Np|never', such as 'port 22 => 5p; host 10.0.0.5 => never'", false},
+	{"cutoff-jitter", "capture.cutoff_jitter", "raise each connection's cutoff by a random 0 to `PCT` percent, against padding past a known cutoff", false},
 	{"rotate-size", "spool.rotate_size", "start a new spool file past this `size`", false},
 	{"rotate-age", "spool.rotate_age", "start a new spool file after this much packet `time`", false},
 	{"max-bytes", "spool.max_bytes", "disk budget per spool directory, such as 2TiB (0: none); the oldest files go first", false},
@@ -215,8 +218,12 @@ func runDaemon(ctx context.Context, e *env, cfg config.Config) error {
 		export.stop()
 		return errors.Join(cerr, sp.Close())
 	}
-	srv, err := api.New(cfg.API, api.Options{Spool: sp, Registry: metricsRegistry(c, export.x), Stats: func() any { return c.Stats() }, Health: c.Health, Logger: e.log,
-		FDLimit: fdLimit, Config: cfg.Format(), Fleet: cfg.Fleet})
+	opts := api.Options{Spool: sp, Registry: metricsRegistry(c, export.x), Stats: func() any { return c.Stats() }, Health: c.Health, Logger: e.log,
+		FDLimit: fdLimit, Config: cfg.Format(), Fleet: cfg.Fleet}
+	if cfg.Capture.Cutoff.Enabled() {
+		opts.Cutoff = c
+	}
+	srv, err := api.New(cfg.API, opts)
 	if err != nil {
 		return errors.Join(err, stopCapture())
 	}

@@ -62,6 +62,18 @@ func TestRunConfigAndFlags(t *testing.T) {
 	if c.API.Listen != "127.0.0.1:4000" || c.Spool.MaxBytes != 3<<30 || c.Capture.Interfaces[0] != "eth9" || len(c.Capture.DropRules) != 1 {
 		t.Errorf("file values lost: %+v", c)
 	}
+	// The cutoff flags set the cutoff; the rules replace the file's.
+	write(`{"capture": {"interfaces": ["eth9"], "cutoff_rules": ["udp => 1p"]}}`)
+	code, out, stderr = runCmd(t, "run", "--config", file, "--print-config", "--cutoff", "20KB", "--cutoff-jitter", "10",
+		"--cutoff-rules", "host 10.0.0.5 => never; tcp and port 22 => 5p")
+	if code != 0 || !strings.Contains(out, `"cutoff": "20kB"`) || !strings.Contains(out, `"cutoff_jitter": 10`) ||
+		!strings.Contains(out, `"cutoff_rules": ["host 10.0.0.5 => never", "tcp and port 22 => 5p"]`) {
+		t.Errorf("cutoff flags: exit %d %s\n%s", code, stderr, out)
+	}
+	write(`{"capture": {"interfaces": ["eth9"], "drop_rules": ["udp and port 53"]},
+	        "spool": {"dirs": ["/srv/a"], "max_bytes": "3GiB"},
+	        "api": {"listen": "127.0.0.1:4000"}}`)
+
 	// A flag at its default value still overrides when given.
 	code, out, _ = runCmd(t, "run", "--config", file, "--print-config", "--listen", "127.0.0.1:1234")
 	if code != 0 || !strings.Contains(out, `"listen": "127.0.0.1:1234"`) {
@@ -90,6 +102,12 @@ func TestRunConfigAndFlags(t *testing.T) {
 		{"no interface", `{}`, nil, `key "capture.interfaces"`},
 		{"unsafe listen", `{"capture": {"interfaces": ["eth9"]}}`, []string{"--listen", "0.0.0.0:1234"}, `--listen: api: refusing to listen`},
 		{"relative socket", `{"capture": {"interfaces": ["eth9"]}}`, []string{"--socket", "stenod.sock"}, `--socket: api: socket "stenod.sock": want an absolute path`},
+		{"bad cutoff", `{"capture": {"interfaces": ["eth9"]}}`, []string{"--cutoff", "20 parsecs"}, `--cutoff: limit "20 parsecs": want a size`},
+		{"bad cutoff rule", `{"capture": {"interfaces": ["eth9"]}}`, []string{"--cutoff-rules", "port 443 => 20KB; portt 22 => 5p"},
+			`--cutoff-rules: cutoff rule "portt 22 => 5p": query: at 0 ("portt")`},
+		{"cutoff jitter out of range", `{"capture": {"interfaces": ["eth9"]}}`, []string{"--cutoff-jitter", "101"}, `--cutoff-jitter: cutoff jitter 101%: want a percent from 0 to 100`},
+		{"bad cutoff rule in the file", `{"capture": {"interfaces": ["eth9"], "cutoff_rules": ["port 22 => 5 packets"]}}`, nil,
+			`key "capture.cutoff_rules[0]": cutoff rule "port 22 => 5 packets": limit "5 packets"`},
 	} {
 		write(tc.file)
 		code, _, stderr := runCmd(t, append([]string{"run", "--config", file, "--print-config"}, tc.args...)...)
