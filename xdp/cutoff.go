@@ -296,3 +296,10 @@ func (r *CutConnRecord) UnmarshalBinary(b []byte) error {
 	r.FirstCut = binary.LittleEndian.Uint64(b[flow.KeySize:])
 	return nil
 }
+
+// Validate reports what SetConfig would refuse in c: the errors of the
+// cutoff part of ProgramConfig.
+func (c CutoffConfig) Validate() error {
+	_, err := c.compile()
+	return err
+}
