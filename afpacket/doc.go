@@ -11,10 +11,12 @@
 // (the mmapped ring of blocks). Close releases both; nothing else does, and
 // the kernel drops the socket's promiscuous-mode membership and fanout group
 // membership when the socket closes. The package sets no thread affinity, no
-// interface offloads and no BPF program besides the snap-length filter: the
-// caller pins its reader goroutine and tunes the interface (turn GRO/LRO off
-// on a capture port, or the ring sees merged super-frames instead of the
-// frames that crossed the wire).
+// interface offloads and no BPF program besides the snap-length filter, or
+// the eBPF socket filter the caller passes in its place (Options.BPFFilterFD,
+// stenod's cutoff: xdp.Program.SocketFilter); the kernel holds that one
+// while the socket is open. The caller pins its reader goroutine and tunes
+// the interface (turn GRO/LRO off on a capture port, or the ring sees merged
+// super-frames instead of the frames that crossed the wire).
 //
 // # Reading
 //

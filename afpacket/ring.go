@@ -77,6 +77,16 @@ type Options struct {
 	// crossed the wire (a re-inserted VLAN tag included). 0 captures whole
 	// frames, up to what one block holds.
 	SnapLen int
+	// BPFFilterFD, if not 0, is the file descriptor of an eBPF socket
+	// filter (BPF_PROG_TYPE_SOCKET_FILTER), attached with SO_ATTACH_BPF in
+	// place of the classic filter that cuts frames to SnapLen: it returns 0
+	// to drop a packet, else the bytes to keep, and must do the snap length
+	// itself, 4 bytes less for a frame whose outer VLAN tag the kernel took
+	// out (xdp.Program.SocketFilter does, with the same SnapLen in its
+	// configuration). SnapLen still sizes the Ring's buffers. The kernel
+	// holds its own reference: the caller may close the descriptor after
+	// Open.
+	BPFFilterFD int
 	// Fanout and FanoutGroup make this Ring one of several that share the
 	// interface's packets; every Ring of a group must use the same mode.
 	// Each packet goes to exactly one Ring of the group. FanoutPick
@@ -147,6 +157,8 @@ func (o *Options) validate() error {
 		return fmt.Errorf("snap length %d is below %d", o.SnapLen, minSnapLen)
 	case o.PollInterval <= 0:
 		return fmt.Errorf("poll interval %v is not positive", o.PollInterval)
+	case o.BPFFilterFD < 0:
+		return fmt.Errorf("eBPF filter fd %d is negative", o.BPFFilterFD)
 	}
 	if o.Fanout != FanoutNone {
 		if _, err := o.Fanout.kernel(); err != nil {
@@ -283,9 +295,17 @@ func (r *Ring) setup(o *Options) error {
 		}
 	}
 	maxFrame := r.blockSize - blockDescLen
+	if o.BPFFilterFD != 0 {
+		// Before bind: no packet reaches the ring unfiltered.
+		if err := unix.SetsockoptInt(r.fd, unix.SOL_SOCKET, unix.SO_ATTACH_BPF, o.BPFFilterFD); err != nil {
+			return fmt.Errorf("afpacket %s: attach eBPF socket filter (fd %d): %w", r.iface, o.BPFFilterFD, err)
+		}
+	}
 	if o.SnapLen != 0 && o.SnapLen < maxFrame {
-		if err := attachSnapFilter(r.fd, o.SnapLen); err != nil {
-			return fmt.Errorf("afpacket %s: attach snap length filter: %w", r.iface, err)
+		if o.BPFFilterFD == 0 {
+			if err := attachSnapFilter(r.fd, o.SnapLen); err != nil {
+				return fmt.Errorf("afpacket %s: attach snap length filter: %w", r.iface, err)
+			}
 		}
 		maxFrame = o.SnapLen
 	}

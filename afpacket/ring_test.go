@@ -1,6 +1,7 @@
 package afpacket
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -16,8 +17,10 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/stenod/stenod/flow"
 	"github.com/stenod/stenod/internal/testkit/testpcaps"
 	"github.com/stenod/stenod/internal/testkit/testutil"
+	"github.com/stenod/stenod/xdp"
 )
 
 const collectTimeout = 20 * time.Second
@@ -680,5 +683,93 @@ func TestReady(t *testing.T) {
 	}
 	if r.Ready() {
 		t.Fatal("Ready after Close")
+	}
+}
+
+// TestBPFFilter attaches the cutoff's eBPF socket filter (xdp's
+// SocketFilter) in place of the classic snap length filter: frames are cut
+// to SnapLen as they crossed the wire, tagged or not, exactly as with the
+// classic filter, and the packets the cutoff cuts (the Go model's
+// decision on the wire frames, tags included) never reach the ring.
+func TestBPFFilter(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		cutoff xdp.CutoffConfig
+	}{
+		{"snap length", xdp.CutoffConfig{}},
+		{"cutoff", xdp.CutoffConfig{Default: xdp.Limit{Packets: 2}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			v := testutil.NewVeth(t)
+			const snap = 64
+			prog, err := xdp.LoadProgram(xdp.ProgramOptions{MaxFlows: 1024, Config: xdp.ProgramConfig{SnapLen: snap, Cutoff: tc.cutoff}})
+			if err != nil {
+				t.Fatalf("load: %+v", err)
+			}
+			t.Cleanup(func() {
+				if err := prog.Close(); err != nil {
+					t.Error(err)
+				}
+			})
+			o := testOptions()
+			o.SnapLen = snap
+			o.BPFFilterFD = prog.SocketFilter().FD()
+			r := openRing(t, v.Host, o)
+			s := newSender(t, v.NS, v.Peer)
+			model, err := xdp.NewCutoffModel(tc.cutoff, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			frames, names := vlanFrames()
+			var sent, want [][]byte
+			var wantNames []string
+			var k flow.Key
+			for round := range 3 {
+				for i, f := range frames {
+					sent = append(sent, f)
+					flow.Parse(f, &k)
+					if !model.Packet(&k, uint64(len(f)), flow.TCPFlags(f, &k), 0) {
+						want = append(want, f)
+						wantNames = append(wantNames, fmt.Sprintf("%s round %d", names[i], round))
+					}
+				}
+			}
+			if tc.cutoff.Enabled() && len(want) == len(sent) {
+				t.Fatal("the model cuts nothing: the test tests nothing")
+			}
+			wait := collectAsync(r, len(want), collectTimeout)
+			for _, f := range sent {
+				s.send(t, f)
+			}
+			got, err := wait()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != len(want) {
+				t.Fatalf("got %d frames, want %d of the %d sent", len(got), len(want), len(sent))
+			}
+			for i, f := range want {
+				w := f[:min(len(f), snap)]
+				if !bytes.Equal(got[i].Data, w) || got[i].OrigLen != len(f) {
+					t.Errorf("%s, %d bytes: got %d bytes, orig %d\n%x\nwant %d bytes\n%x",
+						wantNames[i], len(f), len(got[i].Data), got[i].OrigLen, got[i].Data, len(w), w)
+				}
+			}
+			if !tc.cutoff.Enabled() {
+				return
+			}
+			// The kernel's connections are the model's: keys with the
+			// VLAN tag the stack took out, counts with its 4 bytes.
+			model.Conns(func(c *xdp.Conn) {
+				kc, ok, err := prog.LookupConn(&c.Key)
+				if err != nil || !ok {
+					t.Fatalf("connection %v not in the kernel: %v", c.Key, err)
+				}
+				kc.LastCut, c.LastCut = 0, 0
+				if kc != *c {
+					t.Errorf("connection %v:\n got %+v\nwant %+v", c.Key, kc, *c)
+				}
+			})
+		})
 	}
 }

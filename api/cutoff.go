@@ -137,8 +137,8 @@ func (s *Server) cutoffStats(dirs []DirStats) *CutoffStats {
 		}
 	}
 	for _, ifc := range s.cutoff.CutoffStats() {
-		out.CutPackets += ifc.Stats.Packets
-		out.CutBytes += ifc.Stats.Bytes
+		out.CutPackets += ifc.Packets
+		out.CutBytes += ifc.Bytes
 	}
 	if total := out.KeptBytes + out.CutBytes; total > 0 {
 		out.KeptShare = float64(out.KeptBytes) / float64(total)
@@ -193,7 +193,7 @@ func (c *cutoffCollector) Describe(ch chan<- *prometheus.Desc) {
 
 func (c *cutoffCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, ifc := range c.src.CutoffStats() {
-		for _, r := range ifc.Stats.Rules {
+		for _, r := range ifc.Rules {
 			rule := r.Name
 			if r.Rule < 0 {
 				rule = cutoffRuleDefault

@@ -81,12 +81,12 @@ func newFakeCutoff(t *testing.T) *fakeCutoff {
 		},
 		suspended: map[flow.Key]bool{},
 		cut: []capture.InterfaceCutoff{
-			{Name: "eth1", Stats: xdp.CutoffStats{Packets: 30, Bytes: 45000, Rules: []xdp.RuleCut{
+			{Name: "eth1", CutoffStats: xdp.CutoffStats{Packets: 30, Bytes: 45000, Rules: []xdp.RuleCut{
 				{Rule: 0, Name: "port 443", Packets: 20, Bytes: 30000},
 				{Rule: 1, Name: "tcp and port 22", Packets: 0, Bytes: 0},
 				{Rule: -1, Name: "", Packets: 10, Bytes: 15000},
 			}}},
-			{Name: "eth2", Stats: xdp.CutoffStats{Packets: 10, Bytes: 15000, Rules: []xdp.RuleCut{
+			{Name: "eth2", CutoffStats: xdp.CutoffStats{Packets: 10, Bytes: 15000, Rules: []xdp.RuleCut{
 				{Rule: 0, Name: "port 443", Packets: 0, Bytes: 0},
 				{Rule: 1, Name: "tcp and port 22", Packets: 0, Bytes: 0},
 				{Rule: -1, Name: "", Packets: 10, Bytes: 15000},

@@ -2,7 +2,8 @@
 
 // SPDX-License-Identifier: (MIT OR GPL-2.0-only)
 /*
- * stenod.c: the XDP program in front of stenod's AF_XDP sockets.
+ * stenod.c: the XDP program in front of stenod's AF_XDP sockets, and the
+ * socket filter of its AF_PACKET rings (stenod_socket, at the end).
  *
  * For every frame it
  *   1. parses the flow key (docs/flow-key.md, the same rules as flow.Parse),
@@ -10,12 +11,13 @@
  *   3. drops it if a drop rule in config matches (before capture),
  *   4. enters it in the flows LRU table, announcing a new flow on the
  *      new_flows ring buffer,
- *   5. in observe mode passes it to the stack; otherwise puts struct
+ *   5. in observe mode passes it to the stack; otherwise drops it if it is
+ *      past its connection's cutoff (cut(), below), or else puts struct
  *      packet_meta {flow id, TAI timestamp} in front of the packet and
  *      redirects it to the AF_XDP socket of its RX queue (XDP_PASS if that
  *      queue has none).
  *
- * Minimum kernel: 6.1 (bpf_ktime_get_tai_ns). Also used: multi-buffer XDP
+ * Minimum kernel: 6.1 (bpf_ktime_get_tai_ns, in XDP and socket filters). Also used: multi-buffer XDP
  * ("xdp.frags"), bpf_xdp_load_bytes and bpf_xdp_get_buff_len (5.18), ring
  * buffers (5.8), bounded loops (5.3).
  *
@@ -84,6 +86,31 @@ struct {
 	__type(value, __u64);
 } flow_seq SEC(".maps");
 
+/* The connection table of the cutoff: canonical key -> struct conn_value.
+ * Pinned as "conns"; user space sets CONN_SUSPENDED in it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 262144); /* ProgramOptions.MaxFlows */
+	__type(key, struct flow_key);
+	__type(value, struct conn_value);
+} conns SEC(".maps");
+
+/* struct cut_conn records, one per connection when it first has a packet
+ * cut: which entries of conns user space has to poll. Pinned as "cut_conns". */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 256 << 10); /* bytes: 4096 records */
+} cut_conns SEC(".maps");
+
+/* Packets and bytes cut per cutoff rule (index MAX_CUTOFF_MATCHES: the
+ * default limit), per CPU. Pinned as "cut_stats". */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, MAX_CUTOFF_MATCHES + 1);
+	__type(key, __u32);
+	__type(value, struct cut_count);
+} cut_stats SEC(".maps");
+
 /*
  * Put the types no map refers to into BTF, for bpf2go -type: one unused
  * global whose type mentions them all (it lands in .bss, 8 bytes).
@@ -95,12 +122,12 @@ struct types_for_go {
 	enum mode mode;
 	enum flow_flag flow_flag;
 	enum drop_rule_flag drop_rule_flag;
+	struct cut_conn cut_conn;
+	enum conn_flag conn_flag;
 };
 const struct types_for_go *unused_types_for_go __attribute__((unused));
 
 /* ---- helpers ---- */
-
-#define ETH_P_MPLS_MC_ 0x8848 /* not in every linux/if_ether.h */
 
 /* Direct packet access is used below this offset; the verifier needs a bound. */
 #define MAX_DIRECT_OFF 0xff00
@@ -118,7 +145,7 @@ static __always_inline void count(__u32 idx, __u64 n)
  * when the frame has fewer than off + len bytes. len must be a constant;
  * dst must be 4-byte aligned when len >= 4.
  */
-static __always_inline int load(struct xdp_md *ctx, __u32 off, void *dst, __u32 len)
+static __always_inline int load_xdp(struct xdp_md *ctx, __u32 off, void *dst, __u32 len)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
@@ -138,263 +165,32 @@ static __always_inline int load(struct xdp_md *ctx, __u32 off, void *dst, __u32 
 	return bpf_xdp_load_bytes(ctx, off, dst, len);
 }
 
-struct vlan_tag {
-	__be16 tci;
-	__be16 next;
-};
-
-struct ipv4_hdr {
-	__u8 vihl;
-	__u8 tos;
-	__be16 tot_len;
-	__be16 id;
-	__be16 frag;
-	__u8 ttl;
-	__u8 proto;
-	__be16 csum;
-	__u32 src; /* network order */
-	__u32 dst;
-};
-
-struct ipv6_hdr {
-	__be32 vtcfl;
-	__be16 plen;
-	__u8 next;
-	__u8 hlim;
-	__u32 src[4]; /* network order */
-	__u32 dst[4];
-};
-
-struct ipv6_frag_hdr {
-	__u8 next;
-	__u8 reserved;
-	__be16 off;
-	__be32 id;
-};
-
-struct ports {
-	__be16 src;
-	__be16 dst;
-};
-
-static __always_inline int is_ipv6_ext(__u8 nh)
+static __always_inline int load_skb(struct __sk_buff *ctx, __u32 off, void *dst, __u32 len)
 {
-	return nh == 0 || nh == 43 || nh == 60 || nh == 51 || nh == 44;
+	/* A socket filter has no direct packet access. */
+	return bpf_skb_load_bytes(ctx, off, dst, len);
 }
 
-/*
- * The parser is split at two global (non-inlined) functions, parse_ip and
- * parse_ports. The verifier checks a global function once, for any value of
- * its scalar arguments, instead of once per distinct offset the callers
- * reach (up to 2 VLAN tags x 8 MPLS labels x IPv6 extension headers), which
- * would multiply the states it explores. The calls cost a few ns per packet.
- */
+/* The parser, once per program type (bpf/parse.h). */
+#define PARSE_CTX struct xdp_md
+#define PARSE_FN(name) name##_xdp
+#define PARSE_LOAD load_xdp
+#define PARSE_LOAD_BYTES bpf_xdp_load_bytes
+#include "parse.h"
+#undef PARSE_CTX
+#undef PARSE_FN
+#undef PARSE_LOAD
+#undef PARSE_LOAD_BYTES
 
-/*
- * Rule 6: ports at off for TCP, UDP and SCTP, or the type and code of ICMP
- * and ICMPv6 (key->proto). Returns the TCP flags (byte 13 of the TCP
- * header) of a TCP packet whose ports were read and whose header holds
- * them, else 0: flow.TCPFlags is the Go twin.
- */
-__noinline int parse_ports(struct xdp_md *ctx, __u32 off, struct flow_key *key)
-{
-	struct ports p;
-	__u8 tc[2];
-	__u8 tcp_flags;
-
-	if (!key)
-		return 0;
-	if (key->proto == 1 || key->proto == 58) {
-		if (load(ctx, off, tc, sizeof(tc)))
-			return 0;
-		key->sport = tc[0];
-		key->dport = tc[1];
-		key->flags |= FLOW_ICMP;
-		return 0;
-	}
-	if (key->proto != 6 && key->proto != 17 && key->proto != 132)
-		return 0;
-	if (load(ctx, off, &p, sizeof(p)))
-		return 0;
-	key->sport = bpf_ntohs(p.src);
-	key->dport = bpf_ntohs(p.dst);
-	key->flags |= FLOW_PORTS;
-	if (key->proto != 6 || load(ctx, off + 13, &tcp_flags, sizeof(tcp_flags)))
-		return 0;
-	return tcp_flags;
-}
-
-/* Rule 4: IPv4 at off. Returns the TCP flags (parse_ports). */
-static __always_inline int parse_ipv4(struct xdp_md *ctx, __u32 off, __u32 len,
-				      struct flow_key *key)
-{
-	struct ipv4_hdr ip;
-	__u32 hlen;
-	__u16 frag;
-
-	if (load(ctx, off, &ip, sizeof(ip)))
-		return 0;
-	hlen = (ip.vihl & 0xf) * 4;
-	if ((ip.vihl >> 4) != 4 || hlen < 20 || off + hlen > len)
-		return 0;
-
-	key->flags |= FLOW_IPV4;
-	__builtin_memcpy(key->src, &ip.src, 4);
-	__builtin_memcpy(key->dst, &ip.dst, 4);
-	key->proto = ip.proto;
-
-	frag = bpf_ntohs(ip.frag);
-	if (frag & 0x3fff) /* MF or an offset */
-		key->flags |= FLOW_FRAGMENT;
-	if (frag & 0x1fff) /* not the first fragment: no ports */
-		return 0;
-	return parse_ports(ctx, off + hlen, key);
-}
-
-/*
- * Rule 5: IPv6 at off, with up to MAX_IPV6_EXT_HDRS extension headers. The
- * extension header walk reads with bpf_xdp_load_bytes only: with direct
- * packet access every header length would become part of the verifier's
- * state. Extension headers are rare; plain IPv6 costs no helper call.
- */
-static __always_inline int parse_ipv6(struct xdp_md *ctx, __u32 off, __u32 len,
-				      struct flow_key *key)
-{
-	struct ipv6_hdr ip;
-	int ports = 1;
-	__u8 nh;
-
-	if (load(ctx, off, &ip, sizeof(ip)))
-		return 0;
-	if ((bpf_ntohl(ip.vtcfl) >> 28) != 6)
-		return 0;
-
-	key->flags |= FLOW_IPV6;
-	__builtin_memcpy(key->src, ip.src, 16);
-	__builtin_memcpy(key->dst, ip.dst, 16);
-	nh = ip.next;
-	off += sizeof(ip);
-
-	for (int i = 0; i < MAX_IPV6_EXT_HDRS; i++) {
-		__u32 hlen;
-		__u8 next;
-
-		if (!is_ipv6_ext(nh))
-			break;
-		if (nh == 44) {
-			struct ipv6_frag_hdr fh;
-
-			if (bpf_xdp_load_bytes(ctx, off, &fh, sizeof(fh)))
-				goto stop;
-			key->flags |= FLOW_FRAGMENT;
-			if (bpf_ntohs(fh.off) & 0xfff8)
-				ports = 0;
-			next = fh.next;
-			hlen = sizeof(fh);
-		} else {
-			__u8 h[2];
-
-			if (bpf_xdp_load_bytes(ctx, off, h, sizeof(h)))
-				goto stop;
-			hlen = nh == 51 ? (h[1] + 2) * 4 : (h[1] + 1) * 8;
-			if (off + hlen > len)
-				goto stop;
-			next = h[0];
-		}
-		nh = next;
-		off += hlen;
-	}
-
-	key->proto = nh;
-	/* 8 headers walked and the next one is still an extension header. */
-	if (is_ipv6_ext(nh) || !ports)
-		return 0;
-	return parse_ports(ctx, off, key);
-
-stop:
-	/* The extension header nh does not fit in the frame. */
-	key->proto = nh;
-	return 0;
-}
-
-/* Rules 4-6: the IP header at off (ip is 4 or 6). Returns the TCP flags
- * (parse_ports). */
-__noinline int parse_ip(struct xdp_md *ctx, __u32 off, __u32 len, __u32 ip, struct flow_key *key)
-{
-	if (!key)
-		return 0;
-	if (ip == 4)
-		return parse_ipv4(ctx, off, len, key);
-	if (ip == 6)
-		return parse_ipv6(ctx, off, len, key);
-	return 0;
-}
-
-/* Fill key from the frame (docs/flow-key.md); len is the frame's length.
- * Returns the TCP flags of a TCP packet (parse_ports), else 0. */
-static __always_inline __u32 parse(struct xdp_md *ctx, __u32 len, struct flow_key *key)
-{
-	__u32 off = ETH_HLEN;
-	__be16 be;
-	__u16 et;
-	__u8 ip = 0;
-
-	/* Rule 1: fewer than 14 bytes leave the key all zero. */
-	if (load(ctx, 12, &be, sizeof(be)))
-		return 0;
-	et = bpf_ntohs(be);
-
-	/* Rule 2: up to two VLAN tags. */
-#pragma unroll
-	for (int i = 0; i < MAX_VLAN_TAGS; i++) {
-		struct vlan_tag tag;
-
-		if (et != ETH_P_8021Q && et != ETH_P_8021AD)
-			break;
-		if (load(ctx, off, &tag, sizeof(tag)))
-			break;
-		key->vlan[i] = bpf_ntohs(tag.tci) & 0x0fff;
-		key->flags |= i == 0 ? FLOW_VLAN0 : FLOW_VLAN1;
-		et = bpf_ntohs(tag.next);
-		off += sizeof(tag);
-	}
-	key->ethertype = et;
-
-	if (et == ETH_P_IP) {
-		ip = 4;
-	} else if (et == ETH_P_IPV6) {
-		ip = 6;
-	} else if (et == ETH_P_MPLS_UC || et == ETH_P_MPLS_MC_) {
-		/* Rule 3: up to 8 label stack entries, then the payload's first nibble. */
-		int bos = 0;
-		__u8 first;
-
-		for (int i = 0; i < MAX_MPLS_LABELS; i++) {
-			__be32 be_entry;
-			__u32 entry;
-
-			if (load(ctx, off, &be_entry, sizeof(be_entry)))
-				return 0;
-			entry = bpf_ntohl(be_entry);
-			if (i == 0) {
-				key->mpls = entry >> 12;
-				key->flags |= FLOW_MPLS;
-			}
-			off += sizeof(be_entry);
-			if (entry & 0x100) {
-				bos = 1;
-				break;
-			}
-		}
-		if (!bos || load(ctx, off, &first, sizeof(first)))
-			return 0;
-		ip = first >> 4;
-	}
-
-	if (ip == 4 || ip == 6)
-		return parse_ip(ctx, off, len, ip, key);
-	return 0;
-}
+#define PARSE_CTX struct __sk_buff
+#define PARSE_FN(name) name##_skb
+#define PARSE_LOAD load_skb
+#define PARSE_LOAD_BYTES bpf_skb_load_bytes
+#include "parse.h"
+#undef PARSE_CTX
+#undef PARSE_FN
+#undef PARSE_LOAD
+#undef PARSE_LOAD_BYTES
 
 /* Count the parse outcome of key. */
 static __always_inline void count_parse(const struct flow_key *key)
@@ -512,6 +308,218 @@ update:
 	return v->flow_id;
 }
 
+/* ---- the cutoff (docs/bpf.md, "Cutoff") ---- */
+
+#define TCP_FIN_SYN_RST 0x07
+
+/*
+ * The canonical key of key's connection, in ck: FLOW_FRAGMENT cleared (a
+ * datagram's first fragment belongs with the unfragmented packets), ICMP
+ * type and code zeroed (all ICMP between two hosts is one connection), and
+ * the endpoints ordered so that (src, sport) <= (dst, dport): addresses
+ * compared as bytes, then ports as numbers. Returns 1 if the endpoints were
+ * swapped (the packet goes in the reverse direction), else 0. xdp.ConnKey
+ * is the Go twin; a test requires the two to agree.
+ */
+static __always_inline __u32 conn_key(const struct flow_key *key, struct flow_key *ck)
+{
+	const __u32 *s = (const __u32 *)key->src;
+	const __u32 *d = (const __u32 *)key->dst;
+	__u32 swap = 0, decided = 0;
+	__u16 port;
+
+	*ck = *key;
+	ck->flags &= ~FLOW_FRAGMENT;
+	if (ck->flags & FLOW_ICMP) {
+		ck->sport = 0;
+		ck->dport = 0;
+	}
+	/* Big-endian words compare like the bytes they hold. */
+#pragma unroll
+	for (int i = 0; i < 4; i++) {
+		__u32 a = bpf_ntohl(s[i]), b = bpf_ntohl(d[i]);
+
+		if (!decided && a != b) {
+			swap = a > b;
+			decided = 1;
+		}
+	}
+	if (!decided)
+		swap = ck->sport > ck->dport;
+	if (swap) {
+		__builtin_memcpy(ck->src, key->dst, sizeof(ck->src));
+		__builtin_memcpy(ck->dst, key->src, sizeof(ck->dst));
+		port = ck->sport;
+		ck->sport = ck->dport;
+		ck->dport = port;
+	}
+	return swap;
+}
+
+/*
+ * Whether rule matches key or key reversed (the other direction of its
+ * connection), with RULE_EITHER_PORT also with their ports swapped. A
+ * global function: checked once by the verifier, and its key copy is not
+ * on its callers' stack.
+ */
+__noinline int match_either(const struct drop_rule *rule, const struct flow_key *key)
+{
+	struct flow_key k __attribute__((aligned(8)));
+	__u16 port;
+
+	if (!rule || !key)
+		return 0;
+	/* o bit 1: key reversed; bit 0: ports swapped (RULE_EITHER_PORT).
+	 * Not unrolled: unrolled, the compiler keeps the rule's words for all
+	 * four in registers and spills them. */
+#pragma clang loop unroll(disable)
+	for (int o = 0; o < 4; o++) {
+		if ((o & 1) && !(rule->flags & RULE_EITHER_PORT))
+			continue;
+		k = *key;
+		if (o & 2) {
+			__builtin_memcpy(k.src, key->dst, sizeof(k.src));
+			__builtin_memcpy(k.dst, key->src, sizeof(k.dst));
+		}
+		if (((o >> 1) ^ o) & 1) {
+			port = k.sport;
+			k.sport = k.dport;
+			k.dport = port;
+		}
+		if (rule_matches(rule, (const __u32 *)&k))
+			return 1;
+	}
+	return 0;
+}
+
+/* The index in c->matches of the first match that key, or key reversed,
+ * matches, or -1. */
+static __always_inline int first_cutoff_match(const struct cutoff_config *c, const struct flow_key *key)
+{
+	for (__u32 i = 0; i < MAX_CUTOFF_MATCHES; i++) {
+		if (i >= c->n_matches)
+			break;
+		if (match_either(&c->matches[i].match, key))
+			return i;
+	}
+	return -1;
+}
+
+/* Limit l with jitter p percent: l + random % (l*p/100 + 1), so that
+ * l <= limit <= l*(1+p/100); l*p/100 computed without overflow. 0 stays 0
+ * (no limit). */
+static __always_inline __u64 jitter(__u64 l, __u32 p)
+{
+	__u64 span;
+
+	if (!l || !p)
+		return l;
+	span = l / 100 * p + l % 100 * p / 100;
+	return l + bpf_get_prandom_u32() % (span + 1);
+}
+
+/*
+ * Enter the connection ck, whose first packet (len bytes) has the key key,
+ * in conns with its limits. Returns 0 when entered, else non-zero (another
+ * CPU entered it first, or the table refused it). A global function: the
+ * verifier checks the rule loop once, not in every state of its callers,
+ * and its stack (the new entry) is not added to theirs; it only runs for a
+ * connection's first packet.
+ */
+__noinline int enter_conn(const struct cutoff_config *c, const struct flow_key *key,
+			  const struct flow_key *ck, __u64 len)
+{
+	struct conn_value nv = {};
+	int m;
+
+	if (!c || !key || !ck)
+		return -1;
+	m = first_cutoff_match(c, key);
+	nv.packets = 1;
+	nv.bytes = len;
+	nv.rule = -1;
+	nv.limit_bytes = c->default_bytes;
+	nv.limit_packets = c->default_packets;
+	if (m >= 0 && m < MAX_CUTOFF_MATCHES) {
+		nv.rule = c->matches[m].rule;
+		nv.limit_bytes = c->matches[m].limit_bytes;
+		nv.limit_packets = c->matches[m].limit_packets;
+	}
+	nv.limit_bytes = jitter(nv.limit_bytes, c->jitter_percent);
+	nv.limit_packets = jitter(nv.limit_packets, c->jitter_percent);
+	return bpf_map_update_elem(&conns, ck, &nv, BPF_NOEXIST);
+}
+
+/*
+ * The cutoff decision, one for both programs. Counts the packet (len: the
+ * wire frame's length) to its connection in conns and returns 1 if it is
+ * not to be stored: when, before this packet, the connection has reached
+ * its byte or its packet limit, unless the connection is suspended or the
+ * packet is a TCP SYN, FIN or RST. So a connection keeps its first packets
+ * up to and including the one that crosses a limit, and every SYN, FIN and
+ * RST: its start and its end stay visible. Limits are fixed when the
+ * connection enters the table, from the first rule that matches its first
+ * packet, else the default. Each cut is counted per direction in the
+ * connection, per rule in cut_stats and in stats; the connection's first
+ * cut is announced on cut_conns.
+ */
+static __always_inline int cut(const struct cutoff_config *c, const struct flow_key *key,
+			       __u64 len, __u32 tcp_flags, __u64 now)
+{
+	struct flow_key ck __attribute__((aligned(8)));
+	struct conn_value *v;
+	struct cut_count *cc;
+	struct cut_conn *rec;
+	__u64 packets, bytes;
+	__u32 dir, idx;
+
+	dir = conn_key(key, &ck);
+	v = bpf_map_lookup_elem(&conns, &ck);
+	if (!v) {
+		/* Counted with nothing before it, a first packet is never cut. */
+		if (!enter_conn(c, key, &ck, len))
+			return 0;
+		/* Another CPU entered it first: count on its entry. */
+		v = bpf_map_lookup_elem(&conns, &ck);
+		if (!v)
+			return 0;
+	}
+	/* The counts before this packet decide, fetched as it is added. */
+	packets = __sync_fetch_and_add(&v->packets, 1);
+	bytes = __sync_fetch_and_add(&v->bytes, len);
+	if ((v->flags & CONN_SUSPENDED) || (tcp_flags & TCP_FIN_SYN_RST))
+		return 0;
+	if (!(v->limit_bytes && bytes >= v->limit_bytes) &&
+	    !(v->limit_packets && packets >= v->limit_packets))
+		return 0;
+
+	dir &= 1;
+	__sync_fetch_and_add(&v->cut_packets[dir], 1);
+	__sync_fetch_and_add(&v->cut_bytes[dir], len);
+	v->last_cut_ns = now;
+	count(STAT_CUT_PACKETS, 1);
+	count(STAT_CUT_BYTES, len);
+	idx = v->rule < 0 ? MAX_CUTOFF_MATCHES : (__u32)v->rule;
+	cc = bpf_map_lookup_elem(&cut_stats, &idx);
+	if (cc) {
+		cc->packets += 1;
+		cc->bytes += len;
+	}
+	/* One record per connection: the CPU that sets CONN_REPORTED writes it. */
+	if (!(v->flags & CONN_REPORTED) &&
+	    !(__sync_fetch_and_or(&v->flags, CONN_REPORTED) & CONN_REPORTED)) {
+		rec = bpf_ringbuf_reserve(&cut_conns, sizeof(*rec), 0);
+		if (!rec) {
+			count(STAT_CUT_RINGBUF_FULL, 1);
+			return 1;
+		}
+		__builtin_memcpy(&rec->key, &ck, sizeof(ck));
+		rec->ts_ns = now;
+		bpf_ringbuf_submit(rec, 0);
+	}
+	return 1;
+}
+
 /* Put struct packet_meta in front of the packet. Returns 0 on success. */
 static __always_inline int write_meta(struct xdp_md *ctx, __u64 flow_id, __u64 now)
 {
@@ -550,7 +558,7 @@ int stenod_xdp(struct xdp_md *ctx)
 	if (!cfg) /* cannot happen: an array map always has entry 0 */
 		goto out;
 
-	tcp_flags = parse(ctx, len, &key);
+	tcp_flags = parse_xdp(ctx, len, &key, 0);
 	count_parse(&key);
 
 	if (cfg->snap_len && len > cfg->snap_len)
@@ -569,6 +577,13 @@ int stenod_xdp(struct xdp_md *ctx)
 		goto out;
 	}
 
+	/* Only in redirect mode: in observe mode beside AF_PACKET the socket
+	 * filter decides, and a connection must be counted once. */
+	if (cfg->cutoff.enabled && cut(&cfg->cutoff, &key, len, tcp_flags, now)) {
+		action = XDP_DROP;
+		goto out;
+	}
+
 	if (write_meta(ctx, flow_id, now))
 		count(STAT_META_FAILED, 1);
 
@@ -578,4 +593,48 @@ int stenod_xdp(struct xdp_md *ctx)
 
 out:
 	return action;
+}
+
+/*
+ * The socket filter of the AF_PACKET rings (SO_ATTACH_BPF): the cutoff for
+ * the capture path without AF_XDP, on the same maps. It sees the frame as
+ * the packet socket does: from the Ethernet header on, with the outer VLAN
+ * tag (if any) already taken out into skb->vlan_tci by the stack, so the
+ * key starts with that tag and lengths add its 4 bytes back. Returns 0 for
+ * a cut packet (the socket never sees it), else how many bytes to keep,
+ * exactly as the classic filter it replaces (afpacket attachSnapFilter):
+ * snap_len, 4 less when a tag was taken out (afpacket puts it back into the
+ * frame, which is then snap_len bytes of the wire frame), or the whole
+ * packet without a snap length. It counts nothing but the cutoff: the XDP
+ * program, if attached beside it, counts the rest.
+ */
+SEC("socket")
+int stenod_socket(struct __sk_buff *skb)
+{
+	/* aligned(8): cleared with 8-byte stores */
+	struct flow_key key __attribute__((aligned(8))) = {};
+	const struct config_value *cfg;
+	__u32 len = skb->len;
+	__u64 wire = len;
+	__u32 zero = 0;
+	__u32 tcp_flags;
+	int tags = 0;
+
+	cfg = bpf_map_lookup_elem(&config, &zero);
+	if (!cfg)
+		return len;
+	if (skb->vlan_present) {
+		tags = 1;
+		key.vlan[0] = skb->vlan_tci & 0x0fff;
+		key.flags |= FLOW_VLAN0;
+		wire += 4;
+	}
+	if (cfg->cutoff.enabled) {
+		tcp_flags = parse_skb(skb, len, &key, tags);
+		if (cut(&cfg->cutoff, &key, wire, tcp_flags, bpf_ktime_get_tai_ns()))
+			return 0;
+	}
+	if (cfg->snap_len <= 4)
+		return len;
+	return tags ? cfg->snap_len - 4 : cfg->snap_len;
 }

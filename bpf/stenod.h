@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: (MIT OR GPL-2.0-only) */
 /*
- * stenod.h: the structures shared by the XDP program (bpf/stenod.c) and Go.
+ * stenod.h: the structures shared by the XDP program and the socket filter
+ * (bpf/stenod.c) and Go.
  *
  * Go sees these through bpf2go (gen/stenod_bpfel.go, generated with -type for
  * each one), and flow.Key mirrors struct flow_key byte for byte. Every struct
@@ -23,6 +24,10 @@
 
 /* Number of entries in config.rules. */
 #define MAX_DROP_RULES 16
+
+/* Number of entries in config.cutoff.matches (xdp.MaxCutoffMatches), and the
+ * index of the default limit's counters in cut_stats. */
+#define MAX_CUTOFF_MATCHES 32
 
 /*
  * A flow id is (per-CPU sequence number << FLOW_ID_CPU_BITS) | CPU number.
@@ -115,14 +120,80 @@ struct drop_rule {
 	__u32 _pad;            /* offset 100: zero */
 };
 
-/* The single entry of the config array map: 1680 bytes. (Not "struct config":
+/*
+ * One match of a cutoff rule: the rule applies to a new connection whose
+ * first packet's key, or that key reversed, matches (as a drop rule does).
+ * A rule with several matches has one entry per match, all with its index
+ * and limits. 128 bytes.
+ */
+struct cutoff_match {
+	struct drop_rule match; /* offset 0: masked key match, RULE_EITHER_PORT */
+	__u32 rule;             /* offset 104: index of the rule (CutoffConfig.Rules) */
+	__u32 _pad;             /* offset 108: zero */
+	__u64 limit_bytes;      /* offset 112: the rule's byte limit, 0 = none */
+	__u64 limit_packets;    /* offset 120: the rule's packet limit, 0 = none */
+};
+
+/* The cutoff part of config_value: 4128 bytes. */
+struct cutoff_config {
+	__u32 enabled;         /* offset 0: 0 = no connection table, nothing cut */
+	__u32 jitter_percent;  /* offset 4: 0..100, see conn_limit() */
+	__u32 n_matches;       /* offset 8: matches[0..n_matches) are in use */
+	__u32 _pad;            /* offset 12: zero */
+	__u64 default_bytes;   /* offset 16: limits of connections no rule matches, 0 = none */
+	__u64 default_packets; /* offset 24 */
+	struct cutoff_match matches[MAX_CUTOFF_MATCHES]; /* offset 32, first match wins */
+};
+
+/* The single entry of the config array map: 5808 bytes. (Not "struct config":
  * that name is taken by the map, and bpf2go -type needs it unique.) */
 struct config_value {
-	__u32 snap_len;  /* offset 0: packets longer than this are counted (STAT_OVER_SNAPLEN); 0 = no limit */
+	__u32 snap_len;  /* offset 0: packets longer than this are counted (STAT_OVER_SNAPLEN); 0 = no limit.
+			  * The socket filter cuts what it returns to it. */
 	__u32 mode;      /* offset 4: enum mode */
 	__u32 n_rules;   /* offset 8: rules[0..n_rules) are in use (at most MAX_DROP_RULES) */
 	__u32 _pad;      /* offset 12: zero */
 	struct drop_rule rules[MAX_DROP_RULES]; /* offset 16 */
+	struct cutoff_config cutoff;            /* offset 1680 */
+};
+
+/* Bits of conn_value.flags. */
+enum conn_flag {
+	/* Never cut this connection. Set by user space (xdp.SuspendConns,
+	 * bpftool map update); the kernel never clears it. */
+	CONN_SUSPENDED = 1 << 0,
+	/* The connection's cut_conns record was written (or lost). Kernel only. */
+	CONN_REPORTED = 1 << 1,
+};
+
+/*
+ * The value of the conns map, keyed by the canonical struct flow_key of a
+ * connection (both directions of one conversation, see conn_key()). 80 bytes.
+ */
+struct conn_value {
+	__u64 packets;        /* offset 0: packets counted, both directions, atomic */
+	__u64 bytes;          /* offset 8: their bytes (whole frames), atomic */
+	__u64 limit_bytes;    /* offset 16: byte limit with jitter, fixed at entry; 0 = none */
+	__u64 limit_packets;  /* offset 24: packet limit with jitter; 0 = none */
+	__u64 cut_packets[2]; /* offset 32: packets cut: [0] in the key's orientation, [1] reversed */
+	__u64 cut_bytes[2];   /* offset 48: their bytes */
+	__u64 last_cut_ns;    /* offset 64: CLOCK_TAI ns of the latest cut packet, 0 = none */
+	__u32 flags;          /* offset 72: enum conn_flag bits */
+	__s32 rule;           /* offset 76: the rule that gave the limits, -1 = the default */
+};
+
+/* A record in the cut_conns ring buffer, one per connection the first time
+ * it has a packet cut: 56 bytes. */
+struct cut_conn {
+	struct flow_key key; /* offset 0: the connection, canonical */
+	__u64 ts_ns;         /* offset 48: CLOCK_TAI ns of its first cut packet */
+};
+
+/* The value of cut_stats (per CPU, index = rule, MAX_CUTOFF_MATCHES = the
+ * default): 16 bytes. */
+struct cut_count {
+	__u64 packets; /* offset 0 */
+	__u64 bytes;   /* offset 8 */
 };
 
 /* Indexes of the stats per-CPU array: one u64 counter each. */
@@ -144,6 +215,9 @@ enum stat {
 	STAT_PARSE_FRAGMENT,     /* an IP fragment */
 	STAT_PARSE_VLAN,         /* at least one VLAN tag */
 	STAT_PARSE_MPLS,         /* an MPLS label stack */
+	STAT_CUT_PACKETS,        /* not stored: past their connection's cutoff (both programs) */
+	STAT_CUT_BYTES,          /* their length */
+	STAT_CUT_RINGBUF_FULL,   /* a cut_conns record was lost */
 	STAT_MAX,                /* number of counters */
 };
 

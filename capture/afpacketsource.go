@@ -115,7 +115,9 @@ type afpIface struct {
 	rings        []*afpacket.Ring
 	blocks       int
 	blockTimeout time.Duration
-	prog         *xdp.Program
+	prog         *xdp.Program // the XDP program (observe), or with NoXDP only the cutoff's maps
+	observe      bool         // prog's XDP program is attached in observe mode
+	cutoff       bool         // prog's socket filter runs on the rings
 	rb           *ringbuf.Reader
 	rbDone       chan struct{}
 	records      atomic.Uint64
@@ -125,9 +127,12 @@ type afpIface struct {
 // openAFPacket opens the rings of iface in one PACKET_FANOUT_HASH group
 // (no group with one ring) and, with Config.XDPObserve or drop rules, loads
 // the XDP program in observe mode first, so that drop rules act before the
-// rings see a packet. On error everything it created is undone, pins
-// included.
-func openAFPacket(iface string, cfg *Config, snapLen int, log *slog.Logger) (_ *afpIface, err error) {
+// rings see a packet. With the cutoff, the program is loaded (and pinned)
+// without XDP if nothing else needs it, and its socket filter is attached
+// to every ring in place of the classic snap length filter: it cuts, the
+// XDP program in observe mode does not. On error everything it created is
+// undone, pins included.
+func openAFPacket(iface string, cfg *Config, snapLen int, clock *xdp.Clock, log *slog.Logger) (_ *afpIface, err error) {
 	if _, err := net.InterfaceByName(iface); err != nil {
 		return nil, fmt.Errorf("capture: %w", err)
 	}
@@ -138,10 +143,25 @@ func openAFPacket(iface string, cfg *Config, snapLen int, log *slog.Logger) (_ *
 		}
 	}()
 	if cfg.XDPObserve || len(cfg.DropRules) > 0 {
-		if err := a.loadObserver(cfg, snapLen, log); err != nil {
+		if err := a.loadObserver(cfg, snapLen, clock, log); err != nil {
 			return nil, err
 		}
+	} else if cfg.Cutoff.Enabled() {
+		prog, err := xdp.LoadProgram(xdp.ProgramOptions{
+			Interface: iface,
+			PinRoot:   cfg.PinRoot,
+			NoXDP:     true,
+			Config:    xdp.ProgramConfig{SnapLen: uint32(snapLen), Cutoff: cfg.Cutoff},
+			Clock:     clock,
+			Logger:    log,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("capture on %s: %w", iface, err)
+		}
+		a.prog = prog
+		log.Info("cutoff maps loaded for the af_packet socket filter", "iface", iface, "pins", prog.PinDir())
 	}
+	a.cutoff = cfg.Cutoff.Enabled()
 
 	n := ringCount(iface, cfg)
 	opts := afpacket.DefaultOptions()
@@ -150,6 +170,10 @@ func openAFPacket(iface string, cfg *Config, snapLen int, log *slog.Logger) (_ *
 	opts.BlockTimeout = max(time.Millisecond, min(afpMaxBlockTimeout, cfg.FlushInterval/2))
 	opts.SnapLen = snapLen
 	opts.PollInterval = afpPollInterval
+	if a.cutoff {
+		// The kernel holds the program while a ring holds it.
+		opts.BPFFilterFD = a.prog.SocketFilter().FD()
+	}
 	a.blockTimeout = opts.BlockTimeout
 	if n > 1 {
 		opts.Fanout = afpacket.FanoutHash
@@ -158,7 +182,8 @@ func openAFPacket(iface string, cfg *Config, snapLen int, log *slog.Logger) (_ *
 		return nil, err
 	}
 	log.Info("af_packet rings open", "iface", iface, "rings", n, "fanout", n > 1, "fanout_group", a.rings[0].FanoutGroup(),
-		"block_size", opts.BlockSize, "blocks", opts.BlockCount, "block_timeout", opts.BlockTimeout, "snaplen", snapLen)
+		"block_size", opts.BlockSize, "blocks", opts.BlockCount, "block_timeout", opts.BlockTimeout, "snaplen", snapLen,
+		"cutoff", a.cutoff)
 	return a, nil
 }
 
@@ -183,7 +208,7 @@ func (a *afpIface) openRings(iface string, n int, opts afpacket.Options) error {
 // reader that empties its new_flows ring buffer: AF_PACKET packets carry
 // no flow ids, so the records are only counted, and reading them keeps the
 // ring from filling up and counting them as lost.
-func (a *afpIface) loadObserver(cfg *Config, snapLen int, log *slog.Logger) error {
+func (a *afpIface) loadObserver(cfg *Config, snapLen int, clock *xdp.Clock, log *slog.Logger) error {
 	mode, err := attachMode(cfg.XDPMode)
 	if err != nil {
 		return err
@@ -192,13 +217,14 @@ func (a *afpIface) loadObserver(cfg *Config, snapLen int, log *slog.Logger) erro
 		Interface: a.name,
 		PinRoot:   cfg.PinRoot,
 		Mode:      mode,
-		Config:    xdp.ProgramConfig{SnapLen: uint32(snapLen), Observe: true, DropRules: cfg.DropRules},
+		Config:    xdp.ProgramConfig{SnapLen: uint32(snapLen), Observe: true, DropRules: cfg.DropRules, Cutoff: cfg.Cutoff},
+		Clock:     clock,
 		Logger:    log,
 	})
 	if err != nil {
 		return fmt.Errorf("capture on %s: %w", a.name, err)
 	}
-	a.prog = prog
+	a.prog, a.observe = prog, true
 	log.Info("xdp program attached in observe mode beside af_packet", "iface", a.name, "mode", prog.AttachMode(),
 		"pins", prog.PinDir(), "drop_rules", len(cfg.DropRules))
 	rb, err := ringbuf.NewReader(prog.NewFlows())
@@ -253,13 +279,29 @@ func (a *afpIface) sources(_ int, _ *xdp.Clock) []source {
 
 func (a *afpIface) flowIDs() *flowIDs { return nil }
 
+func (a *afpIface) program() *xdp.Program {
+	if !a.cutoff {
+		return nil
+	}
+	return a.prog
+}
+
 func (a *afpIface) stats(s *InterfaceStats) {
 	if a.prog == nil {
 		return
 	}
+	ps, err := a.prog.Stats()
+	if err == nil {
+		s.CutPackets, s.CutBytes = ps.CutPackets, ps.CutBytes
+	}
+	if !a.observe {
+		if err != nil {
+			s.ProgramError = err.Error()
+		}
+		return
+	}
 	s.Observe = true
 	s.Attach = a.prog.AttachMode().String()
-	ps, err := a.prog.Stats()
 	if err != nil {
 		s.ProgramError = err.Error()
 	} else {

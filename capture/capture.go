@@ -19,6 +19,9 @@ import (
 // Kept for callers that test for it; Start no longer returns it.
 var ErrMethodUnavailable = errors.New("capture method not available")
 
+// ErrClosed: a method was called after Close.
+var ErrClosed = errors.New("capture closed")
+
 // attachment is the capture machinery of one interface for one method: for
 // XDP the program, its pins and the AF_XDP sockets (xdpIface); for AF_PACKET
 // its fanout group of rings and, optionally, the XDP program in observe
@@ -29,6 +32,9 @@ type attachment interface {
 	// flowIDs returns the table of flow ids the sources' packets carry,
 	// or nil when they carry none.
 	flowIDs() *flowIDs
+	// program returns the program whose maps hold the cutoff's
+	// connections, or nil when the cutoff does not run.
+	program() *xdp.Program
 	stats(s *InterfaceStats)
 	// detach stops the kernel from delivering packets; what the sources
 	// hold already can still be read.
@@ -63,6 +69,7 @@ type ifaceCapture struct {
 	reason string // why method
 	att    attachment
 	queues []*queue
+	cut    *cutReporter // nil without the cutoff
 }
 
 // Start attaches to every configured interface and starts capturing into
@@ -121,15 +128,20 @@ func Start(ctx context.Context, cfg Config, sp *spool.Spool, log *slog.Logger) (
 		var x attachment
 		var err error
 		if method == MethodAFPacket {
-			x, err = openAFPacket(name, &cfg, snapLen, log)
+			x, err = openAFPacket(name, &cfg, snapLen, clock, log)
 		} else {
-			x, err = openXDP(name, &cfg, snapLen, log)
+			x, err = openXDP(name, &cfg, snapLen, clock, log)
 		}
 		if err != nil {
 			return nil, err
 		}
 		ic := &ifaceCapture{name: name, method: method, reason: reason, att: x}
 		c.ifaces = append(c.ifaces, ic)
+		if p := x.program(); p != nil {
+			if ic.cut, err = startCutReporter(name, p, sp.AddCut, log); err != nil {
+				return nil, err
+			}
+		}
 		for i, src := range x.sources(snapLen, clock) {
 			stream := fmt.Sprintf("%s-q%d", name, i)
 			w, err := sp.NewWriter(stream, name)
@@ -244,6 +256,15 @@ func (c *Capture) Close() error {
 	c.mu.Unlock()
 
 	var errs []error
+	// The reporters' last poll needs the programs: it hands on what was
+	// cut until now.
+	for _, ic := range c.ifaces {
+		if ic.cut != nil {
+			if err := ic.cut.stop(); err != nil {
+				errs = append(errs, fmt.Errorf("capture on %s: stop cut reporter: %w", ic.name, err))
+			}
+		}
+	}
 	for _, ic := range c.ifaces {
 		if err := ic.att.detach(); err != nil {
 			errs = append(errs, fmt.Errorf("capture on %s: detach: %w", ic.name, err))

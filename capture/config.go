@@ -85,9 +85,14 @@ type Config struct {
 	// DropRules drop matching frames in the XDP program before they are
 	// accounted or captured. At most xdp.MaxDropRules.
 	DropRules []xdp.DropRule
-	// Cutoff is the per-connection cutoff: the packets of a connection
-	// past its limit are not stored (docs/operations.md, Per-connection
-	// cutoff). The zero value cuts nothing.
+	// Cutoff limits what is stored of each connection, decided in the
+	// kernel (docs/operations.md, Per-connection cutoff; docs/bpf.md,
+	// "Cutoff"): by the XDP program on the AF_XDP
+	// path, by the program's socket filter on the AF_PACKET rings (which
+	// loads and pins the program's maps even without XDPObserve). What is
+	// cut is counted per flow and handed to the spool
+	// ((*spool.Spool).AddCut) about once a second. No effect in Observe
+	// mode. The zero value cuts nothing.
 	Cutoff xdp.CutoffConfig
 }
 
@@ -148,6 +153,8 @@ func (c *Config) Validate() error {
 		return bad("SnapLen", "snap length %d outside [64, 262144]", c.SnapLen)
 	case len(c.DropRules) > xdp.MaxDropRules:
 		return bad("DropRules", "%d drop rules, at most %d", len(c.DropRules), xdp.MaxDropRules)
+	case c.Cutoff.Validate() != nil:
+		return bad("Cutoff", "%v", c.Cutoff.Validate())
 	case c.AFPacketRings < 0 || c.AFPacketRings > maxAFPacketRings:
 		return bad("AFPacketRings", "af_packet rings %d outside [0, %d]", c.AFPacketRings, maxAFPacketRings)
 	case c.AFPacketBlockSize < minAFPacketBlock || c.AFPacketBlockSize > maxAFPacketBlock || c.AFPacketBlockSize%os.Getpagesize() != 0:

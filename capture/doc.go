@@ -82,6 +82,20 @@
 // its counters join InterfaceStats, its new-flow records are read and
 // counted, and its drop rules act before the rings.
 //
+// # Cutoff
+//
+// With Config.Cutoff, the kernel stores only the first bytes or packets of
+// each connection (docs/bpf.md, "Cutoff"): on the XDP path the XDP program
+// drops the rest, on the AF_PACKET path the program's socket filter,
+// attached to every ring in place of the classic snap length filter,
+// filters it out (the program and its maps are loaded and pinned even
+// without XDPObserve; in observe mode the XDP program does not cut). Per
+// interface a cut reporter reads the program's cut_conns ring buffer and,
+// about once a second and at Close, hands each cut connection's new cut
+// counts, per direction, to the spool ((*spool.Spool).AddCut).
+// SuspendCutoff stores the matching connections whole from then on;
+// CutoffStats and InterfaceStats count what was cut.
+//
 // # Life cycle and ownership
 //
 // Start sets everything up before any goroutine runs, and undoes it all on

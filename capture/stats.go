@@ -59,10 +59,14 @@ type InterfaceStats struct {
 	// flow ids the flow id table holds now, FlowIDEvictions how many it
 	// forgot for a newer flow that maps to the same slot (a cut packet of
 	// theirs is keyed by parsing what was kept, counted in KeysParsed).
-	RingBufRecords  uint64       `json:"ringbuf_records"`
-	FlowIDs         int64        `json:"flow_ids"`
-	FlowIDEvictions uint64       `json:"flow_id_evictions"`
-	Queues          []QueueStats `json:"queues"`
+	RingBufRecords  uint64 `json:"ringbuf_records"`
+	FlowIDs         int64  `json:"flow_ids"`
+	FlowIDEvictions uint64 `json:"flow_id_evictions"`
+	// CutPackets and CutBytes (wire lengths) were not stored: past their
+	// connection's cutoff (Config.Cutoff), on either capture path.
+	CutPackets uint64       `json:"cut_packets"`
+	CutBytes   uint64       `json:"cut_bytes"`
+	Queues     []QueueStats `json:"queues"`
 }
 
 // QueueStats are the counters of one RX queue (AF_XDP) or ring (AF_PACKET)
@@ -309,6 +313,16 @@ func ifaceMetrics() []ifaceMetric {
 			desc: prometheus.NewDesc("stenod_capture_flow_id_evictions_total", "Flow ids the flow id table forgot for a newer flow in the same slot.", []string{"iface"}, nil),
 			kind: prometheus.CounterValue,
 			get:  func(i *InterfaceStats) (float64, bool) { return float64(i.FlowIDEvictions), true },
+		},
+		{
+			desc: prometheus.NewDesc("stenod_capture_cut_packets_total", "Packets not stored: past their connection's cutoff.", []string{"iface"}, nil),
+			kind: prometheus.CounterValue,
+			get:  func(i *InterfaceStats) (float64, bool) { return float64(i.CutPackets), true },
+		},
+		{
+			desc: prometheus.NewDesc("stenod_capture_cut_bytes_total", "Bytes (wire lengths) of the packets not stored for the cutoff.", []string{"iface"}, nil),
+			kind: prometheus.CounterValue,
+			get:  func(i *InterfaceStats) (float64, bool) { return float64(i.CutBytes), true },
 		},
 		{
 			desc: prometheus.NewDesc("stenod_capture_flow_ids", "Flow ids known now.", []string{"iface"}, nil),

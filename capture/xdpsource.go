@@ -26,13 +26,14 @@ type xdpIface struct {
 	rb       *ringbuf.Reader
 	rbDone   chan struct{}
 	observe  bool
+	cutoff   bool // the program decides the cutoff
 	detached bool
 }
 
 // openXDP loads and attaches the program on iface and, unless observing,
 // binds one socket per RX queue. On error everything it created is undone,
 // pins included.
-func openXDP(iface string, cfg *Config, snapLen int, log *slog.Logger) (_ *xdpIface, err error) {
+func openXDP(iface string, cfg *Config, snapLen int, clock *xdp.Clock, log *slog.Logger) (_ *xdpIface, err error) {
 	mode, err := attachMode(cfg.XDPMode)
 	if err != nil {
 		return nil, err
@@ -50,23 +51,30 @@ func openXDP(iface string, cfg *Config, snapLen int, log *slog.Logger) (_ *xdpIf
 			return nil, fmt.Errorf("capture on %s: %d RX queues, at most %d", iface, nq, xdp.DefaultMaxQueues)
 		}
 	}
+	pc := xdp.ProgramConfig{SnapLen: uint32(snapLen), Observe: cfg.Observe, DropRules: cfg.DropRules}
+	if !cfg.Observe {
+		// In observe mode nothing is stored: nothing to cut.
+		pc.Cutoff = cfg.Cutoff
+	}
 	prog, err := xdp.LoadProgram(xdp.ProgramOptions{
 		Interface: iface,
 		PinRoot:   cfg.PinRoot,
 		Mode:      mode,
-		Config:    xdp.ProgramConfig{SnapLen: uint32(snapLen), Observe: cfg.Observe, DropRules: cfg.DropRules},
+		Config:    pc,
+		Clock:     clock,
 		Logger:    log,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("capture on %s: %w", iface, err)
 	}
-	x := &xdpIface{name: iface, prog: prog, observe: cfg.Observe, ids: newFlowIDs(maxFlowIDs)}
+	x := &xdpIface{name: iface, prog: prog, observe: cfg.Observe, cutoff: pc.Cutoff.Enabled(), ids: newFlowIDs(maxFlowIDs)}
 	defer func() {
 		if err != nil {
 			err = errors.Join(err, x.detach(), x.close(), x.remove())
 		}
 	}()
-	log.Info("xdp program attached", "iface", iface, "mode", prog.AttachMode(), "pins", prog.PinDir(), "observe", cfg.Observe)
+	log.Info("xdp program attached", "iface", iface, "mode", prog.AttachMode(), "pins", prog.PinDir(), "observe", cfg.Observe,
+		"cutoff", pc.Cutoff.Enabled())
 	if cfg.Observe {
 		return x, nil
 	}
@@ -111,6 +119,13 @@ func (x *xdpIface) sources(snapLen int, clock *xdp.Clock) []source {
 
 func (x *xdpIface) flowIDs() *flowIDs { return x.ids }
 
+func (x *xdpIface) program() *xdp.Program {
+	if x.observe || !x.cutoff {
+		return nil
+	}
+	return x.prog
+}
+
 // detach stops the ring buffer reader and detaches and closes the program,
 // so no packet reaches the sockets any more; what is in their rings can
 // still be drained.
@@ -152,6 +167,7 @@ func (x *xdpIface) stats(s *InterfaceStats) {
 		s.ProgramError = err.Error()
 	} else {
 		s.Program = &ps
+		s.CutPackets, s.CutBytes = ps.CutPackets, ps.CutBytes
 	}
 	s.FlowIDs = x.ids.size.Load()
 	s.FlowIDEvictions = x.ids.evictions.Load()

@@ -11,4 +11,4 @@
 // Use package xdp, not this one: xdp loads, pins and attaches the objects.
 package gen
 
-//go:generate go run github.com/cilium/ebpf/cmd/bpf2go -cc clang-14 -strip llvm-strip-14 -target bpfel -go-package gen -output-stem stenod -type flow_key -type flow_value -type new_flow -type packet_meta -type config_value -type drop_rule -type stat -type mode -type flow_flag -type drop_rule_flag Stenod ../bpf/stenod.c -- -I/usr/include/x86_64-linux-gnu -O2 -g -Wall -Werror -mcpu=v3
+//go:generate go run github.com/cilium/ebpf/cmd/bpf2go -cc clang-14 -strip llvm-strip-14 -target bpfel -go-package gen -output-stem stenod -type flow_key -type flow_value -type new_flow -type packet_meta -type config_value -type drop_rule -type stat -type mode -type flow_flag -type drop_rule_flag -type cutoff_config -type cutoff_match -type conn_value -type conn_flag -type cut_conn -type cut_count Stenod ../bpf/stenod.c -- -I/usr/include/x86_64-linux-gnu -O2 -g -Wall -Werror -mcpu=v3

@@ -20,6 +20,59 @@ type StenodConfigValue struct {
 	N_rules uint32
 	Pad     uint32
 	Rules   [16]StenodDropRule
+	Cutoff  StenodCutoffConfig
+}
+
+type StenodConnFlag uint32
+
+const (
+	StenodConnFlagCONN_SUSPENDED StenodConnFlag = 1
+	StenodConnFlagCONN_REPORTED  StenodConnFlag = 2
+)
+
+type StenodConnValue struct {
+	_            structs.HostLayout
+	Packets      uint64
+	Bytes        uint64
+	LimitBytes   uint64
+	LimitPackets uint64
+	CutPackets   [2]uint64
+	CutBytes     [2]uint64
+	LastCutNs    uint64
+	Flags        uint32
+	Rule         int32
+}
+
+type StenodCutConn struct {
+	_    structs.HostLayout
+	Key  StenodFlowKey
+	TsNs uint64
+}
+
+type StenodCutCount struct {
+	_       structs.HostLayout
+	Packets uint64
+	Bytes   uint64
+}
+
+type StenodCutoffConfig struct {
+	_              structs.HostLayout
+	Enabled        uint32
+	JitterPercent  uint32
+	N_matches      uint32
+	Pad            uint32
+	DefaultBytes   uint64
+	DefaultPackets uint64
+	Matches        [32]StenodCutoffMatch
+}
+
+type StenodCutoffMatch struct {
+	_            structs.HostLayout
+	Match        StenodDropRule
+	Rule         uint32
+	Pad          uint32
+	LimitBytes   uint64
+	LimitPackets uint64
 }
 
 type StenodDropRule struct {
@@ -113,7 +166,10 @@ const (
 	StenodStatSTAT_PARSE_FRAGMENT     StenodStat = 14
 	StenodStatSTAT_PARSE_VLAN         StenodStat = 15
 	StenodStatSTAT_PARSE_MPLS         StenodStat = 16
-	StenodStatSTAT_MAX                StenodStat = 17
+	StenodStatSTAT_CUT_PACKETS        StenodStat = 17
+	StenodStatSTAT_CUT_BYTES          StenodStat = 18
+	StenodStatSTAT_CUT_RINGBUF_FULL   StenodStat = 19
+	StenodStatSTAT_MAX                StenodStat = 20
 )
 
 // Names of all BPF objects in the ELF.
@@ -121,11 +177,15 @@ const (
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	StenodMapConfig           = "config"
+	StenodMapConns            = "conns"
+	StenodMapCutConns         = "cut_conns"
+	StenodMapCutStats         = "cut_stats"
 	StenodMapFlowSeq          = "flow_seq"
 	StenodMapFlows            = "flows"
 	StenodMapNewFlows         = "new_flows"
 	StenodMapStats            = "stats"
 	StenodMapXsks             = "xsks"
+	StenodProgStenodSocket    = "stenod_socket"
 	StenodProgStenodXdp       = "stenod_xdp"
 	StenodVarUnusedTypesForGo = "unused_types_for_go"
 )
@@ -172,7 +232,8 @@ type StenodSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type StenodProgramSpecs struct {
-	StenodXdp *ebpf.ProgramSpec `ebpf:"stenod_xdp"`
+	StenodSocket *ebpf.ProgramSpec `ebpf:"stenod_socket"`
+	StenodXdp    *ebpf.ProgramSpec `ebpf:"stenod_xdp"`
 }
 
 // StenodMapSpecs contains maps before they are loaded into the kernel.
@@ -180,6 +241,9 @@ type StenodProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type StenodMapSpecs struct {
 	Config   *ebpf.MapSpec `ebpf:"config"`
+	Conns    *ebpf.MapSpec `ebpf:"conns"`
+	CutConns *ebpf.MapSpec `ebpf:"cut_conns"`
+	CutStats *ebpf.MapSpec `ebpf:"cut_stats"`
 	FlowSeq  *ebpf.MapSpec `ebpf:"flow_seq"`
 	Flows    *ebpf.MapSpec `ebpf:"flows"`
 	NewFlows *ebpf.MapSpec `ebpf:"new_flows"`
@@ -215,6 +279,9 @@ func (o *StenodObjects) Close() error {
 // It can be passed to LoadStenodObjects or ebpf.CollectionSpec.LoadAndAssign.
 type StenodMaps struct {
 	Config   *ebpf.Map `ebpf:"config"`
+	Conns    *ebpf.Map `ebpf:"conns"`
+	CutConns *ebpf.Map `ebpf:"cut_conns"`
+	CutStats *ebpf.Map `ebpf:"cut_stats"`
 	FlowSeq  *ebpf.Map `ebpf:"flow_seq"`
 	Flows    *ebpf.Map `ebpf:"flows"`
 	NewFlows *ebpf.Map `ebpf:"new_flows"`
@@ -225,6 +292,9 @@ type StenodMaps struct {
 func (m *StenodMaps) Close() error {
 	return _StenodClose(
 		m.Config,
+		m.Conns,
+		m.CutConns,
+		m.CutStats,
 		m.FlowSeq,
 		m.Flows,
 		m.NewFlows,
@@ -244,11 +314,13 @@ type StenodVariables struct {
 //
 // It can be passed to LoadStenodObjects or ebpf.CollectionSpec.LoadAndAssign.
 type StenodPrograms struct {
-	StenodXdp *ebpf.Program `ebpf:"stenod_xdp"`
+	StenodSocket *ebpf.Program `ebpf:"stenod_socket"`
+	StenodXdp    *ebpf.Program `ebpf:"stenod_xdp"`
 }
 
 func (p *StenodPrograms) Close() error {
 	return _StenodClose(
+		p.StenodSocket,
 		p.StenodXdp,
 	)
 }

@@ -26,6 +26,17 @@
 // metadata (what the XDP program wrote with bpf_xdp_adjust_meta, MetaLen
 // bytes) sits right before the first descriptor's data: Meta(d).
 //
+// # Cutoff
+//
+// ProgramConfig.Cutoff limits what is stored of each connection, decided
+// in the kernel (docs/bpf.md, "Cutoff"): by the XDP program in redirect
+// mode, and by the socket filter (SocketFilter) that afpacket attaches to
+// its rings; LoadProgram with ProgramOptions.NoXDP loads and pins the maps
+// for the socket filter without attaching the XDP program. ConnKey is the
+// kernel's connection key in Go and CutoffModel its whole decision;
+// LookupConn, SuspendConns, CutoffStats and CutConns read and steer the
+// kernel's connection table.
+//
 // # Ownership
 //
 // The Socket owns its file descriptor, its ring mappings and its UMEM;

@@ -26,12 +26,16 @@ const (
 	PinXSKs     = "xsks"      // RX queue -> AF_XDP socket
 	PinConfig   = "config"    // the one config entry
 	PinNewFlows = "new_flows" // ring buffer of NewFlowRecord
+	PinConns    = "conns"     // cutoff connections: canonical flow.Key -> ConnValue
+	PinCutConns = "cut_conns" // ring buffer of CutConnRecord
+	PinCutStats = "cut_stats" // per-CPU cut counts per cutoff rule
 	PinProgram  = "prog"      // the XDP program
+	PinSocket   = "socket"    // the socket filter of AF_PACKET rings
 	PinLink     = "link"      // the XDP link attaching prog to the interface
 )
 
 // pinNames lists every pin LoadProgram creates, the link last.
-var pinNames = []string{PinFlows, PinStats, PinXSKs, PinConfig, PinNewFlows, PinProgram, PinLink}
+var pinNames = []string{PinFlows, PinStats, PinXSKs, PinConfig, PinNewFlows, PinConns, PinCutConns, PinCutStats, PinProgram, PinSocket, PinLink}
 
 func pinPath(dir, name string) string { return filepath.Join(dir, name) }
 
@@ -46,7 +50,11 @@ func (p *Program) pin() error {
 		{PinXSKs, p.objs.Xsks.Pin},
 		{PinConfig, p.objs.Config.Pin},
 		{PinNewFlows, p.objs.NewFlows.Pin},
+		{PinConns, p.objs.Conns.Pin},
+		{PinCutConns, p.objs.CutConns.Pin},
+		{PinCutStats, p.objs.CutStats.Pin},
 		{PinProgram, p.objs.StenodXdp.Pin},
+		{PinSocket, p.objs.StenodSocket.Pin},
 	} {
 		if err := o.pin(pinPath(p.pinDir, o.name)); err != nil {
 			return fmt.Errorf("pin %s: %w", o.name, err)

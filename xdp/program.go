@@ -60,9 +60,16 @@ type ProgramOptions struct {
 	PinRoot string
 	// Mode is how to attach; default AttachAuto.
 	Mode AttachMode
+	// NoXDP, with Interface set, pins the program and its maps but does not
+	// attach the XDP program: for AF_PACKET capture, whose rings run the
+	// socket filter (SocketFilter) on the same maps. There is no link pin.
+	NoXDP bool
 	// Config is written to the config map before the program is attached.
 	Config ProgramConfig
-	// MaxFlows is the size of the flows LRU map. Default DefaultMaxFlows.
+	// MaxFlows is the size of the flows LRU map, and of the cutoff's conns
+	// LRU map when Config enables the cutoff (else conns has one entry:
+	// it is preallocated, about 180 bytes per entry). Default
+	// DefaultMaxFlows.
 	MaxFlows uint32
 	// RingBufSize is the size of the new_flows ring buffer in bytes: a power
 	// of two and a multiple of the page size. Default DefaultRingBufSize.
@@ -70,6 +77,9 @@ type ProgramOptions struct {
 	// MaxQueues is the size of the xsks map: frames arriving on an RX queue
 	// index >= MaxQueues are never redirected. Default DefaultMaxQueues.
 	MaxQueues uint32
+	// Clock converts the kernel's CLOCK_TAI timestamps (Conn.LastCut);
+	// the caller refreshes it. Default: one measured by LoadProgram.
+	Clock *Clock
 	// Logger receives the few events worth a line (generic-mode fallback,
 	// replacing an earlier run's pins). Default: discard.
 	Logger *slog.Logger
@@ -125,6 +135,9 @@ var (
 	ErrTooManyDropRules = errors.New("too many drop rules")
 	// ErrNotBPFFS: the pin directory is not on a bpf filesystem.
 	ErrNotBPFFS = errors.New("not a bpf filesystem")
+	// ErrCutoffNotLoaded: SetConfig enables the cutoff of a program loaded
+	// without it, whose connection table has no room.
+	ErrCutoffNotLoaded = errors.New("cutoff enabled on a program loaded without it")
 )
 
 // Program is the loaded XDP program with its maps, and, when loaded for an
@@ -133,6 +146,8 @@ var (
 // them.
 type Program struct {
 	objs    gen.StenodObjects
+	cutoff  CutoffConfig // as configured, for CutoffStats
+	clock   *Clock
 	link    link.Link // nil when not attached
 	mode    AttachMode
 	iface   string
@@ -151,7 +166,7 @@ type Program struct {
 // not reused.
 //
 // Errors: ErrInvalidOptions, ErrInvalidDropRule, ErrTooManyDropRules,
-// ErrNotBPFFS; a verifier rejection wraps *ebpf.VerifierError (print it
+// ErrTooManyCutoffMatches, ErrInvalidCutoff, ErrNotBPFFS; a verifier rejection wraps *ebpf.VerifierError (print it
 // with %+v for the whole log); anything else comes from the kernel.
 func LoadProgram(opts ProgramOptions) (_ *Program, err error) {
 	if err := opts.setDefaults(); err != nil {
@@ -167,10 +182,20 @@ func LoadProgram(opts ProgramOptions) (_ *Program, err error) {
 		return nil, fmt.Errorf("load program spec: %w", err)
 	}
 	spec.Maps[gen.StenodMapFlows].MaxEntries = opts.MaxFlows
+	spec.Maps[gen.StenodMapConns].MaxEntries = 1
+	if opts.Config.Cutoff.Enabled() {
+		spec.Maps[gen.StenodMapConns].MaxEntries = opts.MaxFlows
+	}
 	spec.Maps[gen.StenodMapNewFlows].MaxEntries = opts.RingBufSize
 	spec.Maps[gen.StenodMapXsks].MaxEntries = opts.MaxQueues
 
-	p := &Program{iface: opts.Interface, pinRoot: opts.PinRoot, log: opts.Logger}
+	clock := opts.Clock
+	if clock == nil {
+		if clock, err = NewClock(); err != nil {
+			return nil, fmt.Errorf("load program: %w", err)
+		}
+	}
+	p := &Program{iface: opts.Interface, pinRoot: opts.PinRoot, log: opts.Logger, clock: clock, cutoff: opts.Config.Cutoff}
 	if err := spec.LoadAndAssign(&p.objs, nil); err != nil {
 		return nil, fmt.Errorf("load program: %w", err)
 	}
@@ -203,6 +228,9 @@ func LoadProgram(opts ProgramOptions) (_ *Program, err error) {
 	}()
 	if err := p.pin(); err != nil {
 		return nil, err
+	}
+	if opts.NoXDP {
+		return p, nil
 	}
 	if err := p.attach(ifc, opts.Mode); err != nil {
 		return nil, err
@@ -260,8 +288,8 @@ func (p *Program) Close() error {
 		p.link = nil
 	}
 	for _, c := range []io.Closer{
-		p.objs.StenodXdp, p.objs.Flows, p.objs.NewFlows, p.objs.Stats,
-		p.objs.Config, p.objs.Xsks, p.objs.FlowSeq,
+		p.objs.StenodXdp, p.objs.StenodSocket, p.objs.Flows, p.objs.NewFlows, p.objs.Stats,
+		p.objs.Config, p.objs.Xsks, p.objs.FlowSeq, p.objs.Conns, p.objs.CutConns, p.objs.CutStats,
 	} {
 		if c != nil {
 			errs = append(errs, c.Close())
@@ -348,6 +376,9 @@ type ProgramStats struct {
 	ParseFragment    uint64 `json:"parse_fragment"`     // IP fragments
 	ParseVLAN        uint64 `json:"parse_vlan"`         // frames with at least one VLAN tag
 	ParseMPLS        uint64 `json:"parse_mpls"`         // frames with an MPLS label stack
+	CutPackets       uint64 `json:"cut_packets"`        // not stored: past their connection's cutoff (XDP program and socket filter)
+	CutBytes         uint64 `json:"cut_bytes"`          // their length
+	CutRingBufFull   uint64 `json:"cut_ringbuf_full"`   // cut_conns records lost
 }
 
 const statCount = int(gen.StenodStatSTAT_MAX)
@@ -389,6 +420,12 @@ func (s *ProgramStats) counter(i gen.StenodStat) *uint64 {
 		return &s.ParseVLAN
 	case gen.StenodStatSTAT_PARSE_MPLS:
 		return &s.ParseMPLS
+	case gen.StenodStatSTAT_CUT_PACKETS:
+		return &s.CutPackets
+	case gen.StenodStatSTAT_CUT_BYTES:
+		return &s.CutBytes
+	case gen.StenodStatSTAT_CUT_RINGBUF_FULL:
+		return &s.CutRingBufFull
 	}
 	return nil
 }
@@ -420,13 +457,19 @@ func readStats(m *ebpf.Map) (ProgramStats, error) {
 
 // SetConfig replaces the program's configuration. The program sees the new
 // one from its next packet on; a packet being processed may see a mix.
+// Connections already in the table keep the cutoff limits they entered
+// with. Not safe to call concurrently with CutoffStats.
 func (p *Program) SetConfig(c ProgramConfig) error {
 	v, err := c.compile()
 	if err != nil {
 		return err
 	}
+	if c.Cutoff.Enabled() && p.objs.Conns.MaxEntries() <= 1 {
+		return fmt.Errorf("write config: %w: load it with the cutoff enabled", ErrCutoffNotLoaded)
+	}
 	if err := p.objs.Config.Update(uint32(0), &v, ebpf.UpdateAny); err != nil {
 		return fmt.Errorf("write config: %w", err)
 	}
+	p.cutoff = c.Cutoff
 	return nil
 }

@@ -28,6 +28,10 @@ type ProgramConfig struct {
 	// modes) before it is accounted or captured, and counted in
 	// ProgramStats.DroppedByRule. At most MaxDropRules.
 	DropRules []DropRule
+	// Cutoff limits what is stored of each connection (docs/bpf.md,
+	// "Cutoff"): decided by the XDP program in redirect mode and by the
+	// socket filter, never in observe mode.
+	Cutoff CutoffConfig
 }
 
 // DropRule matches frames by their flow key; every set field must match.
@@ -112,6 +116,11 @@ func (c ProgramConfig) compile() (gen.StenodConfigValue, error) {
 		v.Rules[i] = rule
 	}
 	v.N_rules = uint32(len(c.DropRules))
+	cut, err := c.Cutoff.compile()
+	if err != nil {
+		return v, err
+	}
+	v.Cutoff = cut
 	return v, nil
 }
 
@@ -127,5 +136,20 @@ func genKey(k *flow.Key) gen.StenodFlowKey {
 		Ethertype: k.EtherType,
 		Proto:     k.Proto,
 		Flags:     uint8(k.Flags),
+	}
+}
+
+// keyOf is genKey the other way round.
+func keyOf(k *gen.StenodFlowKey) flow.Key {
+	return flow.Key{
+		Src:       k.Src,
+		Dst:       k.Dst,
+		SrcPort:   k.Sport,
+		DstPort:   k.Dport,
+		VLAN:      k.Vlan,
+		MPLS:      k.Mpls,
+		EtherType: k.Ethertype,
+		Proto:     k.Proto,
+		Flags:     flow.Flags(k.Flags),
 	}
 }

@@ -600,6 +600,24 @@ func TestLayouts(t *testing.T) {
 	if s := unsafe.Sizeof(gen.StenodNewFlow{}); s != NewFlowRecordSize {
 		t.Errorf("struct new_flow: %d bytes, NewFlowRecordSize %d", s, NewFlowRecordSize)
 	}
+	for _, c := range []struct {
+		name      string
+		got, want uintptr
+	}{
+		{"struct conn_value", unsafe.Sizeof(gen.StenodConnValue{}), 80},
+		{"struct cut_conn", unsafe.Sizeof(gen.StenodCutConn{}), CutConnRecordSize},
+		{"struct cut_count", unsafe.Sizeof(gen.StenodCutCount{}), 16},
+		{"struct cutoff_match", unsafe.Sizeof(gen.StenodCutoffMatch{}), 128},
+		{"struct cutoff_config", unsafe.Sizeof(gen.StenodCutoffConfig{}), 4128},
+		{"struct config_value", unsafe.Sizeof(gen.StenodConfigValue{}), 5808},
+		{"MAX_CUTOFF_MATCHES", uintptr(len(gen.StenodCutoffConfig{}.Matches)), MaxCutoffMatches},
+		{"conn_value.flags", unsafe.Offsetof(gen.StenodConnValue{}.Flags), 72},
+		{"config_value.cutoff", unsafe.Offsetof(gen.StenodConfigValue{}.Cutoff), 1680},
+	} {
+		if c.got != c.want {
+			t.Errorf("%s: %d, want %d (docs/bpf.md)", c.name, c.got, c.want)
+		}
+	}
 
 	// Every counter has its own ProgramStats field.
 	var s ProgramStats
@@ -782,8 +800,9 @@ func pinRootEntries(tb testing.TB, root string) []string {
 // nothing unpinned, nothing detached.
 func abandon(tb testing.TB, p *Program) {
 	tb.Helper()
-	err := errors.Join(p.link.Close(), p.objs.StenodXdp.Close(), p.objs.Flows.Close(), p.objs.NewFlows.Close(),
-		p.objs.Stats.Close(), p.objs.Config.Close(), p.objs.Xsks.Close(), p.objs.FlowSeq.Close())
+	err := errors.Join(p.link.Close(), p.objs.StenodXdp.Close(), p.objs.StenodSocket.Close(), p.objs.Flows.Close(),
+		p.objs.NewFlows.Close(), p.objs.Stats.Close(), p.objs.Config.Close(), p.objs.Xsks.Close(), p.objs.FlowSeq.Close(),
+		p.objs.Conns.Close(), p.objs.CutConns.Close(), p.objs.CutStats.Close())
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -803,6 +822,7 @@ func checkPinnedIDs(tb testing.TB, p *Program) {
 	for name, m := range map[string]*ebpf.Map{
 		PinFlows: p.objs.Flows, PinStats: p.objs.Stats, PinXSKs: p.objs.Xsks,
 		PinConfig: p.objs.Config, PinNewFlows: p.objs.NewFlows,
+		PinConns: p.objs.Conns, PinCutConns: p.objs.CutConns, PinCutStats: p.objs.CutStats,
 	} {
 		pinned, err := ebpf.LoadPinnedMap(filepath.Join(p.PinDir(), name), nil)
 		if err != nil {

@@ -396,7 +396,7 @@ type docsCutoff struct{}
 func (docsCutoff) SuspendCutoff(func(k *flow.Key) bool) (int, error) { return 0, nil }
 func (docsCutoff) Stats() capture.Stats                              { return capture.Stats{} }
 func (docsCutoff) CutoffStats() []capture.InterfaceCutoff {
-	return []capture.InterfaceCutoff{{Name: "eth1", Stats: xdp.CutoffStats{Rules: []xdp.RuleCut{{Rule: 0, Name: "port 443"}, {Rule: -1}}}}}
+	return []capture.InterfaceCutoff{{Name: "eth1", CutoffStats: xdp.CutoffStats{Rules: []xdp.RuleCut{{Rule: 0, Name: "port 443"}, {Rule: -1}}}}}
 }
 
 // scrapeAPI serves the API with the daemon's registry on a spool with
