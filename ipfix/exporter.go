@@ -102,6 +102,12 @@ type seenFlow struct {
 	packets, bytes       uint64
 	cutPackets, cutBytes uint64
 	last                 int64
+	// slot+1 is where the flow's record was gathered at the last scan
+	// that found something new (0: none yet): a hint that spares the
+	// look-up in ids for a flow active scan after scan (measured: the
+	// look-ups of 65,536 active flows every second were most of the
+	// export's cost at the default timeouts).
+	slot int32
 }
 
 // stateKey identifies a flow for export: its key and where it was seen.
@@ -300,8 +306,8 @@ func (x *Exporter) scanFlows(copyFlows func([]index.LiveFlow, int) []index.LiveF
 				d.start = min(d.start, f.Last)
 			}
 			d.end = f.Last
-			x.add(stateKey{key: f.Key, ingress: ingress}, &d)
-			*s = seenFlow{packets: f.Packets, bytes: f.Bytes, cutPackets: f.CutPackets, cutBytes: f.CutBytes, last: f.Last}
+			slot := x.add(stateKey{key: f.Key, ingress: ingress}, s.slot-1, &d)
+			*s = seenFlow{packets: f.Packets, bytes: f.Bytes, cutPackets: f.CutPackets, cutBytes: f.CutBytes, last: f.Last, slot: slot + 1}
 		}
 		x.chunk = chunk
 		from += len(chunk)
@@ -315,8 +321,17 @@ type delta struct {
 	start, end                           int64
 }
 
-func (x *Exporter) add(k stateKey, d *delta) {
-	id, ok := x.ids[k]
+// add counts d into k's record, and returns the record's slot. hint is
+// the slot k's record had at its flow's last scan, or -1.
+func (x *Exporter) add(k stateKey, hint int32, d *delta) int32 {
+	id, ok := hint, false
+	if hint >= 0 && int(hint) < len(x.flows) {
+		fs := &x.flows[hint]
+		ok = fs.lastPacket != 0 && fs.rec.Ingress == k.ingress && fs.rec.Key == k.key
+	}
+	if !ok {
+		id, ok = x.ids[k]
+	}
 	if !ok {
 		if n := len(x.free); n > 0 {
 			id, x.free = x.free[n-1], x.free[:n-1]
@@ -340,6 +355,7 @@ func (x *Exporter) add(k stateKey, d *delta) {
 	r.CutBytes += d.cutBytes
 	r.TCPFlags |= d.tcpFlags
 	fs.lastPacket = max(fs.lastPacket, d.end, 1)
+	return id
 }
 
 // expire exports the records of flows idle for IdleTimeout (and forgets
