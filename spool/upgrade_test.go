@@ -7,10 +7,12 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/stenod/stenod/index"
 )
 
-// indexV1 turns a version 2 index into the version 1 index of the same
-// packets: a 96-byte header (its CRC-32C at 92), no record checksums.
+// indexV1 turns a current index into the version 1 index of the same
+// packets (only its header matters: version 1 is never read past it): a 96-byte header (its CRC-32C at 92), no record checksums.
 func indexV1(t *testing.T, v2 []byte) []byte {
 	t.Helper()
 	le := binary.LittleEndian
@@ -27,7 +29,7 @@ func indexV1(t *testing.T, v2 []byte) []byte {
 
 // TestUpgradeFromIndexV1: a spool of version 1 indexes (an upgraded
 // sensor's) opens without being re-indexed: start-up reads their
-// summaries. A query rebuilds the index it needs, as version 2, and
+// summaries. A query rebuilds the index it needs, in the current version, and
 // answers the same.
 func TestUpgradeFromIndexV1(t *testing.T) {
 	dir := t.TempDir()
@@ -69,8 +71,8 @@ func TestUpgradeFromIndexV1(t *testing.T) {
 	sameAnswer(t, "after the upgrade", answer(t, sp, "after 1970-01-01T00:00:00Z"), want)
 	for _, p := range idx {
 		data, _ := os.ReadFile(p)
-		if v := binary.LittleEndian.Uint32(data[8:]); v != 2 {
-			t.Fatalf("%s: version %d after a query, want 2", p, v)
+		if v := binary.LittleEndian.Uint32(data[8:]); v != index.FormatVersion {
+			t.Fatalf("%s: version %d after a query, want %d", p, v, index.FormatVersion)
 		}
 	}
 	if c := sp.Counters(); c.FilesRepaired != 0 || c.DamagedRegions != 0 || c.FilesQuarantined != 0 {
