@@ -105,7 +105,11 @@ func (s *sender) run(ctx context.Context, now func() time.Time) {
 	backoff := backoffMin
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
-	var pending *Record // taken from the queue, not sent yet
+	// pending was taken from the queue and not sent yet (hasPending). A
+	// value, not a pointer to the received record, which would make
+	// every record received escape to the heap.
+	var pending Record
+	hasPending := false
 	errLogged := time.Time{}
 	fail := func(what string, err error) {
 		s.sendErrors.Add(1)
@@ -119,7 +123,7 @@ func (s *sender) run(ctx context.Context, now func() time.Time) {
 			c, err := s.dial(ctx)
 			if err != nil {
 				if ctx.Err() != nil {
-					s.dropQueue(pending)
+					s.dropQueue(hasPending)
 					return
 				}
 				fail("connect", err)
@@ -138,13 +142,13 @@ func (s *sender) run(ctx context.Context, now func() time.Time) {
 			}
 		}
 		due := lastTemplates.IsZero() || (s.network == "udp" && now().Sub(lastTemplates) >= s.refresh)
-		if pending == nil && !due {
+		if !hasPending && !due {
 			select {
 			case r, ok := <-s.queue:
 				if !ok {
 					return
 				}
-				pending = &r
+				pending, hasPending = r, true
 			case <-tick.C:
 				continue
 			case <-closed:
@@ -152,7 +156,7 @@ func (s *sender) run(ctx context.Context, now func() time.Time) {
 				hangUp()
 				continue
 			case <-ctx.Done():
-				s.dropQueue(nil)
+				s.dropQueue(false)
 				return
 			}
 		}
@@ -161,9 +165,9 @@ func (s *sender) run(ctx context.Context, now func() time.Time) {
 		if due {
 			s.enc.Templates()
 		}
-		if pending != nil {
-			_ = s.enc.Add(pending) // the first record of a message always fits
-			pending = nil
+		if hasPending {
+			_ = s.enc.Add(&pending) // the first record of a message always fits
+			hasPending = false
 		}
 	fill:
 		for {
@@ -173,7 +177,7 @@ func (s *sender) run(ctx context.Context, now func() time.Time) {
 					break fill
 				}
 				if err := s.enc.Add(&r); errors.Is(err, ErrMessageFull) {
-					pending = &r
+					pending, hasPending = r, true
 					break fill
 				}
 			default:
@@ -212,9 +216,9 @@ func (s *sender) dial(ctx context.Context) (net.Conn, error) {
 
 // dropQueue counts what is left as dropped, when the sender gives up at
 // the stop deadline.
-func (s *sender) dropQueue(pending *Record) {
+func (s *sender) dropQueue(pending bool) {
 	n := uint64(len(s.queue))
-	if pending != nil {
+	if pending {
 		n++
 	}
 	s.dropped.Add(n)
