@@ -84,21 +84,9 @@ func connMatcher(q *query.Query) func(k *flow.Key) bool {
 		if q.MatchFlow(k) == query.Yes {
 			return true
 		}
-		r := reversedKey(k)
+		r := k.Reversed()
 		return q.MatchFlow(&r) == query.Yes
 	}
-}
-
-// reversedKey is the key of the other direction of k's conversation:
-// addresses swapped, and ports when k has ports (an ICMP key's are its
-// type and code).
-func reversedKey(k *flow.Key) flow.Key {
-	r := *k
-	r.Src, r.Dst = k.Dst, k.Src
-	if k.Flags&flow.FlagPorts != 0 {
-		r.SrcPort, r.DstPort = k.DstPort, k.SrcPort
-	}
-	return r
 }
 
 // CutoffStats is the cutoff's part of /v1/stats: what it kept and cut

@@ -288,14 +288,15 @@ func TestCutoffStats(t *testing.T) {
 	}
 }
 
-// TestReversedKey: the other direction of a TCP, UDP or ICMP key.
+// TestReversedKey: the other direction of a TCP, UDP or ICMP key
+// (flow.Key.Reversed, as the suspension matches it).
 func TestReversedKey(t *testing.T) {
 	k := connKey(t, 6, "10.0.0.1:1", "10.0.0.2:2")
-	if r := reversedKey(&k); r != connKey(t, 6, "10.0.0.2:2", "10.0.0.1:1") {
+	if r := k.Reversed(); r != connKey(t, 6, "10.0.0.2:2", "10.0.0.1:1") {
 		t.Errorf("reversed %v: %v", k, r)
 	}
 	icmp := flow.Key{Src: [16]byte{10, 0, 0, 1}, Dst: [16]byte{10, 0, 0, 2}, SrcPort: 8, Proto: 1, Flags: flow.FlagIPv4 | flow.FlagICMP}
-	if r := reversedKey(&icmp); r.Src != icmp.Dst || r.Dst != icmp.Src || r.SrcPort != 8 || r.DstPort != 0 {
+	if r := icmp.Reversed(); r.Src != icmp.Dst || r.Dst != icmp.Src || r.SrcPort != 8 || r.DstPort != 0 {
 		t.Errorf("reversed %v: %v", icmp, r)
 	}
 }

@@ -132,8 +132,7 @@ func (r *cutReporter) poll() {
 			}
 			dk := c.Key
 			if d == 1 {
-				dk.Src, dk.Dst = dk.Dst, dk.Src
-				dk.SrcPort, dk.DstPort = dk.DstPort, dk.SrcPort
+				dk = dk.Reversed()
 			}
 			// Between files (none being written), the counts wait for
 			// the next poll.

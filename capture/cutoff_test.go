@@ -121,7 +121,7 @@ func testCaptureCutoff(t *testing.T, method string, mod func(*Config)) {
 			}
 			dk := c.Key
 			if d == 1 {
-				dk.Src, dk.Dst, dk.SrcPort, dk.DstPort = dk.Dst, dk.Src, dk.DstPort, dk.SrcPort
+				dk = dk.Reversed()
 			}
 			wantCut[dk] = cutCount{packets: c.CutPackets[d], bytes: c.CutBytes[d]}
 			cutPackets += c.CutPackets[d]

@@ -58,6 +58,18 @@ type Key struct {
 // IsIP reports whether an IPv4 or IPv6 header was parsed.
 func (k *Key) IsIP() bool { return k.Flags&(FlagIPv4|FlagIPv6) != 0 }
 
+// Reversed returns the key of the other direction of k's conversation:
+// the addresses swapped, and the ports when k has ports (an ICMP key's
+// type and code name a message, not an endpoint, and stay).
+func (k *Key) Reversed() Key {
+	r := *k
+	r.Src, r.Dst = k.Dst, k.Src
+	if k.Flags&FlagPorts != 0 {
+		r.SrcPort, r.DstPort = k.DstPort, k.SrcPort
+	}
+	return r
+}
+
 // SrcAddr returns the source address, or the zero Addr for non-IP frames.
 func (k *Key) SrcAddr() netip.Addr { return k.addr(&k.Src) }
 

@@ -115,8 +115,8 @@ func ConnKey(k *flow.Key) (conn flow.Key, reversed bool) {
 	}
 	c := bytes.Compare(conn.Src[:], conn.Dst[:])
 	if c > 0 || c == 0 && conn.SrcPort > conn.DstPort {
-		conn.Src, conn.Dst = conn.Dst, conn.Src
-		conn.SrcPort, conn.DstPort = conn.DstPort, conn.SrcPort
+		// Ports of keys without FlagPorts are zero (ICMP's zeroed above).
+		conn = conn.Reversed()
 		reversed = true
 	}
 	return conn, reversed

@@ -23,7 +23,7 @@ func TestHeavyTail(t *testing.T) {
 		}
 		fl := flow.TCPFlags(frame, &k)
 		if k.SrcPort == 80 { // one key per connection
-			k.Src, k.Dst, k.SrcPort, k.DstPort = k.Dst, k.Src, k.DstPort, k.SrcPort
+			k = k.Reversed()
 		}
 		c := conns[k]
 		if c == nil {
