@@ -342,3 +342,12 @@ func TestFleetThreeSensors(t *testing.T) {
 		t.Errorf("stenod read --fleet with s2 dead: exit %d, want %d\n%s", code, exitMissing, stderr)
 	}
 }
+
+// TestReadFleetWithAlert: --fleet and --alert together are refused before
+// anything is asked (the fleet answers queries, not events).
+func TestReadFleetWithAlert(t *testing.T) {
+	code, _, stderr := runCmd(t, "read", "--fleet", "--alert", "event.json", "--socket", filepath.Join(t.TempDir(), "none.sock"))
+	if code != 2 || !strings.Contains(stderr, "--fleet goes without --alert") {
+		t.Errorf("exit %d, %q: want 2 and the usage error", code, stderr)
+	}
+}

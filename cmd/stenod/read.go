@@ -58,6 +58,8 @@ func cmdRead(ctx context.Context, e *env, args []string) error {
 	var text, path string
 	tdArgs := fs.Args()
 	switch {
+	case *fleetQuery && *alertPath != "":
+		return usagef("--fleet goes without --alert")
 	case *alertPath != "":
 		ev, err := readEvent(e, *alertPath)
 		if err != nil {
@@ -69,8 +71,6 @@ func cmdRead(ctx context.Context, e *env, args []string) error {
 		}
 	case *window != "":
 		return usagef("--window goes with --alert")
-	case *fleetQuery && *alertPath != "":
-		return usagef("--fleet goes without --alert")
 	case fs.NArg() == 0 || strings.TrimSpace(fs.Arg(0)) == "":
 		fs.Usage()
 		return usagef("a QUERY is required")
