@@ -217,8 +217,9 @@ func (b *Builder) addTo(id int32, off, ts int64, wireLen int, sum uint32, tcpFla
 
 // AddCut adds packets and bytes of flow k that the per-connection cutoff
 // did not store, the latest of them at ts (unix ns), to the file's counts.
-// A flow with stored packets keeps its First; its Last becomes ts if that
-// is later: the flow was seen until then.
+// The flow's First and Last widen to take in ts: the flow was seen then,
+// stored or not (a cut reported after a later stored packet can move
+// First before that packet).
 func (b *Builder) AddCut(k *flow.Key, packets, bytes uint64, ts int64) {
 	if packets == 0 && bytes == 0 {
 		return
