@@ -138,7 +138,7 @@ func Start(ctx context.Context, cfg Config, sp *spool.Spool, log *slog.Logger) (
 		ic := &ifaceCapture{name: name, method: method, reason: reason, att: x}
 		c.ifaces = append(c.ifaces, ic)
 		if p := x.program(); p != nil {
-			if ic.cut, err = startCutReporter(name, p, sp.AddCut, log); err != nil {
+			if ic.cut, err = startCutReporter(name, p, sp.LiveIndex, log); err != nil {
 				return nil, err
 			}
 		}

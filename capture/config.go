@@ -91,7 +91,7 @@ type Config struct {
 	// path, by the program's socket filter on the AF_PACKET rings (which
 	// loads and pins the program's maps even without XDPObserve). What is
 	// cut is counted per flow and handed to the spool
-	// ((*spool.Spool).AddCut) about once a second. No effect in Observe
+	// (index.Builder.AddCut of (*spool.Spool).LiveIndex) about once a second. No effect in Observe
 	// mode. The zero value cuts nothing.
 	Cutoff xdp.CutoffConfig
 }

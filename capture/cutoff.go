@@ -12,6 +12,7 @@ import (
 	"github.com/cilium/ebpf/ringbuf"
 
 	"github.com/stenod/stenod/flow"
+	"github.com/stenod/stenod/index"
 	"github.com/stenod/stenod/xdp"
 )
 
@@ -19,10 +20,9 @@ import (
 // the connections it follows.
 const cutPollInterval = time.Second
 
-// addCutFunc takes the growth of a directional flow's cut counts:
-// (*spool.Spool).AddCut. It reports whether the counts found a file being
-// written to be kept in.
-type addCutFunc func(iface string, k *flow.Key, packets, bytes uint64, ts int64) bool
+// liveIndexFunc returns the live index the cut counts of an interface go
+// to, nil between files: (*spool.Spool).LiveIndex.
+type liveIndexFunc func(iface string) *index.Builder
 
 // cutReporter follows the connections the kernel's cutoff cut on one
 // interface: it reads the cut_conns ring buffer (one record per connection
@@ -33,7 +33,7 @@ type addCutFunc func(iface string, k *flow.Key, packets, bytes uint64, ts int64)
 type cutReporter struct {
 	iface string
 	prog  *xdp.Program
-	add   addCutFunc
+	live  liveIndexFunc
 	log   *slog.Logger
 	rd    *ringbuf.Reader
 	done  chan struct{}
@@ -48,13 +48,13 @@ type cutReporter struct {
 // direction.
 type cutSeen struct{ packets, bytes [2]uint64 }
 
-func startCutReporter(iface string, prog *xdp.Program, add addCutFunc, log *slog.Logger) (*cutReporter, error) {
+func startCutReporter(iface string, prog *xdp.Program, live liveIndexFunc, log *slog.Logger) (*cutReporter, error) {
 	rd, err := ringbuf.NewReader(prog.CutConns())
 	if err != nil {
 		return nil, fmt.Errorf("capture on %s: cut connections reader: %w", iface, err)
 	}
 	r := &cutReporter{
-		iface: iface, prog: prog, add: add, log: log, rd: rd, done: make(chan struct{}),
+		iface: iface, prog: prog, live: live, log: log, rd: rd, done: make(chan struct{}),
 		conns: make(map[flow.Key]*cutSeen),
 		errs:  errLog{log: log, msg: "cut reporter: read a connection", every: 10 * time.Second},
 	}
@@ -111,6 +111,12 @@ func (r *cutReporter) poll() {
 		r.lost = s.CutRingBufFull
 		r.rescan()
 	}
+	// Between files (none being written) the counts wait for the next
+	// poll.
+	b := r.live(r.iface)
+	if b == nil {
+		return
+	}
 	for k, seen := range r.conns {
 		c, ok, err := r.prog.LookupConn(&k)
 		if err != nil {
@@ -126,7 +132,7 @@ func (r *cutReporter) poll() {
 				// Evicted and entered again since the last poll.
 				seen.packets[d], seen.bytes[d] = 0, 0
 			}
-			p, b := c.CutPackets[d]-seen.packets[d], c.CutBytes[d]-seen.bytes[d]
+			p, bytes := c.CutPackets[d]-seen.packets[d], c.CutBytes[d]-seen.bytes[d]
 			if p == 0 {
 				continue
 			}
@@ -134,11 +140,8 @@ func (r *cutReporter) poll() {
 			if d == 1 {
 				dk = dk.Reversed()
 			}
-			// Between files (none being written), the counts wait for
-			// the next poll.
-			if r.add(r.iface, &dk, p, b, c.LastCut) {
-				seen.packets[d], seen.bytes[d] = c.CutPackets[d], c.CutBytes[d]
-			}
+			b.AddCut(&dk, p, bytes, c.LastCut)
+			seen.packets[d], seen.bytes[d] = c.CutPackets[d], c.CutBytes[d]
 		}
 	}
 }

@@ -92,7 +92,7 @@
 // without XDPObserve; in observe mode the XDP program does not cut). Per
 // interface a cut reporter reads the program's cut_conns ring buffer and,
 // about once a second and at Close, hands each cut connection's new cut
-// counts, per direction, to the spool ((*spool.Spool).AddCut).
+// counts, per direction, to the spool ((*spool.Spool).LiveIndex, index.Builder.AddCut).
 // SuspendCutoff stores the matching connections whole from then on;
 // CutoffStats and InterfaceStats count what was cut.
 //
