@@ -64,11 +64,18 @@ func Histogram(ctx context.Context, sp *spool.Spool, q *query.Query, buckets int
 	}
 	defer func() { err = errors.Join(err, spool.CloseAll(handles)) }()
 
-	// First the span of the matching flows, which the buckets cover.
+	// First the span of the matching flows, which the buckets cover. Each
+	// pass matches every flow: flowMatcher makes that cheap (a Community
+	// ID from the index's cache, not hashed per flow), and the other way,
+	// keeping each flow's verdict between the passes, would hold a
+	// record per flow.
+	matchers := make([]func(int, *index.Flow) query.Verdict, len(handles))
 	first, last := int64(math.MaxInt64), int64(math.MinInt64)
-	for _, h := range handles {
-		h.View.Flows(func(_ int, f *index.Flow) bool {
-			if q.MatchFlowDuring(&f.Key, f.First, f.Last) != query.No {
+	for i, h := range handles {
+		match := flowMatcher(q, h.View)
+		matchers[i] = match
+		h.View.Flows(func(id int, f *index.Flow) bool {
+			if match(id, f) != query.No {
 				first = min(first, max(f.First, lo))
 				last = max(last, min(f.Last, hi-1))
 			}
@@ -86,15 +93,16 @@ func Histogram(ctx context.Context, sp *spool.Spool, q *query.Query, buckets int
 
 	c := histCounter{h: &hist, q: q, lo: lo, hi: hi}
 	var offs []int64
-	for _, h := range handles {
+	for i, h := range handles {
 		if err := ctx.Err(); err != nil {
 			return TimeHistogram{}, fmt.Errorf("histogram: %w", context.Cause(ctx))
 		}
+		match := matchers[i]
 		sum := h.View.Summary()
 		blocks := h.View.Blocks()
 		var ferr error
 		h.View.Flows(func(id int, f *index.Flow) bool {
-			v := q.MatchFlowDuring(&f.Key, f.First, f.Last)
+			v := match(id, f)
 			if v == query.No || f.Packets == 0 {
 				return true
 			}
