@@ -531,14 +531,10 @@ func getText(v reflect.Value) string {
 // marshal returns k's value in c as JSON, as Format writes it: arrays on
 // one line, items separated by ", " as people write them.
 func (k *key) marshal(c *Config) []byte {
-	// Not json.Marshal: it writes > as \u003e, and cutoff rules have "=>".
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(k.get(c)); err != nil {
+	b, err := marshalUnescaped(k.get(c))
+	if err != nil {
 		panic(err)
 	}
-	b := bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
 	var items []json.RawMessage
 	if k.typ.Kind() == reflect.Slice && json.Unmarshal(b, &items) == nil {
 		s := make([]string, len(items))

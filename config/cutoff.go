@@ -3,7 +3,6 @@
 package config
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,7 +10,6 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/stenod/stenod/query"
 	"github.com/stenod/stenod/xdp"
 )
 
@@ -106,7 +104,7 @@ func parseCutoffRule(text string) (xdp.CutoffRule, error) {
 	if strings.TrimSpace(q) == "" {
 		return xdp.CutoffRule{}, fmt.Errorf("cutoff rule %q: no query before %s", s, ruleArrow)
 	}
-	matches, err := query.ParseDropRules(q, xdp.MaxCutoffMatches)
+	matches, err := parseMatches(q, xdp.MaxCutoffMatches)
 	if err != nil {
 		return xdp.CutoffRule{}, fmt.Errorf("cutoff rule %q: %w", s, err)
 	}
@@ -114,11 +112,7 @@ func parseCutoffRule(text string) (xdp.CutoffRule, error) {
 	if err := limit.UnmarshalText([]byte(lim)); err != nil {
 		return xdp.CutoffRule{}, fmt.Errorf("cutoff rule %q: %w", s, err)
 	}
-	r := xdp.CutoffRule{Name: strings.TrimSpace(q), Match: make([]xdp.DropRule, len(matches)), Limit: xdp.Limit(limit)}
-	for i, m := range matches {
-		r.Match[i] = xdp.DropRule(m)
-	}
-	return r, nil
+	return xdp.CutoffRule{Name: strings.TrimSpace(q), Match: matches, Limit: xdp.Limit(limit)}, nil
 }
 
 // formatCutoffRule writes r as parseCutoffRule reads it.
@@ -160,15 +154,7 @@ func (rs CutoffRules) MarshalText() ([]byte, error) {
 
 // MarshalJSON writes the rules as an array of strings, "=>" as it is
 // (json.Marshal would write \u003e).
-func (rs CutoffRules) MarshalJSON() ([]byte, error) {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(rs.strings()); err != nil {
-		return nil, err
-	}
-	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
-}
+func (rs CutoffRules) MarshalJSON() ([]byte, error) { return marshalUnescaped(rs.strings()) }
 
 // UnmarshalJSON takes an array of rule strings; errors name the item
 // ("[2]").

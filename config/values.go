@@ -181,15 +181,37 @@ type DropRules []xdp.DropRule
 
 // parseDropRule parses one rule string.
 func parseDropRule(s string) ([]xdp.DropRule, error) {
-	rs, err := query.ParseDropRules(s, xdp.MaxDropRules)
+	out, err := parseMatches(s, xdp.MaxDropRules)
 	if err != nil {
 		return nil, fmt.Errorf("drop rule %q: %w", s, err)
+	}
+	return out, nil
+}
+
+// parseMatches parses a query that the XDP program can evaluate on a flow
+// key (a drop rule's, a cutoff rule's) into at most max masked matches.
+func parseMatches(s string, max int) ([]xdp.DropRule, error) {
+	rs, err := query.ParseDropRules(s, max)
+	if err != nil {
+		return nil, err
 	}
 	out := make([]xdp.DropRule, len(rs))
 	for i, r := range rs {
 		out[i] = xdp.DropRule(r)
 	}
 	return out, nil
+}
+
+// marshalUnescaped is json.Marshal without its HTML escaping, which would
+// write the "=>" of cutoff rules as "=\u003e".
+func marshalUnescaped(v any) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
 }
 
 func (rs *DropRules) UnmarshalText(text []byte) error {
