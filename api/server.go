@@ -21,6 +21,7 @@ import (
 	"github.com/stenod/stenod/alert"
 	"github.com/stenod/stenod/fleet"
 	"github.com/stenod/stenod/internal/fielderr"
+	"github.com/stenod/stenod/internal/loopback"
 	"github.com/stenod/stenod/pcapio"
 	"github.com/stenod/stenod/query"
 	"github.com/stenod/stenod/spool"
@@ -157,7 +158,7 @@ func (c *Config) Validate() error {
 		if err != nil {
 			return fielderr.Errorf("Listen", "api: listen address %q: %w", addr, err)
 		}
-		if c.CertsDir == "" && !isLoopbackHost(host) {
+		if c.CertsDir == "" && !loopback.Host(host) {
 			return fielderr.Errorf("Listen", "api: refusing to listen on %s without TLS: "+
 				"any address but loopback (127.0.0.1, ::1, localhost) needs client certificates "+
 				"(create them with 'stenod certs init DIR' and set the certs directory)", addr)
@@ -187,16 +188,6 @@ func (c *Config) Validate() error {
 		return fielderr.Errorf("CommunityIDSeed", "api: community id seed %d outside [0, 65535]", c.CommunityIDSeed)
 	}
 	return nil
-}
-
-// isLoopbackHost reports whether host names only loopback addresses. An
-// empty host means every address.
-func isLoopbackHost(host string) bool {
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 // Options are what the server serves from.

@@ -2,12 +2,12 @@ package fleet
 
 import (
 	"fmt"
-	"net"
 	"net/url"
 	"regexp"
 	"time"
 
 	"github.com/stenod/stenod/internal/fielderr"
+	"github.com/stenod/stenod/internal/loopback"
 )
 
 // Defaults of Config.
@@ -92,7 +92,7 @@ func (s *Sensor) validate() error {
 		return fmt.Errorf("%s: url %q: want https://host:port", s.Name, s.URL)
 	case u.Scheme == "https" && s.Certs == "":
 		return fmt.Errorf("%s: url %q is https: give certs, the directory with ca_cert.pem, client_cert.pem and client_key.pem", s.Name, s.URL)
-	case u.Scheme == "http" && !loopback(u.Hostname()):
+	case u.Scheme == "http" && !loopback.Host(u.Hostname()):
 		return fmt.Errorf("%s: url %q: plain http only to a loopback address; packets cross a network only over TLS", s.Name, s.URL)
 	case u.Scheme == "http" && s.Certs != "":
 		return fmt.Errorf("%s: url %q is plain http but certs are given: use https", s.Name, s.URL)
@@ -100,12 +100,4 @@ func (s *Sensor) validate() error {
 		return fmt.Errorf("%s: url %q: want https://host:port", s.Name, s.URL)
 	}
 	return nil
-}
-
-func loopback(host string) bool {
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
