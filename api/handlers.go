@@ -608,7 +608,10 @@ func formatDays(d time.Duration) string {
 
 func formatNS(ns int64) string { return time.Unix(0, ns).UTC().Format(time.RFC3339Nano) }
 
-func (s *Server) writeJSON(w http.ResponseWriter, v any) {
+func (s *Server) writeJSON(w http.ResponseWriter, v any) { s.writeJSONStatus(w, http.StatusOK, v) }
+
+// writeJSONStatus answers v as JSON with status code.
+func (s *Server) writeJSONStatus(w http.ResponseWriter, code int, v any) {
 	data, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
 		s.log.Error("encode JSON answer", "err", err)
@@ -617,6 +620,8 @@ func (s *Server) writeJSON(w http.ResponseWriter, v any) {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(code)
 	if _, err := w.Write(append(data, '\n')); err != nil {
 		s.log.Info("write JSON answer", "err", err)
 	}

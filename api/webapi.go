@@ -186,30 +186,3 @@ func (s *Server) handleHistogram(w http.ResponseWriter, r *http.Request) {
 	s.writeJSON(w, &out)
 }
 
-func (s *Server) writeJSONStatus(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("X-Content-Type-Options", "nosniff")
-	if code != http.StatusOK {
-		// writeJSON's Write would send 200.
-		w = &statusWriter{ResponseWriter: w, code: code}
-	}
-	s.writeJSON(w, v)
-}
-
-// statusWriter sends code instead of the implied 200 on the first Write.
-type statusWriter struct {
-	http.ResponseWriter
-	code    int
-	written bool
-}
-
-func (s *statusWriter) WriteHeader(code int) {
-	s.written = true
-	s.ResponseWriter.WriteHeader(code)
-}
-
-func (s *statusWriter) Write(p []byte) (int, error) {
-	if !s.written {
-		s.WriteHeader(s.code)
-	}
-	return s.ResponseWriter.Write(p)
-}
