@@ -4,8 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
-	"strconv"
+	"net/url"
 
 	"github.com/stenod/stenod/engine"
 	"github.com/stenod/stenod/query"
@@ -36,29 +37,16 @@ type Flows struct {
 }
 
 // flowsRequest reads the paging and sorting parameters of /v1/flows.
-func flowsRequest(v map[string][]string) (engine.FlowPageOptions, error) {
-	get := func(k string) string {
-		if len(v[k]) == 0 {
-			return ""
-		}
-		return v[k][0]
+func flowsRequest(v url.Values) (engine.FlowPageOptions, error) {
+	opts := engine.FlowPageOptions{Sort: engine.SortBytes}
+	var err error
+	if opts.Limit, err = intParam(v, "limit", DefaultFlows, 1, MaxFlows, ""); err != nil {
+		return opts, err
 	}
-	opts := engine.FlowPageOptions{Sort: engine.SortBytes, Limit: DefaultFlows}
-	if l := get("limit"); l != "" {
-		n, err := strconv.Atoi(l)
-		if err != nil || n < 1 || n > MaxFlows {
-			return opts, fmt.Errorf("limit %q: want a number from 1 to %d", l, MaxFlows)
-		}
-		opts.Limit = n
+	if opts.Offset, err = intParam(v, "offset", 0, 0, math.MaxInt, ""); err != nil {
+		return opts, err
 	}
-	if o := get("offset"); o != "" {
-		n, err := strconv.Atoi(o)
-		if err != nil || n < 0 {
-			return opts, fmt.Errorf("offset %q: want a number from 0", o)
-		}
-		opts.Offset = n
-	}
-	if s := get("sort"); s != "" {
+	if s := v.Get("sort"); s != "" {
 		var err error
 		if opts.Sort, err = engine.ParseFlowSort(s); err != nil {
 			return opts, err
@@ -67,7 +55,7 @@ func flowsRequest(v map[string][]string) (engine.FlowPageOptions, error) {
 	// Counts read best largest first, everything else in its natural
 	// order.
 	opts.Desc = opts.Sort == engine.SortBytes || opts.Sort == engine.SortPackets
-	switch o := get("order"); o {
+	switch o := v.Get("order"); o {
 	case "":
 	case "asc":
 		opts.Desc = false

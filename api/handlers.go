@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net/http"
 	"net/url"
 	"runtime"
@@ -112,6 +113,24 @@ func parseLimit(name, v string) (int64, error) {
 	n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
 	if err != nil || n < 0 {
 		return 0, fmt.Errorf("%s %q: want a number from 0 (no limit) to %d", name, v, int64(1<<63-1))
+	}
+	return n, nil
+}
+
+// intParam reads the integer query parameter name of v: def when absent,
+// else a number from lo to hi; the error says so, with hint after it.
+func intParam(v url.Values, name string, def, lo, hi int, hint string) (int, error) {
+	text := v.Get(name)
+	if text == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(text)
+	if err != nil || n < lo || n > hi {
+		bound := fmt.Sprintf("from %d to %d", lo, hi)
+		if hi == math.MaxInt {
+			bound = fmt.Sprintf("from %d", lo)
+		}
+		return def, fmt.Errorf("%s %q: want a number %s%s", name, text, bound, hint)
 	}
 	return n, nil
 }

@@ -74,21 +74,14 @@ func (s *Server) handlePackets(w http.ResponseWriter, r *http.Request) {
 		most = MaxPacketsData
 		limit = min(limit, most)
 	}
-	if l := v.Get("limit"); l != "" {
-		n, err := strconv.Atoi(l)
-		if err != nil || n < 1 || n > most {
-			s.fail(w, http.StatusBadRequest, outcomeBadQuery, fmt.Sprintf("limit %q: want a number from 1 to %d (%d with data)", l, MaxPackets, MaxPacketsData))
-			return
-		}
-		limit = n
+	var err error
+	if limit, err = intParam(v, "limit", limit, 1, most, fmt.Sprintf(" (%d with data, %d without)", MaxPacketsData, MaxPackets)); err != nil {
+		s.fail(w, http.StatusBadRequest, outcomeBadQuery, err.Error())
+		return
 	}
-	if o := v.Get("offset"); o != "" {
-		n, err := strconv.Atoi(o)
-		if err != nil || n < 0 || n > MaxPacketOffset {
-			s.fail(w, http.StatusBadRequest, outcomeBadQuery, fmt.Sprintf("offset %q: want a number from 0 to %d (narrow the query to see further)", o, MaxPacketOffset))
-			return
-		}
-		pw.offset = n
+	if pw.offset, err = intParam(v, "offset", 0, 0, MaxPacketOffset, " (narrow the query to see further)"); err != nil {
+		s.fail(w, http.StatusBadRequest, outcomeBadQuery, err.Error())
+		return
 	}
 	var res engine.Result
 	q, ok := s.indexQuery(w, r, "packet list", func(ctx context.Context, q *query.Query) (err error) {

@@ -3,9 +3,7 @@ package api
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
 	"unicode/utf16"
@@ -155,13 +153,10 @@ func (s *Server) indexQuery(w http.ResponseWriter, r *http.Request, what string,
 
 func (s *Server) handleHistogram(w http.ResponseWriter, r *http.Request) {
 	v := r.URL.Query()
-	n := DefaultHistogramBuckets
-	if b := v.Get("buckets"); b != "" {
-		var err error
-		if n, err = strconv.Atoi(b); err != nil || n < 1 || n > engine.MaxHistogramBuckets {
-			s.fail(w, http.StatusBadRequest, outcomeBadQuery, fmt.Sprintf("buckets %q: want a number from 1 to %d", b, engine.MaxHistogramBuckets))
-			return
-		}
+	n, err := intParam(v, "buckets", DefaultHistogramBuckets, 1, engine.MaxHistogramBuckets, "")
+	if err != nil {
+		s.fail(w, http.StatusBadRequest, outcomeBadQuery, err.Error())
+		return
 	}
 	var h engine.TimeHistogram
 	q, ok := s.indexQuery(w, r, "histogram", func(ctx context.Context, q *query.Query) (err error) {
@@ -185,4 +180,3 @@ func (s *Server) handleHistogram(w http.ResponseWriter, r *http.Request) {
 	s.metrics.queries.WithLabelValues(outcomeComplete).Inc()
 	s.writeJSON(w, &out)
 }
-
