@@ -104,3 +104,21 @@ func ParseCollector(s string) (network, addr string, err error) {
 	}
 	return u.Scheme, net.JoinHostPort(host, port), nil
 }
+
+// ScanInterval is how often the exporter reads the live indexes: a
+// quarter of the shorter timeout, within [1 s, 5 s] (3.75 s at the
+// defaults). Records leave at most this long after their timeout; a
+// packet reaches the live index within capture's flush interval (at most a
+// second) of arriving. A scan reads every flow of the live indexes, busy
+// or not (BenchmarkScanActive: about 80 ns a flow): once a second that was
+// 4% of capture's CPU with 65,536 flows at 400,000 packets a second,
+// every 3.75 s it is about 1% (BenchmarkCaptureExport).
+func (c *Config) ScanInterval() time.Duration {
+	d := min(c.IdleTimeout, c.ActiveTimeout) / 4
+	return min(max(d, minScanInterval), maxScanInterval)
+}
+
+const (
+	minScanInterval = time.Second
+	maxScanInterval = 5 * time.Second
+)

@@ -14,12 +14,6 @@ import (
 	"github.com/stenod/stenod/spool"
 )
 
-// ScanInterval is how often the exporter reads the live indexes. Records
-// leave at most this long after a timeout expires; a packet reaches the
-// live index within capture's flush interval (at most a second) of
-// arriving.
-const ScanInterval = time.Second
-
 // scanChunk is how many flows one CopyFlows copies under the index's read
 // lock: about 100 KiB, a few microseconds of the writer's time.
 const scanChunk = 1024
@@ -165,7 +159,7 @@ func New(cfg Config, opts Options) (*Exporter, error) {
 	return x, nil
 }
 
-// Run scans every ScanInterval and sends until ctx is done; then it
+// Run scans every Config.ScanInterval and sends until ctx is done; then it
 // exports every flow still open (flowEndReason 4, forced end), lets the
 // senders write their queues for up to a few seconds, and returns.
 func (x *Exporter) Run(ctx context.Context) error {
@@ -174,7 +168,7 @@ func (x *Exporter) Run(ctx context.Context) error {
 	wg := x.startSenders(sctx)
 	x.log.Info("ipfix export running", "collectors", x.cfg.Collectors, "active_timeout", x.cfg.ActiveTimeout,
 		"idle_timeout", x.cfg.IdleTimeout, "observation_domain", x.cfg.SensorID, "base_url", x.cfg.BaseURL)
-	t := time.NewTicker(ScanInterval)
+	t := time.NewTicker(x.cfg.ScanInterval())
 	defer t.Stop()
 	for {
 		select {
