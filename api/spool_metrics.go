@@ -18,7 +18,7 @@ type spoolCollector struct {
 	writeErrors, writeLost, enospc, shortfalls       *prometheus.Desc
 	damagedSkipped, filesRepaired                    *prometheus.Desc
 	damagedRegions, damagedBytes, recordsMissing     *prometheus.Desc
-	filesQuarantined                                 *prometheus.Desc
+	filesQuarantined, indexesSealed, sealCPU         *prometheus.Desc
 }
 
 func newSpoolCollector(sp *spool.Spool) *spoolCollector {
@@ -53,6 +53,8 @@ func newSpoolCollector(sp *spool.Spool) *spoolCollector {
 		damagedBytes:     d("damaged_bytes_total", "Bytes of the damaged regions repair stepped over.", nil),
 		recordsMissing:   d("records_missing_total", "Records a sealed index or a sums journal lists that repair did not find intact: packets known lost (damaged, or cut off with the file's end).", nil),
 		filesQuarantined: d("files_quarantined_total", "Files moved into a spool directory's quarantine folder instead of being read: no intact record, not a regular file, or a copy of another spool file.", nil),
+		indexesSealed:    d("indexes_sealed_total", "Live indexes sealed into index files, one per spool file at rotation and at close.", nil),
+		sealCPU:          d("seal_cpu_seconds_total", "CPU time spent sealing indexes: encoding them and reading them back, not writing them.", nil),
 	}
 }
 
@@ -97,4 +99,6 @@ func (c *spoolCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.damagedBytes, n.DamagedBytes)
 	counter(c.recordsMissing, n.RecordsMissing)
 	counter(c.filesQuarantined, n.FilesQuarantined)
+	counter(c.indexesSealed, n.IndexesSealed)
+	ch <- prometheus.MustNewConstMetric(c.sealCPU, prometheus.CounterValue, n.SealCPUSeconds)
 }

@@ -114,6 +114,7 @@ type counters struct {
 	damagedSkipped, recordsMissing             atomic.Uint64
 	damagedRegions, damagedBytes               atomic.Uint64
 	filesQuarantined, filesRepaired            atomic.Uint64
+	indexesSealed, sealNanos                   atomic.Uint64
 }
 
 // Counters are what the spool has deleted and lost since Open, for export
@@ -170,6 +171,13 @@ type Counters struct {
 	// file header rewritten, damaged regions stepped over, or a file
 	// shorter than its index re-indexed.
 	FilesRepaired uint64 `json:"files_repaired"`
+	// IndexesSealed counts the live indexes sealed into index files (one
+	// per spool file, at rotation and at close), and SealCPUSeconds the
+	// CPU time that took: encoding the index and reading it back, not the
+	// writes and fsyncs. It is part of capture's cost per packet that
+	// comes due only at rotation (docs/benchmarks.md, "Capture").
+	IndexesSealed  uint64  `json:"indexes_sealed"`
+	SealCPUSeconds float64 `json:"seal_cpu_seconds"`
 }
 
 // Counters returns the spool's counts so far.
@@ -191,6 +199,8 @@ func (s *Spool) Counters() Counters {
 		DamagedBytes:             c.damagedBytes.Load(),
 		FilesQuarantined:         c.filesQuarantined.Load(),
 		FilesRepaired:            c.filesRepaired.Load(),
+		IndexesSealed:            c.indexesSealed.Load(),
+		SealCPUSeconds:           float64(c.sealNanos.Load()) / 1e9,
 	}
 }
 

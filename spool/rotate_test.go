@@ -11,7 +11,8 @@ import (
 // starts a new file, as one stamped RotateAge after it does, so that every
 // file spans at most RotateAge either way (repair relies on it); and many
 // files whose first packets share a timestamp (an import of captures that
-// all start at 0) each get a name, none is lost.
+// all start at 0) each get a name, none is lost; and each file's index is
+// sealed and counted.
 func TestRotateBackInTime(t *testing.T) {
 	dir := t.TempDir()
 	cfg := testConfig(dir)
@@ -34,6 +35,10 @@ func TestRotateBackInTime(t *testing.T) {
 		}
 	}
 	closeAll(t, w, sp)
+	// Every file's live index was sealed, each seal timed.
+	if c := sp.Counters(); c.IndexesSealed != 2*rounds || c.SealCPUSeconds <= 0 {
+		t.Fatalf("%d indexes sealed in %v s of CPU, want %d in some", c.IndexesSealed, c.SealCPUSeconds, 2*rounds)
+	}
 	sp = open(t, cfg)
 	defer sp.Close()
 	if got := len(answer(t, sp, "after 2019-12-31T00:00:00Z")); got != 2*rounds {

@@ -415,6 +415,9 @@ func (s *Spool) touch(f *File) {
 // Writers must be closed first.
 func (s *Spool) Close() error {
 	s.sealing.Wait()
+	if c := s.Counters(); c.IndexesSealed > 0 {
+		s.log.Info("spool closed", "indexes_sealed", c.IndexesSealed, "seal_cpu", time.Duration(c.SealCPUSeconds*1e9))
+	}
 	cerr := errors.Join(s.closeDirs(), s.unlock())
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -6,6 +6,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"runtime"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -569,9 +570,11 @@ func (s *Spool) seal(f, dio *os.File, file *File) {
 	}
 	var r *index.Reader
 	if err == nil {
-		data := live.Encode(file.iface, filepath.Base(file.Path))
+		var data []byte
+		s.timeSeal(func() { data = live.Encode(file.iface, filepath.Base(file.Path)) })
 		if err = s.writeIndex(file, data); err == nil {
-			r, err = index.Decode(data)
+			s.timeSeal(func() { r, err = index.Decode(data) })
+			s.ctr.indexesSealed.Add(1)
 		}
 	}
 	file.mu.Lock()
@@ -601,4 +604,25 @@ func (s *Spool) seal(f, dio *os.File, file *File) {
 		s.sealErr = errors.Join(s.sealErr, fmt.Errorf("seal %s: %w", file.Path, err))
 		s.mu.Unlock()
 	}
+}
+
+// timeSeal runs fn, part of a seal, on this goroutine's thread alone and
+// adds the thread's CPU time to the spool's seal counter.
+func (s *Spool) timeSeal(fn func()) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	t0, ok0 := threadCPU()
+	fn()
+	if t1, ok1 := threadCPU(); ok0 && ok1 && t1 > t0 {
+		s.ctr.sealNanos.Add(uint64(t1 - t0))
+	}
+}
+
+// threadCPU is the calling thread's CPU time.
+func threadCPU() (time.Duration, bool) {
+	var ts unix.Timespec
+	if unix.ClockGettime(unix.CLOCK_THREAD_CPUTIME_ID, &ts) != nil {
+		return 0, false
+	}
+	return time.Duration(ts.Nano()), true
 }

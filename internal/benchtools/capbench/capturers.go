@@ -72,6 +72,9 @@ type capturer struct {
 	stop func() (counters, error)
 	// url is stenod's API base URL.
 	url string
+	// sealCPU, after stop, is the CPU time stenod's seal of its last
+	// file took (from its log); nil for the others.
+	sealCPU func() time.Duration
 }
 
 // env is what every run shares.
@@ -264,7 +267,8 @@ func startStenod(e *env, method string, extra ...string) (*capturer, error) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	return &capturer{pid: ch.pid(), url: url, stop: stop, counts: func() (counters, error) { return stenodCounts(url) }}, nil
+	return &capturer{pid: ch.pid(), url: url, stop: stop, counts: func() (counters, error) { return stenodCounts(url) },
+		sealCPU: func() time.Duration { return sealCPU(ch.stderr.String()) }}, nil
 }
 
 // dropName picks the counters that count packets lost before capture,
@@ -348,4 +352,18 @@ func findCount(m map[string]any, key string) uint64 {
 		}
 	}
 	return 0
+}
+
+// sealLog finds the seal CPU time in stenod's last "spool closed" log line.
+var sealLog = regexp.MustCompile(`msg="spool closed" .*seal_cpu=(\S+)`)
+
+// sealCPU is the seal CPU time stenod logged as its spool closed, 0 if it
+// logged none.
+func sealCPU(stderr string) time.Duration {
+	m := sealLog.FindAllStringSubmatch(stderr, -1)
+	if len(m) == 0 {
+		return 0
+	}
+	d, _ := time.ParseDuration(m[len(m)-1][1])
+	return d
 }

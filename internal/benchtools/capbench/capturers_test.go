@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"testing"
+	"time"
 )
 
 func TestStenodCounts(t *testing.T) {
@@ -53,5 +54,17 @@ func TestProbeFrame(t *testing.T) {
 	}
 	if sum != 0xffff {
 		t.Errorf("IPv4 checksum folds to %#x", sum)
+	}
+}
+
+func TestSealCPU(t *testing.T) {
+	log := `time=2026-12-03T23:00:00.000Z level=INFO msg="capture stopped"
+time=2026-12-03T23:00:00.100Z level=INFO msg="spool closed" indexes_sealed=1 seal_cpu=187.5ms
+`
+	if got := sealCPU(log); got != 187500*time.Microsecond {
+		t.Errorf("sealCPU = %v, want 187.5ms", got)
+	}
+	if got := sealCPU(`msg="capture stopped"`); got != 0 {
+		t.Errorf("sealCPU without the line = %v, want 0", got)
 	}
 }

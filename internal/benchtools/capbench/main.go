@@ -28,7 +28,10 @@
 // with and without a broad query streaming.
 //
 // Every capturer runs as its own process pinned to -cap-cpu; its CPU time
-// is utime+stime from /proc/PID/stat over the traffic. Everything created
+// is utime+stime from /proc/PID/stat over the traffic and its drain, plus,
+// for stenod, the CPU time of the index seal at its stop (which a sensor
+// pays at every rotation, and a run is too short to reach), from its log.
+// Everything created
 // (namespace, veth, pins, spools, processes) is removed at the end, on
 // errors and on SIGINT/SIGTERM. Needs root, trafgen, ip and taskset.
 package main
@@ -143,7 +146,8 @@ type result struct {
 	contention      string
 	gen             genRun
 	cnt             counters
-	cpu             time.Duration
+	cpu             time.Duration // the capturer's, over the traffic and its drain, and (measure) stenod's seal at stop
+	sealCPU         time.Duration // that seal's
 	machine         machineStat   // the whole machine over the same time as cpu
 	window          time.Duration // that time
 	contentionCPU   time.Duration // the contention's processes', over that time
@@ -327,8 +331,8 @@ func run(ctx context.Context, o *options, c *cleanups) error {
 			if r.err != nil {
 				progress("round %d %-16s %-10s %-4s %-9s n/a: %v", round+1, k.cfg, k.t.name, k.contention, offered(k.rate), r.err)
 			} else {
-				progress("round %d %-16s %-10s %-4s %-9s sender %.3f Mpps, sent %d, captured %d, lost %d, drops %s, CPU %s/packet, machine %.3f µs/packet sent, steal %v",
-					round+1, k.cfg, k.t.name, k.contention, offered(k.rate), r.gen.rate/1e6, r.gen.sent, r.cnt.captured, r.lost(), r.cnt.dropNote(), perPacket(r), r.machinePerPacket(), r.machine.steal)
+				progress("round %d %-16s %-10s %-4s %-9s sender %.3f Mpps, sent %d, captured %d, lost %d, drops %s, CPU %s/packet (seal %v), machine %.3f µs/packet sent, steal %v",
+					round+1, k.cfg, k.t.name, k.contention, offered(k.rate), r.gen.rate/1e6, r.gen.sent, r.cnt.captured, r.lost(), r.cnt.dropNote(), perPacket(r), r.sealCPU, r.machinePerPacket(), r.machine.steal)
 			}
 		}
 	}
@@ -419,6 +423,16 @@ func measure(ctx context.Context, e *env, start func(rate uint64) (*capturer, er
 	final, err := cp.stop()
 	if r.err != nil {
 		return
+	}
+	// The seal counts too: at stop stenod seals the index of the file it
+	// was writing, which a sensor pays for every file at rotation (a run
+	// is shorter than a file). stenod logs the seal's CPU time as it
+	// ends; the rest of its stop (a fsync that writes back what tcpdump
+	// leaves to the kernel's threads, detaching, the runtime's exit) is
+	// not capture's cost per packet.
+	if cp.sealCPU != nil {
+		r.sealCPU = cp.sealCPU()
+		r.cpu += r.sealCPU
 	}
 	if err != nil && r.hasCapture {
 		r.err = err

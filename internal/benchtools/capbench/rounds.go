@@ -205,12 +205,13 @@ func (r *result) cpuPerPacket() float64 {
 }
 
 // machinePerPacket is the whole machine's busy CPU per packet sent, µs,
-// less the contention's own.
+// less the contention's own, plus stenod's seal at stop (after the
+// machine's window: the traffic and its drain).
 func (r *result) machinePerPacket() float64 {
 	if r.err != nil || r.gen.sent == 0 {
 		return math.NaN()
 	}
-	return (r.machine.busy - r.contentionCPU).Seconds() * 1e6 / float64(r.gen.sent)
+	return (r.machine.busy - r.contentionCPU + r.sealCPU).Seconds() * 1e6 / float64(r.gen.sent)
 }
 
 // printRounds prints the figures of every round side by side: per traffic
@@ -220,7 +221,7 @@ func (r *result) machinePerPacket() float64 {
 // round (the pairs share the machine's state, so their ratio moves less
 // than either).
 func printRounds(o *options, keys []runKey, runs [][]*result) {
-	fmt.Printf("\n%d alternating rounds (order reversed every other round), medians with the range in parentheses. Capturer: utime+stime of the capturing process over the traffic and its drain, per captured packet. Machine: busy CPU of the whole machine from /proc/stat over the same time, less the contention process's, per packet sent, above the bare generator's (no capturer) in the same round (the bare row: its own, absolute); it includes the kernel's work on the sender's CPU (veth, XDP, AF_PACKET delivery) that no process is charged for.\n\n", o.repeat)
+	fmt.Printf("\n%d alternating rounds (order reversed every other round), medians with the range in parentheses. Capturer: utime+stime of the capturing process over the traffic and its drain, plus for stenod the CPU time of sealing its file's index at stop (what a sensor pays at every rotation; stenod logs it), per captured packet. Machine: busy CPU of the whole machine from /proc/stat over the same time, less the contention process's, per packet sent, above the bare generator's (no capturer) in the same round (the bare row: its own, absolute); it includes the kernel's work on the sender's CPU (veth, XDP, AF_PACKET delivery) that no process is charged for.\n\n", o.repeat)
 	fmt.Println("Other: the machine's busy CPU besides trafgen, the capturer and the contention, in % of one CPU: kernel threads (writeback, ksoftirqd) and whatever else ran; the machine figures are only as good as that is small.")
 	fmt.Println()
 	fmt.Println("| traffic | contention | capture | sender Mpps | lost (runs) | capturer µs/packet | / tcpdump | machine µs/packet | / tcpdump | other | steal |")
@@ -248,7 +249,7 @@ func printRounds(o *options, keys []runKey, runs [][]*result) {
 			}
 			rate = append(rate, r.gen.rate/1e6)
 			steal = append(steal, 100*r.machine.steal.Seconds()/max(r.window.Seconds(), 1e-9)/float64(runtime.NumCPU()))
-			other = append(other, 100*(r.machine.busy-r.gen.cpu-r.cpu-r.contentionCPU).Seconds()/max(r.window.Seconds(), 1e-9))
+			other = append(other, 100*(r.machine.busy-r.gen.cpu-(r.cpu-r.sealCPU)-r.contentionCPU).Seconds()/max(r.window.Seconds(), 1e-9))
 			if r.hasCapture {
 				if l := r.lost(); l > 0 || !r.zeroLoss() {
 					lost += max(l, 0)
