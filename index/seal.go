@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/bits"
 	"os"
 	"path/filepath"
 )
@@ -78,33 +79,109 @@ func (b *Builder) positions() (sec []byte, size []int, sums []byte) {
 			size[f] += uvarintLen(uint64(delta))
 		}
 	}
-	cursor := make([]int, nf)
-	sumCursor := make([]int, nf)
+	cur := make([]sealCursor, nf)
 	total, packets := 0, 0
 	for i, s := range size {
-		cursor[i] = total
+		cur[i] = sealCursor{pos: total, sum: 4 * packets}
 		total += s
-		sumCursor[i] = 4 * packets
 		packets += int(b.flows[i].Packets)
 	}
 	sec = make([]byte, total)
 	sums = make([]byte, 4*packets)
-	for ci, c := range l.chunks {
-		base := ci << chunkBits
-		m := min(n-base, chunkLen)
-		offs, prevs, fo := c.off[:m], c.prev[:m], flowOf[base:base+m]
-		for i, q := range prevs {
-			delta := offs[i]
-			if q >= 0 {
-				delta -= l.off(q)
+	if nf < partitionFlows {
+		for ci, c := range l.chunks {
+			base := ci << chunkBits
+			m := min(n-base, chunkLen)
+			offs, prevs, fo := c.off[:m], c.prev[:m], flowOf[base:base+m]
+			for i, q := range prevs {
+				delta := offs[i]
+				if q >= 0 {
+					delta -= l.off(q)
+				}
+				cur[fo[i]].put(sec, sums, uint64(delta), c.sum[i])
 			}
-			f := fo[i]
-			cursor[f] += binary.PutUvarint(sec[cursor[f]:], uint64(delta))
-			binary.LittleEndian.PutUint32(sums[sumCursor[f]:], c.sum[i])
-			sumCursor[f] += 4
+		}
+		return sec, size, sums
+	}
+	b.scatterPartitioned(flowOf, cur, sec, sums)
+	return sec, size, sums
+}
+
+// sealCursor is where a flow's next delta and checksum go: together, so
+// that writing a packet touches one cursor line, not two.
+type sealCursor struct{ pos, sum int }
+
+func (c *sealCursor) put(sec, sums []byte, delta uint64, sum uint32) {
+	c.pos += binary.PutUvarint(sec[c.pos:], delta)
+	binary.LittleEndian.PutUint32(sums[c.sum:], sum)
+	c.sum += 4
+}
+
+// With many flows, writing each packet at its flow's cursor in packet
+// order touches a line of sec and one of sums per packet, each far from
+// the last one written (65,536 flows: a cache miss each, two thirds of a
+// seal). From partitionFlows flows on, the second pass takes the packets a
+// window at a time, sorts each window's by group of neighbouring flows
+// (partitionGroups streams written in order: cache-friendly), and then
+// writes group after group: a group's flows have neighbouring cursors and
+// sections, and with windowPerFlow packets a flow in a window its lines
+// are loaded once for several packets. The sort is stable, so each flow's
+// packets keep their order. BenchmarkSealFlows with 65,536 flows: 90 to
+// 68 ns a packet (medians of five alternating runs; 63 with four times the
+// window, not worth its 64 MiB).
+const (
+	partitionFlows  = 2048
+	partitionGroups = 256
+	windowPerFlow   = 16
+	maxWindow       = 1 << 20 // 16 MiB of sealEntry
+)
+
+// sealEntry is a packet on its way to its flow's cursor.
+type sealEntry struct {
+	flow  int32
+	sum   uint32
+	delta uint64
+}
+
+func (b *Builder) scatterPartitioned(flowOf []int32, cur []sealCursor, sec, sums []byte) {
+	l := &b.pkts
+	n := l.len()
+	shift := uint(bits.Len(uint(len(cur)-1) / partitionGroups))
+	// A window is whole chunks, so that the sort reads chunk by chunk.
+	w := min(max(windowPerFlow*len(cur), chunkLen), maxWindow)
+	w = (w + chunkLen - 1) &^ chunkMask
+	tmp := make([]sealEntry, min(w, n))
+	var start [partitionGroups]int
+	for a := 0; a < n; a += w {
+		e := min(n, a+w)
+		var count [partitionGroups]int
+		for _, f := range flowOf[a:e] {
+			count[f>>shift]++
+		}
+		at := 0
+		for g, c := range count {
+			start[g] = at
+			at += c
+		}
+		for base := a; base < e; base += chunkLen {
+			c := l.chunks[base>>chunkBits]
+			m := min(e-base, chunkLen)
+			offs, prevs, csums, fo := c.off[:m], c.prev[:m], c.sum[:m], flowOf[base:base+m]
+			for i, q := range prevs {
+				delta := offs[i]
+				if q >= 0 {
+					delta -= l.off(q)
+				}
+				f := fo[i]
+				g := f >> shift
+				tmp[start[g]] = sealEntry{flow: f, sum: csums[i], delta: uint64(delta)}
+				start[g]++
+			}
+		}
+		for _, en := range tmp[:e-a] {
+			cur[en.flow].put(sec, sums, en.delta, en.sum)
 		}
 	}
-	return sec, size, sums
 }
 
 // uvarintLen is the length of binary.AppendUvarint's encoding of x.
