@@ -62,7 +62,23 @@ func (r *Ring) Ready() bool {
 // wait returns once block r.cur belongs to user space. It parks the
 // goroutine in the runtime's poller: the kernel signals the socket when it
 // hands a block over (when the block is full, or its timeout retires it).
+// A ctx without a deadline wakes it when it ends, as Close does (a read
+// deadline in the past), so that it needs no periodic look at ctx: each
+// wake-up of a capture thread costs several thread switches, and waking
+// every few milliseconds to look had been most of a reader's switches. A
+// ctx with a deadline bounds the wait by it instead.
 func (r *Ring) wait(ctx context.Context) error {
+	if r.userOwned() {
+		return nil
+	}
+	if _, ok := ctx.Deadline(); !ok && ctx.Done() != nil && ctx != r.wakeCtx {
+		// Once per context, not per wait: the reader's context lives
+		// as long as it does, and a registration allocates.
+		if r.unwake != nil {
+			r.unwake()
+		}
+		r.wakeCtx, r.unwake = ctx, context.AfterFunc(ctx, r.wake)
+	}
 	for {
 		if r.userOwned() {
 			return nil
@@ -85,6 +101,11 @@ func (r *Ring) wait(ctx context.Context) error {
 		if err := r.file.SetReadDeadline(deadline); err != nil {
 			return fmt.Errorf("afpacket %s: set deadline: %w", r.iface, err)
 		}
+		// After the deadline is set: a ctx that ends from here on has
+		// its wake come after it.
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		r.woken, r.sockErr = false, nil
 		err := r.conn.Read(r.ready)
 		if r.sockErr != nil {
@@ -98,6 +119,9 @@ func (r *Ring) wait(ctx context.Context) error {
 		}
 	}
 }
+
+// wake makes a waiting Next's read return at once.
+func (r *Ring) wake() { _ = r.file.SetReadDeadline(time.Unix(1, 0)) }
 
 // userOwned reports whether block r.cur belongs to user space. Acquire
 // load: the kernel writes the packets, then block_status (with a write

@@ -1,6 +1,7 @@
 package afpacket
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -110,7 +111,9 @@ type Options struct {
 	// only ingress is captured (PACKET_IGNORE_OUTGOING, kernel 4.20).
 	IgnoreOutgoing bool
 	// PollInterval bounds how long Next waits for a block before it looks
-	// at its context again. Close wakes a waiting Next at once.
+	// again at the ring (a safety net: the kernel's wake-up comes with
+	// every block). Close and the end of Next's context wake a waiting
+	// Next at once.
 	PollInterval time.Duration
 }
 
@@ -221,6 +224,10 @@ type Ring struct {
 	// reader. Next holds it for at most PollInterval plus fn's run time.
 	mu      sync.Mutex
 	closing atomic.Bool
+	// wakeCtx is the context whose end wakes a waiting Next (wait), and
+	// unwake undoes that; both guarded by mu.
+	wakeCtx context.Context
+	unwake  func() bool
 	fd      int
 	mem     []byte
 	// file owns fd once the ring is set up: it puts the socket into the
@@ -460,7 +467,7 @@ func (r *Ring) Close() error {
 		// Wakes a waiting Next, which then sees closing. The deadline
 		// comes after closing is set, and Next checks closing after it
 		// sets its own deadline, so one of the two always sees the other.
-		_ = r.file.SetReadDeadline(time.Unix(1, 0))
+		r.wake()
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()

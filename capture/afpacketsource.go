@@ -92,12 +92,10 @@ func driverName(iface string) string {
 // AF_PACKET reader timing.
 const (
 	// afpPollInterval is how long Next waits for a block before it looks
-	// at its context: the granularity of stopping.
-	afpPollInterval = 10 * time.Millisecond
-	// afpIdleWait: with packets appended but not flushed, the reader
-	// waits this long for the next block; if none is ready the ring is
-	// idle and it flushes.
-	afpIdleWait = time.Millisecond
+	// at the ring again; the kernel's wake-up with each block and the end
+	// of the context (stopping) come sooner. Each wake-up costs a capture
+	// thread several switches (docs/benchmarks.md, "Wake-ups").
+	afpPollInterval = time.Second
 	// afpMaxBlockTimeout bounds the block timeout: a quiet link's packets
 	// reach the reader within one to two block timeouts.
 	afpMaxBlockTimeout = 50 * time.Millisecond
@@ -433,14 +431,15 @@ func (s *afpSource) run(q *queue, stop <-chan struct{}) error {
 		if h := testHookRingBlock; h != nil {
 			h(q.stream)
 		}
-		wctx, wcancel := ctx, context.CancelFunc(nil)
-		if dirty {
-			wctx, wcancel = context.WithTimeout(ctx, afpIdleWait)
+		if dirty && !s.ring.Ready() {
+			// No block waiting: what was appended goes to disk and
+			// to queries now, not after the next block. (Waiting a
+			// millisecond for one first, as the reader did, caught
+			// none at these block sizes and cost a wake-up a block.)
+			q.flush()
+			lastFlush, dirty = time.Now(), false
 		}
-		err := s.ring.Next(wctx, s.fn)
-		if wcancel != nil {
-			wcancel()
-		}
+		err := s.ring.Next(ctx, s.fn)
 		if s.publish(q) {
 			dirty = true
 		}
@@ -450,11 +449,6 @@ func (s *afpSource) run(q *queue, stop <-chan struct{}) error {
 			s.drain(q)
 			q.flush()
 			return q.w.Close()
-		case errors.Is(err, context.DeadlineExceeded):
-			// No block within the idle wait: the ring is idle.
-			q.flush()
-			lastFlush, dirty = time.Now(), false
-			continue
 		default:
 			// The interface went down (ENETDOWN) or another socket
 			// error: store what we have, wait, and try again.

@@ -14,7 +14,9 @@
 //     its ring, as stenod's receive loop does (capbench xskcount --coalesce);
 //   - tcpdump: tcpdump -i IF -w FILE (TPACKET_V3, to disk), no XDP;
 //   - stenod-xdp, stenod-afpacket: stenod run --capture xdp|afpacket,
-//     indexing and writing to the spool;
+//     indexing and writing to the spool; stenod-xdp-base and
+//     stenod-afpacket-base the same with the -stenod-base binary, to
+//     measure a change against the build before it in the same rounds;
 //   - stenod-afpacket-ipfix: stenod-afpacket with IPFIX export (idle
 //     timeout 1s) to a UDP sink in capbench that discards what it gets:
 //     the export's CPU cost on the capture CPU; stenod-afpacket-ipfix-defaults
@@ -67,6 +69,7 @@ type options struct {
 	qdisc       bool
 	dir         string
 	stenod      string
+	stenodBase  string
 	probes      int
 	freshLoad   uint64
 	queryLoad   uint64
@@ -76,7 +79,7 @@ type options struct {
 	tcpdumpArgs []string
 }
 
-var allConfigs = []string{"bare", "xdp-drop", "xsk-count", "xsk-coalesce", "tcpdump", "stenod-xdp", "stenod-afpacket", "stenod-afpacket-ipfix", "stenod-afpacket-ipfix-defaults", "stenod-xdp-cutoff", "stenod-afpacket-cutoff"}
+var allConfigs = []string{"bare", "xdp-drop", "xsk-count", "xsk-coalesce", "tcpdump", "stenod-xdp", "stenod-afpacket", "stenod-xdp-base", "stenod-afpacket-base", "stenod-afpacket-ipfix", "stenod-afpacket-ipfix-defaults", "stenod-xdp-cutoff", "stenod-afpacket-cutoff"}
 
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == "xskcount" {
@@ -97,6 +100,7 @@ func main() {
 	flag.BoolVar(&o.qdisc, "qdisc-path", true, "trafgen sends through the qdisc (--qdisc-path): a full veth ring then slows the sender instead of dropping")
 	flag.StringVar(&o.dir, "dir", "/var/tmp", "`directory` on the disk under test, for spools and tcpdump's file (a temporary directory is made in it)")
 	flag.StringVar(&o.stenod, "stenod", "", "stenod `binary` (default: go build ./cmd/stenod into the work directory)")
+	flag.StringVar(&o.stenodBase, "stenod-base", "", "a second stenod `binary`, for configurations stenod-xdp-base and stenod-afpacket-base: a change against the build before it, round by round")
 	flag.IntVar(&o.probes, "probes", 100, "freshness probes")
 	flag.Uint64Var(&o.freshLoad, "fresh-load", 0, "background `pps` during the freshness probes (0: half of stenod-xdp's 64B sender rate, else 100000)")
 	flag.Uint64Var(&o.queryLoad, "query-load", 0, "`pps` during the broad-query benchmark (0: stenod-xdp's 64B zero-loss rate, else 100000)")
@@ -269,6 +273,16 @@ func run(ctx context.Context, o *options, c *cleanups) error {
 		"tcpdump":         func(r uint64) (*capturer, error) { return startTcpdump(at(r), o.tcpdumpArgs) },
 		"stenod-xdp":      func(r uint64) (*capturer, error) { return startStenod(at(r), "xdp") },
 		"stenod-afpacket": func(r uint64) (*capturer, error) { return startStenod(at(r), "afpacket") },
+		"stenod-xdp-base": func(r uint64) (*capturer, error) {
+			e2 := at(r)
+			e2.stenod = o.stenodBase
+			return startStenod(e2, "xdp")
+		},
+		"stenod-afpacket-base": func(r uint64) (*capturer, error) {
+			e2 := at(r)
+			e2.stenod = o.stenodBase
+			return startStenod(e2, "afpacket")
+		},
 		"stenod-afpacket-ipfix": func(r uint64) (*capturer, error) {
 			return startStenod(at(r), "afpacket", "--ipfix", "udp://"+sink, "--ipfix-idle", "1s")
 		},
