@@ -187,7 +187,7 @@ func (b *Builder) add(k *flow.Key, h uint64, off, ts int64, wireLen int, sum uin
 func (b *Builder) addTo(id int32, off, ts int64, wireLen int, sum uint32, tcpFlags uint8) {
 	b.prev = id
 	f := &b.flows[id]
-	p := b.pkts.append(off, sum, f.tail)
+	p := b.pkts.append(off, sum, id, f.tail)
 	f.tail = p
 	f.tcpFlags |= tcpFlags
 	f.Packets++
