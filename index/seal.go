@@ -117,8 +117,8 @@ func (c *sealCursor) put(sec, sums []byte, delta uint64, sum uint32) {
 // packets keep their order. BenchmarkSealFlows with 65,536 flows: 90 to
 // 68 ns a packet (medians of five alternating runs; 63 with four times the
 // window, not worth its 64 MiB); with each packet's flow number in the log
-// instead of taken from its previous packet's, 54 to 47 (on a quieter
-// machine), for 1.4 ns more per packet in Add.
+// instead of taken from its previous packet's, 53 to 45 (in a quieter
+// hour), for 1.4-2.3 ns more per packet in Add.
 const (
 	partitionFlows  = 2048
 	partitionGroups = 256
