@@ -41,24 +41,12 @@ func BenchmarkEncode(b *testing.B) {
 // no room for (the sender fell behind).
 func BenchmarkExport(b *testing.B) {
 	const flows = 4096
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer pc.Close()
-	go func() {
-		buf := make([]byte, 65536)
-		for {
-			if _, _, err := pc.ReadFrom(buf); err != nil {
-				return
-			}
-		}
-	}()
+	sink := discardSink(b)
 	var clk clock
 	var ix indexes
 	t0 := time.Unix(1_800_000_000, 0)
 	clk.set(t0)
-	x := testExporter(b, []string{"udp://" + pc.LocalAddr().String()}, &clk, &ix)
+	x := testExporter(b, []string{"udp://" + sink}, &clk, &ix)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	x.startSenders(ctx)
@@ -197,20 +185,7 @@ func benchmarkCaptureExport(b *testing.B, export bool) {
 	cfg := DefaultConfig()
 	nextScan := t0.Add(cfg.ScanInterval()).UnixNano()
 	if export {
-		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer pc.Close()
-		go func() {
-			buf := make([]byte, 65536)
-			for {
-				if _, _, err := pc.ReadFrom(buf); err != nil {
-					return
-				}
-			}
-		}()
-		cfg.Collectors = []string{"udp://" + pc.LocalAddr().String()}
+		cfg.Collectors = []string{"udp://" + discardSink(b)}
 		x, err = New(cfg, Options{Indexes: SpoolIndexes(sp), Now: clk.now, IfIndex: func(string) uint32 { return 9 }})
 		if err != nil {
 			b.Fatal(err)
@@ -277,4 +252,23 @@ func processCPU(tb testing.TB) time.Duration {
 		tb.Fatal(err)
 	}
 	return time.Duration(ts.Nano())
+}
+
+// discardSink listens on a loopback UDP port until the benchmark ends,
+// reading and discarding, and returns its address.
+func discardSink(b *testing.B) string {
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { pc.Close() })
+	go func() {
+		buf := make([]byte, 65536)
+		for {
+			if _, _, err := pc.ReadFrom(buf); err != nil {
+				return
+			}
+		}
+	}()
+	return pc.LocalAddr().String()
 }
