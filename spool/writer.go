@@ -574,7 +574,9 @@ func (s *Spool) seal(f, dio *os.File, file *File) {
 		s.timeSeal(func() { data = live.Encode(file.iface, filepath.Base(file.Path)) })
 		if err = s.writeIndex(file, data); err == nil {
 			s.timeSeal(func() { r, err = index.Decode(data) })
-			s.ctr.indexesSealed.Add(1)
+			if err == nil {
+				s.ctr.indexesSealed.Add(1)
+			}
 		}
 	}
 	file.mu.Lock()
