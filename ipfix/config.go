@@ -106,15 +106,15 @@ func ParseCollector(s string) (network, addr string, err error) {
 }
 
 // ScanInterval is how often the exporter reads the live indexes: a
-// quarter of the shorter timeout, within [1 s, 5 s] (3.75 s at the
-// defaults). Records leave at most this long after their timeout; a
-// packet reaches the live index within capture's flush interval (at most a
-// second) of arriving. A scan reads every flow of the live indexes, busy
-// or not (BenchmarkScanActive: about 80 ns a flow): once a second that was
-// 4% of capture's CPU with 65,536 flows at 400,000 packets a second,
-// every 3.75 s it is about 1% (BenchmarkCaptureExport).
+// third of the shorter timeout, within [1 s, 5 s] (5 s at the defaults).
+// Records leave at most this long after their timeout; a packet reaches
+// the live index within capture's flush interval (at most a second) of
+// arriving. A scan reads every flow of the live indexes, busy or not
+// (about 5 ms for 65,536 flows in BenchmarkCaptureExport): once a second
+// that was 5% of capture's CPU at 400,000 packets a second, every 5 s it
+// is 1%.
 func (c *Config) ScanInterval() time.Duration {
-	d := min(c.IdleTimeout, c.ActiveTimeout) / 4
+	d := min(c.IdleTimeout, c.ActiveTimeout) / 3
 	return min(max(d, minScanInterval), maxScanInterval)
 }
 
