@@ -85,7 +85,7 @@ func BenchmarkExport(b *testing.B) {
 // BenchmarkScanActive is the scan of a sensor's steady state: 65,536 flows
 // of a live index, each with a new packet at every scan, none timing out.
 // ns/op is one scan; ns/flow is the export's cost per active flow and
-// second at a scan interval of 1 s (Config.ScanInterval: 3.75 s at the
+// second at a scan interval of 1 s (Config.ScanInterval: 5 s at the
 // defaults).
 func BenchmarkScanActive(b *testing.B) {
 	const flows = 65536
