@@ -54,12 +54,7 @@ func BenchmarkExport(b *testing.B) {
 	x.startSenders(ctx)
 	bld := index.NewBuilder(flows * 64)
 	ix.set(LiveIndex{Iface: "eth9", Index: bld})
-	es := make([]index.Entry, flows)
-	for i := range es {
-		k := v4Key(flow.ProtoTCP, 1024, 443, flow.FlagPorts)
-		binary.BigEndian.PutUint32(k.Src[:4], uint32(i))
-		es[i] = index.Entry{Key: k, WireLen: 100, TCPFlags: flow.TCPAck}
-	}
+	es := hostEntries(flows, v4Key(flow.ProtoTCP, 1024, 443, flow.FlagPorts), flow.TCPAck)
 	b.ResetTimer()
 	for i := 0; b.Loop(); i++ {
 		now := t0.Add(time.Duration(i) * time.Minute)
@@ -95,12 +90,7 @@ func BenchmarkScanActive(b *testing.B) {
 	x := testExporter(b, []string{"udp://127.0.0.1:9"}, &clk, &ix)
 	bld := index.NewBuilder(flows * 64)
 	ix.set(LiveIndex{Iface: "eth9", Index: bld})
-	es := make([]index.Entry, flows)
-	for i := range es {
-		k := v4Key(flow.ProtoUDP, 1024, 53, flow.FlagPorts)
-		binary.BigEndian.PutUint32(k.Src[:4], uint32(i))
-		es[i] = index.Entry{Key: k, WireLen: 100}
-	}
+	es := hostEntries(flows, v4Key(flow.ProtoUDP, 1024, 53, flow.FlagPorts), 0)
 	var scan time.Duration
 	for i := 0; b.Loop(); i++ {
 		now := t0.Add(time.Duration(i) * time.Millisecond)
@@ -285,4 +275,17 @@ func discardSink(b *testing.B) string {
 		}
 	}()
 	return pc.LocalAddr().String()
+}
+
+// hostEntries returns n index entries of 100 wire bytes, one per flow:
+// tmpl from n source addresses (its first four bytes numbered 0 to n-1),
+// with TCP flags tcpFlags.
+func hostEntries(n int, tmpl flow.Key, tcpFlags uint8) []index.Entry {
+	es := make([]index.Entry, n)
+	for i := range es {
+		k := tmpl
+		binary.BigEndian.PutUint32(k.Src[:4], uint32(i))
+		es[i] = index.Entry{Key: k, WireLen: 100, TCPFlags: tcpFlags}
+	}
+	return es
 }
