@@ -4,7 +4,6 @@ package capture
 
 import (
 	"strconv"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -93,16 +92,19 @@ type QueueStats struct {
 	// MetaMissing counts packets without XDP metadata (stamped on
 	// receipt, keyed by the Go parser).
 	MetaMissing uint64 `json:"meta_missing"`
-	// WriterStalls counts times the receive loop found every batch buffer
-	// in the writer's hands: the writer was behind and packets waited in
-	// the UMEM. Drops only follow when the UMEM is full as well, and the
-	// kernel counts them in Socket. AF_PACKET has no batches: its reader
-	// stores each block itself while the kernel fills the others.
+	// WriterStalls counts times the loop that takes packets from the
+	// kernel waited for the disk, while packets queued in the kernel's
+	// memory. AF_XDP: the receive loop found every batch buffer in the
+	// writer's hands (packets waited in the UMEM). AF_PACKET: the reader,
+	// which writes itself, waited spool.StallMin (1 ms) or longer for a
+	// write (packets waited in the ring's blocks). Drops only follow when
+	// that memory is full as well, and the kernel counts them in Socket or
+	// Ring.
 	WriterStalls uint64 `json:"writer_stalls"`
-	// WriterStallSeconds is how long the receive loop waited for the
-	// writer in all, WriterStallMaxSeconds the longest wait: at the
-	// packet rate, how much of the UMEM one stall takes (UMEMFrames must
-	// hold more).
+	// WriterStallSeconds is how long those waits took in all,
+	// WriterStallMaxSeconds the longest: at the packet rate, how much of
+	// the UMEM (or the ring) one stall takes; UMEMFrames (or
+	// AFPacketBlocks) must hold more.
 	WriterStallSeconds    float64 `json:"writer_stall_seconds"`
 	WriterStallMaxSeconds float64 `json:"writer_stall_max_seconds"`
 	// Every packet is keyed by flow.Parse except where the AF_XDP path's
@@ -140,6 +142,7 @@ func (c *Capture) Stats() Stats {
 			ifc.att.stats(&is)
 		}
 		for _, q := range ifc.queues {
+			stalls := q.stalls()
 			qs := QueueStats{
 				Queue:                 q.index,
 				Stream:                q.stream,
@@ -150,9 +153,9 @@ func (c *Capture) Stats() Stats {
 				SpoolWriteErrors:      q.writeErrors.Load(),
 				SpoolWriteLost:        q.writeLost.Load(),
 				Truncated:             q.truncated.Load(),
-				WriterStalls:          q.writerStalls.Load(),
-				WriterStallSeconds:    time.Duration(q.stallNanos.Load()).Seconds(),
-				WriterStallMaxSeconds: time.Duration(q.maxStallNanos.Load()).Seconds(),
+				WriterStalls:          stalls.Count,
+				WriterStallSeconds:    stalls.Total.Seconds(),
+				WriterStallMaxSeconds: stalls.Max.Seconds(),
 				KeysFromFlowID:        q.keysFromID.Load(),
 				KeysParsed:            q.keysParsed.Load(),
 			}
@@ -261,14 +264,14 @@ func queueMetrics() []queueMetric {
 		qcounter("spool_write_lost_packets", "Packets lost to failed spool writes (disk full, I/O errors).", func(q *QueueStats) uint64 { return q.SpoolWriteLost }),
 		qcounter("truncated_packets", "Packets longer than the snap length, stored cut.", func(q *QueueStats) uint64 { return q.Truncated }),
 		qcounter("meta_missing_packets", "Packets without XDP metadata.", func(q *QueueStats) uint64 { return q.MetaMissing }),
-		qcounter("writer_stalls", "Times the receive loop waited for the spool writer.", func(q *QueueStats) uint64 { return q.WriterStalls }),
+		qcounter("writer_stalls", "Times the capture loop waited for the disk (AF_XDP: for a batch buffer; AF_PACKET: 1 ms or more for a write).", func(q *QueueStats) uint64 { return q.WriterStalls }),
 		{
-			desc: prometheus.NewDesc("stenod_capture_writer_stall_seconds_total", "Time the receive loop waited for the spool writer while packets queued in the UMEM.", []string{"iface", "queue"}, nil),
+			desc: prometheus.NewDesc("stenod_capture_writer_stall_seconds_total", "Time the capture loop waited for the disk in its stalls, while packets queued in the UMEM or the ring.", []string{"iface", "queue"}, nil),
 			kind: prometheus.CounterValue,
 			get:  func(q *QueueStats) (float64, bool) { return q.WriterStallSeconds, true },
 		},
 		{
-			desc: prometheus.NewDesc("stenod_capture_writer_stall_max_seconds", "The receive loop's longest wait for the spool writer: at the packet rate, what the UMEM must hold.", []string{"iface", "queue"}, nil),
+			desc: prometheus.NewDesc("stenod_capture_writer_stall_max_seconds", "The capture loop's longest wait for the disk: at the packet rate, what the UMEM or the ring must hold.", []string{"iface", "queue"}, nil),
 			kind: prometheus.GaugeValue,
 			get:  func(q *QueueStats) (float64, bool) { return q.WriterStallMaxSeconds, true },
 		},

@@ -272,6 +272,20 @@ func (q *queue) receive(stop <-chan struct{}) {
 	}
 }
 
+// stalls are the waits of the loop that takes the queue's packets from
+// the kernel: for a free batch (AF_XDP), or for the disk (AF_PACKET,
+// whose reader writes itself).
+func (q *queue) stalls() spool.Stalls {
+	if q.bsrc == nil {
+		return q.w.Stalls()
+	}
+	return spool.Stalls{
+		Count: q.writerStalls.Load(),
+		Total: time.Duration(q.stallNanos.Load()),
+		Max:   time.Duration(q.maxStallNanos.Load()),
+	}
+}
+
 // stalled counts a wait of d for the writer. The longest wait is what the
 // UMEM must hold (Config.UMEMFrames): packets keep arriving meanwhile.
 func (q *queue) stalled(d time.Duration) {

@@ -101,5 +101,15 @@ func (a *aio) submit(f *os.File, b []byte, off int64) {
 // wait returns the result of the write in flight.
 func (a *aio) wait() error { return <-a.done }
 
+// poll returns the result of the write in flight if it has completed.
+func (a *aio) poll() (done bool, err error) {
+	select {
+	case err = <-a.done:
+		return true, err
+	default:
+		return false, nil
+	}
+}
+
 // stop ends the goroutine; no write may be in flight.
 func (a *aio) stop() { close(a.req) }

@@ -73,8 +73,9 @@ type Writer struct {
 	// a partial record; it is given up.
 	torn bool
 
-	fly flight // the direct write in flight, if any
-	aio *aio   // runs it; started with the first one
+	fly    flight // the direct write in flight, if any
+	aio    *aio   // runs it; started with the first one
+	stalls stallCounter
 
 	// sums is the active file's sums journal (sums.go), nil if it could
 	// not be written; sumsOff is its length, sumsBuf the checksums not
@@ -303,7 +304,9 @@ func (w *Writer) Flush() error {
 	}
 	sp, n := w.sp, w.end-w.written
 	g := sp.reserve(w.file, n, false, 0)
+	t := time.Now()
 	err := w.write()
+	w.stalls.add(time.Since(t))
 	if errors.Is(err, unix.ENOSPC) {
 		sp.ctr.enospc.Add(1)
 		sp.done(g, false)
@@ -378,7 +381,12 @@ func (w *Writer) land() error {
 	}
 	fl.active = false
 	sp := w.sp
-	err := w.aio.wait()
+	done, err := w.aio.poll()
+	if !done {
+		t := time.Now()
+		err = w.aio.wait()
+		w.stalls.add(time.Since(t))
+	}
 	if errors.Is(err, unix.ENOSPC) {
 		sp.ctr.enospc.Add(1)
 		sp.done(fl.g, false)
