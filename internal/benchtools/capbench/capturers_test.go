@@ -3,6 +3,8 @@
 package main
 
 import (
+	"errors"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -66,5 +68,31 @@ time=2026-12-03T23:00:00.100Z level=INFO msg="spool closed" indexes_sealed=1 sea
 	}
 	if got := sealCPU(`msg="capture stopped"`); got != 0 {
 		t.Errorf("sealCPU without the line = %v, want 0", got)
+	}
+}
+
+// TestBaseRatios: each stenod configuration is paired with its -base twin
+// within each round; a failed run leaves its round out.
+func TestBaseRatios(t *testing.T) {
+	mix := traffic{name: "64B"}
+	run := func(cpu time.Duration, captured uint64, rate float64, err error) *result {
+		return &result{cpu: cpu, cnt: counters{captured: captured}, gen: genRun{rate: rate}, hasCapture: true, err: err}
+	}
+	keys := []runKey{{t: mix, cfg: "tcpdump"}, {t: mix, cfg: "stenod-xdp"}, {t: mix, cfg: "stenod-xdp-base"}}
+	runs := [][]*result{
+		{run(time.Second, 1e6, 4e5, nil), run(time.Second, 1e6, 4e5, nil), run(time.Second, 1e6, 4e5, nil)},
+		{run(900*time.Millisecond, 1e6, 3e5, nil), run(2*time.Second, 1e6, 3e5, nil), run(time.Second, 1e6, 3e5, errors.New("failed"))},
+		{run(time.Second, 1e6, 3e5, nil), run(2200*time.Millisecond, 1e6, 2e5, nil), run(time.Second, 1e6, 3e5, nil)},
+	}
+	got := baseRatios(keys, runs)
+	if len(got) != 1 || got[0].key.cfg != "stenod-xdp" {
+		t.Fatalf("baseRatios = %+v, want one for stenod-xdp", got)
+	}
+	r := got[0]
+	if r.cpu.n != 2 || math.Abs(r.cpu.median-(0.9+2/2.2)/2) > 1e-9 || math.Abs(r.cpu.min-0.9) > 1e-9 || math.Abs(r.cpu.max-2/2.2) > 1e-9 {
+		t.Errorf("cpu ratio %+v, want 0.900 and 0.909 over 2 rounds", r.cpu)
+	}
+	if r.rate.max != 1.5 || r.rate.min != 1 {
+		t.Errorf("rate ratio %+v, want 1 and 1.5", r.rate)
 	}
 }

@@ -16,7 +16,8 @@
 //   - stenod-xdp, stenod-afpacket: stenod run --capture xdp|afpacket,
 //     indexing and writing to the spool; stenod-xdp-base and
 //     stenod-afpacket-base the same with the -stenod-base binary, to
-//     measure a change against the build before it in the same rounds;
+//     measure a change against the build before it in the same rounds
+//     (a last table pairs the two builds within each round);
 //   - stenod-afpacket-ipfix: stenod-afpacket with IPFIX export (idle
 //     timeout 1s) to a UDP sink in capbench that discards what it gets:
 //     the export's CPU cost on the capture CPU; stenod-afpacket-ipfix-defaults
@@ -370,6 +371,7 @@ func run(ctx context.Context, o *options, c *cleanups) error {
 	}
 	printTable(o, mixes, results, live)
 	printRounds(o, keys, runs)
+	printBaseRatios(keys, runs)
 	printCutoff(o, keys, runs)
 	return ctx.Err()
 }

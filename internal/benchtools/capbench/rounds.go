@@ -226,14 +226,7 @@ func printRounds(o *options, keys []runKey, runs [][]*result) {
 	fmt.Println()
 	fmt.Println("| traffic | contention | capture | sender Mpps | lost (runs) | capturer µs/packet | / tcpdump | machine µs/packet | / tcpdump | other | steal |")
 	fmt.Println("|---|---|---|---|---|---|---|---|---|---|---|")
-	find := func(k runKey, cfg string) []*result {
-		for i, k2 := range keys {
-			if k2.t.name == k.t.name && k2.contention == k.contention && k2.cfg == cfg && k2.rate == k.rate {
-				return runs[i]
-			}
-		}
-		return nil
-	}
+	find := func(k runKey, cfg string) []*result { return findRuns(keys, runs, k, cfg) }
 	for i, k := range keys {
 		if k.rate != 0 {
 			continue
@@ -284,5 +277,69 @@ func printRounds(o *options, keys []runKey, runs [][]*result) {
 		fmt.Printf("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", k.t.name, k.contention, k.cfg,
 			spreadOf(rate).format("%.3f"), lostCell, spreadOf(cpu).format("%.3f"), spreadOf(cpuRatio).format("%.2fx"),
 			spreadOf(mach).format("%.3f"), spreadOf(machRatio).format("%.2fx"), spreadOf(other).format("%.0f%%"), spreadOf(steal).format("%.1f%%"))
+	}
+}
+
+// findRuns returns the rounds of configuration cfg with k's traffic,
+// contention and rate, or nil.
+func findRuns(keys []runKey, runs [][]*result, k runKey, cfg string) []*result {
+	for i, k2 := range keys {
+		if k2.t.name == k.t.name && k2.contention == k.contention && k2.cfg == cfg && k2.rate == k.rate {
+			return runs[i]
+		}
+	}
+	return nil
+}
+
+// baseRatio is one stenod configuration against its -base twin, round by
+// round: the ratios within each round of the capturer's CPU per packet and
+// of the sender's rate.
+type baseRatio struct {
+	key       runKey // the build's (cfg without -base)
+	cpu, rate spread
+}
+
+// baseRatios pairs, when the run compared two builds (-stenod-base), each
+// stenod configuration with its -base twin. Two builds in one round share
+// the machine's state, so a change shows in their ratios long before it
+// shows in the medians of either.
+func baseRatios(keys []runKey, runs [][]*result) []baseRatio {
+	var out []baseRatio
+	for _, k := range keys {
+		if k.rate != 0 || !strings.HasSuffix(k.cfg, "-base") {
+			continue
+		}
+		bk := k
+		bk.cfg = strings.TrimSuffix(k.cfg, "-base")
+		base, build := findRuns(keys, runs, k, k.cfg), findRuns(keys, runs, k, bk.cfg)
+		var cpu, rate []float64
+		for round := range min(len(base), len(build)) {
+			b, n := base[round], build[round]
+			if b.err != nil || n.err != nil {
+				continue
+			}
+			cpu = append(cpu, n.cpuPerPacket()/b.cpuPerPacket())
+			rate = append(rate, n.gen.rate/b.gen.rate)
+		}
+		if len(cpu) > 0 {
+			out = append(out, baseRatio{key: bk, cpu: spreadOf(cpu), rate: spreadOf(rate)})
+		}
+	}
+	return out
+}
+
+func printBaseRatios(keys []runKey, runs [][]*result) {
+	rs := baseRatios(keys, runs)
+	if len(rs) == 0 {
+		return
+	}
+	fmt.Println()
+	fmt.Println("The build against the -stenod-base build, round by round (ratios within each round; median with the range):")
+	fmt.Println()
+	fmt.Println("| traffic | contention | capture | capturer CPU per packet / base | sender rate / base | rounds |")
+	fmt.Println("|---|---|---|---|---|---|")
+	for _, r := range rs {
+		fmt.Printf("| %s | %s | %s | %s | %s | %d |\n", r.key.t.name, r.key.contention, r.key.cfg,
+			r.cpu.format("%.3fx"), r.rate.format("%.3fx"), r.cpu.n)
 	}
 }
