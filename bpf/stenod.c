@@ -295,7 +295,10 @@ static __always_inline __u64 account(const struct flow_key *key, __u64 len, __u6
 	rec->flow_id = nv.flow_id;
 	rec->first_seen_ns = now;
 	__builtin_memcpy(&rec->key, key, sizeof(*key));
-	bpf_ringbuf_submit(rec, 0);
+	/* No wake-up: the capture loops drain the ring as they go (before
+	 * keying a batch, after a ring block). Woken for each record, a
+	 * reader thread switched in for every new flow. */
+	bpf_ringbuf_submit(rec, BPF_RB_NO_WAKEUP);
 	return nv.flow_id;
 
 update:

@@ -116,9 +116,9 @@ type afpIface struct {
 	prog         *xdp.Program // the XDP program (observe), or with NoXDP only the cutoff's maps
 	observe      bool         // prog's XDP program is attached in observe mode
 	cutoff       bool         // prog's socket filter runs on the rings
-	rb           *ringbuf.Reader
-	rbDone       chan struct{}
-	records      atomic.Uint64
+	log          *slog.Logger
+	newFlows     *newFlowsRing // the observer's new_flows, drained by the readers; nil without
+	records      atomic.Uint64 // records drained from it
 	detached     bool
 }
 
@@ -134,7 +134,7 @@ func openAFPacket(iface string, cfg *Config, snapLen int, clock *xdp.Clock, log 
 	if _, err := net.InterfaceByName(iface); err != nil {
 		return nil, fmt.Errorf("capture: %w", err)
 	}
-	a := &afpIface{name: iface, blocks: cfg.AFPacketBlocks}
+	a := &afpIface{name: iface, blocks: cfg.AFPacketBlocks, log: log}
 	defer func() {
 		if err != nil {
 			err = errors.Join(err, a.detach(), a.close(), a.remove())
@@ -202,10 +202,11 @@ func (a *afpIface) openRings(iface string, n int, opts afpacket.Options) error {
 	return nil
 }
 
-// loadObserver attaches the XDP program in observe mode and starts the
-// reader that empties its new_flows ring buffer: AF_PACKET packets carry
-// no flow ids, so the records are only counted, and reading them keeps the
-// ring from filling up and counting them as lost.
+// loadObserver attaches the XDP program in observe mode and opens its
+// new_flows ring buffer, which the readers drain after each block:
+// AF_PACKET packets carry no flow ids, so the records are only counted,
+// and reading them keeps the ring from filling up and counting them as
+// lost.
 func (a *afpIface) loadObserver(cfg *Config, snapLen int, clock *xdp.Clock, log *slog.Logger) error {
 	mode, err := attachMode(cfg.XDPMode)
 	if err != nil {
@@ -229,22 +230,7 @@ func (a *afpIface) loadObserver(cfg *Config, snapLen int, clock *xdp.Clock, log 
 	if err != nil {
 		return fmt.Errorf("capture on %s: new flows reader: %w", a.name, err)
 	}
-	a.rb, a.rbDone = rb, make(chan struct{})
-	go func() {
-		defer close(a.rbDone)
-		var rec ringbuf.Record
-		for {
-			err := rb.ReadInto(&rec)
-			if errors.Is(err, ringbuf.ErrClosed) {
-				return
-			}
-			if err != nil {
-				log.Error("new flows ring buffer reader stopped", "iface", a.name, "err", err)
-				return
-			}
-			a.records.Add(1)
-		}
-	}()
+	a.newFlows = newNewFlowsRing(rb)
 	return nil
 }
 
@@ -271,11 +257,28 @@ func (a *afpIface) sources(_ int, _ *xdp.Clock) []source {
 	out := make([]source, len(a.rings))
 	for i, r := range a.rings {
 		out[i] = newAFPSource(r, a.blocks, a.blockTimeout)
+		out[i].(*afpSource).observer = a
 	}
 	return out
 }
 
 func (a *afpIface) flowIDs() *flowIDs { return nil }
+
+// drainNewFlows counts and discards what the observer's new_flows ring
+// buffer holds.
+func (a *afpIface) drainNewFlows() {
+	if a.newFlows == nil {
+		return
+	}
+	n, err := a.newFlows.drain(func([]byte) {})
+	a.records.Add(uint64(n))
+	if err != nil {
+		a.log.Error("new flows ring buffer failed", "iface", a.name, "err", err)
+		if cerr := a.newFlows.close(); cerr != nil {
+			a.log.Warn("close new flows ring buffer", "iface", a.name, "err", cerr)
+		}
+	}
+}
 
 func (a *afpIface) program() *xdp.Program {
 	if !a.cutoff {
@@ -313,11 +316,6 @@ func (a *afpIface) stats(s *InterfaceStats) {
 // cannot be unbound.
 func (a *afpIface) detach() error {
 	var errs []error
-	if a.rb != nil {
-		errs = append(errs, a.rb.Close())
-		<-a.rbDone
-		a.rb = nil
-	}
 	if a.prog != nil && !a.detached {
 		errs = append(errs, a.prog.Close())
 		a.detached = true
@@ -325,9 +323,13 @@ func (a *afpIface) detach() error {
 	return errors.Join(errs...)
 }
 
-// close closes the rings; their readers have stopped.
+// close closes the rings and the new_flows reader; the ring readers have
+// stopped.
 func (a *afpIface) close() error {
 	var errs []error
+	if a.newFlows != nil {
+		errs = append(errs, a.newFlows.close())
+	}
 	for _, r := range a.rings {
 		errs = append(errs, r.Close())
 	}
@@ -353,6 +355,8 @@ type afpSource struct {
 	blocks       int
 	blockTimeout time.Duration
 	fn           func(*afpacket.Packet) error // s.packet, bound once: no allocation per block
+
+	observer *afpIface // drains its new_flows ring buffer, if it has one
 
 	// Set by run, used by packet.
 	w   *spool.Writer
@@ -442,6 +446,7 @@ func (s *afpSource) run(q *queue, stop <-chan struct{}) error {
 		err := s.ring.Next(ctx, s.fn)
 		if s.publish(q) {
 			dirty = true
+			s.observer.drainNewFlows()
 		}
 		switch {
 		case err == nil:

@@ -7,8 +7,10 @@
 // # Data path
 //
 // Per interface: xdp.LoadProgram (pinned under PinRoot/<iface>/), one
-// xdp.Socket per RX queue in the program's XSKMAP, and a reader of the
-// new_flows ring buffer that fills a table of flow id -> flow.Key.
+// xdp.Socket per RX queue in the program's XSKMAP, and a table of flow id
+// -> flow.Key filled from the program's new_flows ring buffer, which the
+// writers drain before keying each batch (the program wakes no reader:
+// newFlowsRing).
 //
 // Per RX queue, two goroutines joined by a fixed set of batch buffers:
 //

@@ -3,12 +3,9 @@
 package capture
 
 import (
-	"errors"
 	"log/slog"
 	"sync"
 	"sync/atomic"
-
-	"github.com/cilium/ebpf/ringbuf"
 
 	"github.com/stenod/stenod/flow"
 	"github.com/stenod/stenod/xdp"
@@ -24,7 +21,8 @@ const maxFlowIDs = xdp.DefaultMaxFlows
 // capture.
 //
 // The writer consults it for packets the snap length cut, whose headers
-// flow.Parse may lack (queue.store). It is direct-mapped: an id has one
+// flow.Parse may lack (queue.store), after entering the ring buffer's
+// waiting records (refresh). It is direct-mapped: an id has one
 // slot, and a newer flow whose id maps to an occupied slot replaces the
 // older one, whose cut packets then take their key from parsing what was
 // kept (counted in KeysParsed). A lookup is one cache miss, where a Go map
@@ -34,6 +32,13 @@ const maxFlowIDs = xdp.DefaultMaxFlows
 type flowIDs struct {
 	mu    sync.RWMutex
 	slots []flowIDSlot
+
+	// ring feeds the table (refresh); nil in tests that add directly.
+	ring      *newFlowsRing
+	iface     string
+	log       *slog.Logger
+	pendingMu sync.Mutex
+	pending   []xdp.NewFlowRecord // records read, not yet added; reused
 
 	records   atomic.Uint64 // ring buffer records read
 	evictions atomic.Uint64 // entries replaced by a newer flow
@@ -91,30 +96,33 @@ func (t *flowIDs) key(id uint64, k *flow.Key) bool {
 	return ok
 }
 
-// run reads the ring buffer until rd is closed. Records are entered in
-// groups, once the ring has no more ready, so that the writers' read lock is
-// rarely contended.
-func (t *flowIDs) run(rd *ringbuf.Reader, iface string, log *slog.Logger) {
-	var rec ringbuf.Record
-	pending := make([]xdp.NewFlowRecord, 0, 512)
-	for {
-		err := rd.ReadInto(&rec)
-		if errors.Is(err, ringbuf.ErrClosed) {
-			return
-		}
-		if err != nil {
-			log.Error("new flows ring buffer reader stopped; keys come from the Go parser", "iface", iface, "err", err)
-			return
-		}
+// refresh enters the records waiting in the ring buffer, if the table has
+// one. The AF_XDP writers call it before keying each batch: a packet's
+// record is submitted before the packet reaches its socket, so a batch's
+// new flows are in the table by the time they are looked up. A ring that
+// fails is closed and logged once; keys then come from the parser.
+func (t *flowIDs) refresh() {
+	if t.ring == nil {
+		return
+	}
+	t.pendingMu.Lock()
+	defer t.pendingMu.Unlock()
+	_, err := t.ring.drain(func(sample []byte) {
 		var r xdp.NewFlowRecord
-		if err := r.UnmarshalBinary(rec.RawSample); err != nil {
+		if err := r.UnmarshalBinary(sample); err != nil {
 			t.bad.Add(1)
-			continue
+			return
 		}
-		pending = append(pending, r)
-		if len(pending) == cap(pending) || rd.AvailableBytes() == 0 {
-			t.add(pending)
-			pending = pending[:0]
+		t.pending = append(t.pending, r)
+	})
+	if len(t.pending) > 0 {
+		t.add(t.pending)
+		t.pending = t.pending[:0]
+	}
+	if err != nil {
+		t.log.Error("new flows ring buffer failed; keys of cut packets come from the Go parser", "iface", t.iface, "err", err)
+		if cerr := t.ring.close(); cerr != nil {
+			t.log.Warn("close new flows ring buffer", "iface", t.iface, "err", cerr)
 		}
 	}
 }

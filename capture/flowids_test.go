@@ -3,12 +3,16 @@
 package capture
 
 import (
+	"encoding/binary"
+	"errors"
+	"fmt"
 	"log/slog"
 	"net/netip"
 	"testing"
 	"time"
 
 	"github.com/stenod/stenod/flow"
+	"github.com/stenod/stenod/internal/testkit/testutil"
 	"github.com/stenod/stenod/xdp"
 )
 
@@ -142,4 +146,64 @@ func TestGatherTime(t *testing.T) {
 			t.Errorf("gatherTime(%d, %v, %v) = %v, want %v", tc.got, tc.slept, tc.left, got, tc.want)
 		}
 	}
+}
+
+// TestCaptureCutKeysFromNewFlows: packets the snap length cuts before
+// their UDP header are keyed by the XDP program's key, which reaches the
+// flow id table through the new_flows ring buffer that the writers drain
+// before keying each batch: every such packet, each the first of its flow,
+// is found by its port.
+func TestCaptureCutKeysFromNewFlows(t *testing.T) {
+	testutil.RequireRoot(t)
+	v := newVeth(t)
+	root := testutil.BPFFS(t)
+	sp := openSpool(t, t.TempDir())
+	cfg := testConfig(root, v.Host)
+	cfg.SnapLen = 64
+	c := mustStart(t, cfg, sp)
+	s := testutil.NewSender(t, v)
+	const n = 20
+	for i := range n {
+		s.Send(t, ipv6ExtFrame(uint16(4000+i)))
+	}
+	st := waitPackets(t, c, n, 10*time.Second)
+	q := st.Interfaces[0].Queues[0]
+	if q.Truncated != n || q.KeysFromFlowID != n {
+		t.Errorf("%d packets truncated, %d keyed through their flow id; want %d each", q.Truncated, q.KeysFromFlowID, n)
+	}
+	// Stored is counted before the flush that makes packets queryable.
+	time.Sleep(200 * time.Millisecond)
+	for i := range n {
+		if got := len(answer(t, sp, fmt.Sprintf("udp and port %d", 4000+i))); got != 1 {
+			t.Errorf("udp port %d: %d packets, want 1", 4000+i, got)
+		}
+	}
+	if err := errors.Join(c.Close(), sp.Close()); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+}
+
+// ipv6ExtFrame is a UDP packet behind an IPv6 header and two 8-byte
+// extension headers (hop-by-hop, destination options): its UDP header
+// starts at byte 70, after a 64-byte snap length.
+func ipv6ExtFrame(sport uint16) []byte {
+	payload := []byte("beyond the snap length")
+	f := make([]byte, 14+40+8+8+8+len(payload))
+	copy(f, []byte{0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2, 0x86, 0xdd})
+	ip := f[14:]
+	ip[0] = 0x60
+	binary.BigEndian.PutUint16(ip[4:], uint16(8+8+8+len(payload)))
+	ip[6], ip[7] = 0, 64 // next: hop-by-hop options
+	copy(ip[8:], netip.MustParseAddr("2001:db8::1").AsSlice())
+	copy(ip[24:], netip.MustParseAddr("2001:db8::2").AsSlice())
+	hbh := ip[40:]
+	hbh[0], hbh[2], hbh[3] = 60, 1, 4 // next: destination options; PadN of 4
+	dst := hbh[8:]
+	dst[0], dst[2], dst[3] = 17, 1, 4 // next: UDP; PadN of 4
+	udp := dst[8:]
+	binary.BigEndian.PutUint16(udp[0:], sport)
+	binary.BigEndian.PutUint16(udp[2:], 9)
+	binary.BigEndian.PutUint16(udp[4:], uint16(8+len(payload)))
+	copy(udp[8:], payload)
+	return f
 }

@@ -389,6 +389,9 @@ func (q *queue) writeFailed(err error) {
 // of flows each look-up missed it (random flows: 8% of the AF_XDP path's
 // CPU, docs/benchmarks.md).
 func (q *queue) store(b *batch) {
+	if q.ids != nil {
+		q.ids.refresh()
+	}
 	var k flow.Key
 	var run uint64 // the flow id whose key k holds, 0 for none
 	var fromID, stored uint64

@@ -16,15 +16,13 @@ import (
 )
 
 // xdpIface is the XDP machinery of one interface: the program with its pins
-// and link, one AF_XDP socket per RX queue in its XSKMAP, and the reader of
-// its new_flows ring buffer feeding the flow id table.
+// and link, one AF_XDP socket per RX queue in its XSKMAP, and the flow id
+// table, which the writers fill from the program's new_flows ring buffer.
 type xdpIface struct {
 	name     string
 	prog     *xdp.Program
 	socks    []*xdp.Socket
-	ids      *flowIDs
-	rb       *ringbuf.Reader
-	rbDone   chan struct{}
+	ids      *flowIDs // fed from the program's new_flows ring buffer
 	observe  bool
 	cutoff   bool // the program decides the cutoff
 	detached bool
@@ -100,11 +98,7 @@ func openXDP(iface string, cfg *Config, snapLen int, clock *xdp.Clock, log *slog
 	if err != nil {
 		return nil, fmt.Errorf("capture on %s: new flows reader: %w", iface, err)
 	}
-	x.rb, x.rbDone = rb, make(chan struct{})
-	go func() {
-		defer close(x.rbDone)
-		x.ids.run(rb, iface, log)
-	}()
+	x.ids.ring, x.ids.iface, x.ids.log = newNewFlowsRing(rb), iface, log
 	return x, nil
 }
 
@@ -126,16 +120,12 @@ func (x *xdpIface) program() *xdp.Program {
 	return x.prog
 }
 
-// detach stops the ring buffer reader and detaches and closes the program,
-// so no packet reaches the sockets any more; what is in their rings can
-// still be drained.
+// detach detaches and closes the program, so no packet reaches the
+// sockets any more; what is in their rings can still be drained, and the
+// new_flows ring buffer, which the kernel keeps while a reader maps it,
+// still keys them.
 func (x *xdpIface) detach() error {
 	var errs []error
-	if x.rb != nil {
-		errs = append(errs, x.rb.Close())
-		<-x.rbDone
-		x.rb = nil
-	}
 	if x.prog != nil && !x.detached {
 		errs = append(errs, x.prog.Close())
 		x.detached = true
@@ -143,8 +133,13 @@ func (x *xdpIface) detach() error {
 	return errors.Join(errs...)
 }
 
+// close closes the sockets and the new_flows reader; the loops have
+// stopped.
 func (x *xdpIface) close() error {
 	var errs []error
+	if x.ids.ring != nil {
+		errs = append(errs, x.ids.ring.close())
+	}
 	for _, s := range x.socks {
 		errs = append(errs, s.Close())
 	}
