@@ -518,7 +518,8 @@ static __always_inline int cut(const struct cutoff_config *c, const struct flow_
 		}
 		__builtin_memcpy(&rec->key, &ck, sizeof(ck));
 		rec->ts_ns = now;
-		bpf_ringbuf_submit(rec, 0);
+		/* No wake-up: the reporter reads the ring once a second. */
+		bpf_ringbuf_submit(rec, BPF_RB_NO_WAKEUP);
 	}
 	return 1;
 }

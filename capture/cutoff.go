@@ -65,9 +65,11 @@ func startCutReporter(iface string, prog *xdp.Program, live liveIndexFunc, log *
 // stop ends the reporter after a last poll: call it before the program is
 // closed, so that what was cut until then reaches the spool.
 func (r *cutReporter) stop() error {
-	err := r.rd.Close()
+	// The program wakes no reader (bpf/stenod.c): Flush has run read
+	// what the ring holds, then poll and return.
+	err := r.rd.Flush()
 	<-r.done
-	return err
+	return errors.Join(err, r.rd.Close())
 }
 
 func (r *cutReporter) run() {
@@ -89,7 +91,7 @@ func (r *cutReporter) run() {
 				continue
 			}
 		case errors.Is(err, os.ErrDeadlineExceeded):
-		case errors.Is(err, ringbuf.ErrClosed):
+		case errors.Is(err, ringbuf.ErrFlushed), errors.Is(err, ringbuf.ErrClosed):
 			r.poll()
 			return
 		default:
