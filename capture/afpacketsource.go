@@ -256,8 +256,7 @@ func ringCount(iface string, cfg *Config) int {
 func (a *afpIface) sources(_ int, _ *xdp.Clock) []source {
 	out := make([]source, len(a.rings))
 	for i, r := range a.rings {
-		out[i] = newAFPSource(r, a.blocks, a.blockTimeout)
-		out[i].(*afpSource).observer = a
+		out[i] = newAFPSource(r, a)
 	}
 	return out
 }
@@ -273,10 +272,7 @@ func (a *afpIface) drainNewFlows() {
 	n, err := a.newFlows.drain(func([]byte) {})
 	a.records.Add(uint64(n))
 	if err != nil {
-		a.log.Error("new flows ring buffer failed", "iface", a.name, "err", err)
-		if cerr := a.newFlows.close(); cerr != nil {
-			a.log.Warn("close new flows ring buffer", "iface", a.name, "err", cerr)
-		}
+		a.log.Error("new flows ring buffer failed; its records are no longer counted", "iface", a.name, "err", err)
 	}
 }
 
@@ -368,8 +364,9 @@ type afpSource struct {
 	n, bytes, truncated, stored uint64
 }
 
-func newAFPSource(r *afpacket.Ring, blocks int, blockTimeout time.Duration) *afpSource {
-	s := &afpSource{ring: r, blocks: blocks, blockTimeout: blockTimeout}
+// newAFPSource returns the reader of ring r of interface a.
+func newAFPSource(r *afpacket.Ring, a *afpIface) *afpSource {
+	s := &afpSource{ring: r, blocks: a.blocks, blockTimeout: a.blockTimeout, observer: a}
 	s.fn = s.packet
 	return s
 }

@@ -71,12 +71,16 @@ func udpFrame(src netip.Addr, sport uint16, payload []byte) []byte {
 	s := src.As4()
 	copy(ip[12:], s[:])
 	copy(ip[16:], []byte{10, 0, 0, 1})
-	udp := ip[20:]
+	putUDP(ip[20:], sport, payload)
+	return f
+}
+
+// putUDP writes a UDP header from sport to port 9 and payload into udp.
+func putUDP(udp []byte, sport uint16, payload []byte) {
 	binary.BigEndian.PutUint16(udp[0:], sport)
 	binary.BigEndian.PutUint16(udp[2:], 9)
 	binary.BigEndian.PutUint16(udp[4:], uint16(8+len(payload)))
 	copy(udp[8:], payload)
-	return f
 }
 
 func openSpool(tb testing.TB, dir string) *spool.Spool {

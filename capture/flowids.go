@@ -100,7 +100,7 @@ func (t *flowIDs) key(id uint64, k *flow.Key) bool {
 // one. The AF_XDP writers call it before keying each batch: a packet's
 // record is submitted before the packet reaches its socket, so a batch's
 // new flows are in the table by the time they are looked up. A ring that
-// fails is closed and logged once; keys then come from the parser.
+// fails is closed (drain) and logged once; keys then come from the parser.
 func (t *flowIDs) refresh() {
 	if t.ring == nil {
 		return
@@ -121,8 +121,5 @@ func (t *flowIDs) refresh() {
 	}
 	if err != nil {
 		t.log.Error("new flows ring buffer failed; keys of cut packets come from the Go parser", "iface", t.iface, "err", err)
-		if cerr := t.ring.close(); cerr != nil {
-			t.log.Warn("close new flows ring buffer", "iface", t.iface, "err", cerr)
-		}
 	}
 }

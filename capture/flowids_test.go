@@ -200,10 +200,6 @@ func ipv6ExtFrame(sport uint16) []byte {
 	hbh[0], hbh[2], hbh[3] = 60, 1, 4 // next: destination options; PadN of 4
 	dst := hbh[8:]
 	dst[0], dst[2], dst[3] = 17, 1, 4 // next: UDP; PadN of 4
-	udp := dst[8:]
-	binary.BigEndian.PutUint16(udp[0:], sport)
-	binary.BigEndian.PutUint16(udp[2:], 9)
-	binary.BigEndian.PutUint16(udp[4:], uint16(8+len(payload)))
-	copy(udp[8:], payload)
+	putUDP(dst[8:], sport, payload)
 	return f
 }

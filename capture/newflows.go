@@ -36,7 +36,8 @@ func newNewFlowsRing(rd *ringbuf.Reader) *newFlowsRing {
 
 // drain calls each with every record the ring holds, in order, and returns
 // how many there were. The record's bytes are valid during the call only.
-// A closed ring has none.
+// A closed ring has none; a ring that fails to read is closed, and the
+// error returned once.
 func (r *newFlowsRing) drain(each func(sample []byte)) (int, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -53,7 +54,9 @@ func (r *newFlowsRing) drain(each func(sample []byte)) (int, error) {
 		case errors.Is(err, os.ErrDeadlineExceeded):
 			return n, nil
 		default:
-			return n, fmt.Errorf("read new_flows ring buffer: %w", err)
+			err = errors.Join(fmt.Errorf("read new_flows ring buffer: %w", err), r.rd.Close())
+			r.rd = nil
+			return n, err
 		}
 	}
 }
