@@ -65,8 +65,8 @@ func startCutReporter(iface string, prog *xdp.Program, live liveIndexFunc, log *
 // stop ends the reporter after a last poll: call it before the program is
 // closed, so that what was cut until then reaches the spool.
 func (r *cutReporter) stop() error {
-	// The program wakes no reader (bpf/stenod.c): Flush has run read
-	// what the ring holds, then poll and return.
+	// The program wakes no reader (bpf/stenod.c): Flush makes run read
+	// what the ring holds, poll once more and return.
 	err := r.rd.Flush()
 	<-r.done
 	return errors.Join(err, r.rd.Close())
