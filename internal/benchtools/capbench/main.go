@@ -78,6 +78,10 @@ type options struct {
 	repeat      int
 	contention  []string
 	tcpdumpArgs []string
+	// pageReporting: "hold" or "leave" the VM's free page reporting
+	// (pagereport.go); pageNote says what was done, for the table.
+	pageReporting string
+	pageNote      string
 }
 
 var allConfigs = []string{"bare", "xdp-drop", "xsk-count", "xsk-coalesce", "tcpdump", "stenod-xdp", "stenod-afpacket", "stenod-xdp-base", "stenod-afpacket-base", "stenod-afpacket-ipfix", "stenod-afpacket-ipfix-defaults", "stenod-xdp-cutoff", "stenod-afpacket-cutoff"}
@@ -108,6 +112,7 @@ func main() {
 	flag.StringVar(&o.liveMethod, "live-method", "xdp", "capture `method` for the freshness and query benchmarks")
 	flag.IntVar(&o.repeat, "repeat", 5, "`rounds`: every measurement runs once per round, the contenders taking turns (reversed every other round)")
 	flag.StringVar(&contention, "contention", "none", "what shares the machine during the runs, comma separated: none, cpu (a busy process at nice 0 on the capturer's CPU), disk (a process writing and syncing files on -dir's disk)")
+	flag.StringVar(&o.pageReporting, "page-reporting", "hold", "`what` to do with the VM's free page reporting to its host during the runs: hold (keep it off and touch the free memory once, so that page cache writes do not meet pages the host took back) or leave")
 	flag.StringVar(&tcpdumpArgs, "tcpdump-args", "", "extra tcpdump `arguments`, space separated (e.g. \"-B 65536\")")
 	flag.Parse()
 	log.SetFlags(0)
@@ -156,6 +161,7 @@ type result struct {
 	machine         machineStat   // the whole machine over the same time as cpu
 	window          time.Duration // that time
 	contentionCPU   time.Duration // the contention's processes', over that time
+	reportedKiB     uint64        // free memory the guest reported to its host during the run (pagereport.go)
 	hasCapture      bool          // false for bare and xdp-drop
 	runs            string        // with -repeat: the sender rates of every run
 	err             error
@@ -206,6 +212,20 @@ func run(ctx context.Context, o *options, c *cleanups) error {
 	if o.repeat < 1 {
 		return errors.New("-repeat must be at least 1")
 	}
+	switch o.pageReporting {
+	case "hold":
+		progress("holding free page reporting off; touching free memory")
+		note, err := holdPageReporting(c)
+		if err != nil {
+			return err
+		}
+		o.pageNote = note
+	case "leave":
+		o.pageNote = "free page reporting left as it was"
+	default:
+		return fmt.Errorf("-page-reporting: %q is neither hold nor leave", o.pageReporting)
+	}
+	progress("%s", o.pageNote)
 	dir, err := os.MkdirTemp(o.dir, "capbench-")
 	if err != nil {
 		return err
@@ -334,6 +354,7 @@ func run(ctx context.Context, o *options, c *cleanups) error {
 				r.err = stenodErr
 			} else {
 				settle()
+				before, _ := reportedKiB()
 				cont, err := startContention(k.contention, e)
 				if err != nil {
 					return fmt.Errorf("contention %s: %w", k.contention, err)
@@ -341,13 +362,15 @@ func run(ctx context.Context, o *options, c *cleanups) error {
 				r.contender = cont
 				measure(ctx, e, starters[k.cfg], k.t, o, r)
 				cont.stop()
+				after, _ := reportedKiB()
+				r.reportedKiB = after - before
 			}
 			runs[i] = append(runs[i], r)
 			if r.err != nil {
 				progress("round %d %-16s %-10s %-4s %-9s n/a: %v", round+1, k.cfg, k.t.name, k.contention, offered(k.rate), r.err)
 			} else {
-				progress("round %d %-16s %-10s %-4s %-9s sender %.3f Mpps, sent %d, captured %d, lost %d, drops %s, CPU %s/packet (seal %v), machine %.3f µs/packet sent, steal %v",
-					round+1, k.cfg, k.t.name, k.contention, offered(k.rate), r.gen.rate/1e6, r.gen.sent, r.cnt.captured, r.lost(), r.cnt.dropNote(), perPacket(r), r.sealCPU, r.machinePerPacket(), r.machine.steal)
+				progress("round %d %-16s %-10s %-4s %-9s sender %.3f Mpps, sent %d, captured %d, lost %d, drops %s, CPU %s/packet (seal %v), machine %.3f µs/packet sent, steal %v, reported to the host %d MiB",
+					round+1, k.cfg, k.t.name, k.contention, offered(k.rate), r.gen.rate/1e6, r.gen.sent, r.cnt.captured, r.lost(), r.cnt.dropNote(), perPacket(r), r.sealCPU, r.machinePerPacket(), r.machine.steal, r.reportedKiB>>10)
 			}
 		}
 	}

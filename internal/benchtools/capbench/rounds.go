@@ -141,29 +141,32 @@ func settle() {
 
 // dirtyBytes is Dirty plus Writeback from /proc/meminfo.
 func dirtyBytes() (uint64, error) {
+	m, err := meminfo()
+	return m["Dirty"] + m["Writeback"], err
+}
+
+// meminfo returns /proc/meminfo's figures in bytes, by name.
+func meminfo() (map[string]uint64, error) {
 	f, err := os.Open("/proc/meminfo")
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	defer f.Close()
-	var total uint64
+	m := map[string]uint64{}
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		name, rest, _ := strings.Cut(sc.Text(), ":")
-		if name != "Dirty" && name != "Writeback" {
-			continue
-		}
 		fs := strings.Fields(rest)
 		if len(fs) == 0 {
 			continue
 		}
 		kb, err := strconv.ParseUint(fs[0], 10, 64)
 		if err != nil {
-			return 0, err
+			return nil, fmt.Errorf("/proc/meminfo %s: %w", name, err)
 		}
-		total += kb << 10
+		m[name] = kb << 10
 	}
-	return total, sc.Err()
+	return m, sc.Err()
 }
 
 // spread is the median and range of a set of figures.

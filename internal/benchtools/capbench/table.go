@@ -12,6 +12,7 @@ func printTable(o *options, mixes []traffic, results []*result, live []row) {
 	g, c := o.cpus(1)
 	fmt.Printf("Capture on a veth pair, %v per run, %s: trafgen on CPU %d and the capturer on CPU %d at the generator's maximum; at a limited rate trafgen on CPU %d and the capturer on CPU %d.\n\n",
 		o.duration, time.Now().Format("2006-01-02"), o.genCPU, o.capCPU, g, c)
+	fmt.Printf("Memory: %s.\n\n", o.pageNote)
 	for _, t := range mixes {
 		fmt.Printf("- %s: %s, mean frame %.0f bytes\n", t.name, t.desc, t.avgLen)
 	}
