@@ -231,12 +231,12 @@ func (d *decoder) flow(f *Flow, base int64, version uint32) (posLen uint64) {
 	return posLen
 }
 
-// encode serializes a sealed index. posSec is the position section: each
-// flow's offsets in ascending order, delta-encoded as uvarints from 0, flow
-// after flow; posLen[i] is flow i's share of it in bytes. sumSec is the
-// sums section, 4 bytes per packet in the same order. version is
+// encode serializes a sealed index. The position section holds each flow's
+// offsets in ascending order, delta-encoded as uvarints from 0, flow after
+// flow; posLen[i] is flow i's share of it in bytes. The sums section holds
+// 4 bytes per packet in the same order. sections writes both. version is
 // FormatVersion but in tests of older versions.
-func encode(version uint32, sum Summary, iface string, blocks []Block, flows []Flow, posSec []byte, posLen []int, sumSec []byte) []byte {
+func encode(version uint32, sum Summary, iface string, blocks []Block, flows []Flow, posLen []int, sections sealSections) []byte {
 	if len(iface) > maxIfaceName {
 		iface = iface[:maxIfaceName]
 	}
@@ -245,7 +245,10 @@ func encode(version uint32, sum Summary, iface string, blocks []Block, flows []F
 		flowsSec = appendFlow(flowsSec, &flows[i], sum.First, posLen[i], version)
 	}
 	le := binary.LittleEndian
-	out := make([]byte, headerSize, headerSize+len(iface)+len(blocks)*blockSize+len(flowsSec)+len(posSec)+len(sumSec)+4)
+	// One buffer, the position and checksum sections written straight
+	// into it: built apart and copied in, they were allocated, cleared
+	// and copied once more, a fifth of a seal with one flow.
+	out := make([]byte, headerSize, headerSize+len(iface)+len(blocks)*blockSize+len(flowsSec)+sections.posLen+sections.sumLen+4)
 	copy(out, magic)
 	le.PutUint32(out[8:], version)
 	var flags uint32
@@ -261,7 +264,7 @@ func encode(version uint32, sum Summary, iface string, blocks []Block, flows []F
 	le.PutUint32(out[56:], uint32(len(flows)))
 	le.PutUint32(out[60:], uint32(len(blocks)))
 	le.PutUint64(out[64:], uint64(len(flowsSec)))
-	le.PutUint64(out[72:], uint64(len(posSec)))
+	le.PutUint64(out[72:], uint64(sections.posLen))
 	le.PutUint16(out[80:], uint16(len(iface)))
 	le.PutUint32(out[84:], sum.FirstSum)
 	le.PutUint64(out[88:], uint64(sum.LastOffset))
@@ -275,7 +278,16 @@ func encode(version uint32, sum Summary, iface string, blocks []Block, flows []F
 		out = le.AppendUint64(out, uint64(b.Max))
 	}
 	out = append(out, flowsSec...)
-	out = append(out, posSec...)
-	out = append(out, sumSec...)
+	at := len(out)
+	out = out[:at+sections.posLen+sections.sumLen]
+	pos := out[at : at+sections.posLen]
+	sections.fill(pos, out[at+sections.posLen:])
 	return le.AppendUint32(out, crc32.Checksum(out, castagnoli))
+}
+
+// sealSections are the position and checksum sections of an index file:
+// their lengths, and fill, which writes them into the two slices given.
+type sealSections struct {
+	posLen, sumLen int
+	fill           func(pos, sums []byte)
 }

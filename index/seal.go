@@ -44,32 +44,63 @@ func (b *Builder) encode(version uint32, iface, name string) []byte {
 		f.Last = min(max(f.Last, f.First), sum.Last)
 	}
 	sum.NameHash = NameHash(name)
-	posSec, posLen, sumSec := b.positions()
-	posLen = append(posLen, make([]int, len(flows)-len(posLen))...)
-	return encode(version, sum, iface, b.blocks, flows, posSec, posLen, sumSec)
+	size, total := b.positionSizes()
+	posLen := append(size, make([]int, len(flows)-len(size))...)
+	return encode(version, sum, iface, b.blocks, flows, posLen, sealSections{
+		posLen: total,
+		sumLen: 4 * b.pkts.len(),
+		fill:   func(pos, sums []byte) { b.positions(size, pos, sums) },
+	})
 }
 
-// positions builds the position section for encode. Walking each flow's
-// list of packets (the backward links) from its newest packet chases one
-// pointer per packet, a cache miss each when flows interleave: that walk
-// was a third of an import's CPU. Instead two passes go forward over the
+// positionSizes is the first pass of the position section: each flow's
+// share of it in bytes, and their total. Walking each flow's list of
+// packets (the backward links) from its newest packet chases one pointer
+// per packet, a cache miss each when flows interleave: that walk was a
+// third of an import's CPU. Instead two passes go forward over the
 // packets, each packet's delta from its flow's previous position taken
-// from a table by flow: the first gives each flow's section size, the
-// second writes every delta at its flow's cursor, and every record's
+// from a table by flow: this one adds up each flow's section size, and
+// positions writes every delta at its flow's cursor, and every record's
 // checksum at its flow's place in the sums section.
-func (b *Builder) positions() (sec []byte, size []int, sums []byte) {
+//
+// A run of packets of one flow (all of them with one flow, bursts on a
+// real link) keeps its flow's figures in registers: through the tables,
+// each packet waited for the store of the packet before (measured with
+// one flow: BenchmarkSealFlows, docs/benchmarks.md).
+func (b *Builder) positionSizes() (size []int, total int) {
 	l := &b.pkts
 	n, nf := l.len(), len(b.flows)
 	size = make([]int, nf)
 	lastOff := make([]int64, nf) // 0 before a flow's first packet: its delta is its offset
+	run, runOff, runSize := int32(-1), int64(0), 0
 	for ci, c := range l.chunks {
 		m := min(n-ci<<chunkBits, chunkLen)
 		for i, f := range c.flow[:m] {
+			if f != run {
+				if run >= 0 {
+					lastOff[run], size[run] = runOff, runSize
+				}
+				run, runOff, runSize = f, lastOff[f], size[f]
+			}
 			off := c.off[i]
-			size[f] += uvarintLen(uint64(off - lastOff[f]))
-			lastOff[f] = off
+			runSize += uvarintLen(uint64(off - runOff))
+			runOff = off
 		}
 	}
+	if run >= 0 {
+		size[run] = runSize
+	}
+	for _, s := range size {
+		total += s
+	}
+	return size, total
+}
+
+// positions writes the position section into sec and the sums section
+// into sums, the flows' shares of sec being size (positionSizes).
+func (b *Builder) positions(size []int, sec, sums []byte) {
+	l := &b.pkts
+	n, nf := l.len(), len(b.flows)
 	cur := make([]sealCursor, nf)
 	total, packets := 0, 0
 	for i, s := range size {
@@ -77,22 +108,26 @@ func (b *Builder) positions() (sec []byte, size []int, sums []byte) {
 		total += s
 		packets += int(b.flows[i].Packets)
 	}
-	sec = make([]byte, total)
-	sums = make([]byte, 4*packets)
-	clear(lastOff)
-	if nf < partitionFlows {
-		for ci, c := range l.chunks {
-			m := min(n-ci<<chunkBits, chunkLen)
-			for i, f := range c.flow[:m] {
-				off := c.off[i]
-				cur[f].put(sec, sums, uint64(off-lastOff[f]), c.sum[i])
-				lastOff[f] = off
-			}
-		}
-		return sec, size, sums
+	lastOff := make([]int64, nf)
+	if nf >= partitionFlows {
+		b.scatterPartitioned(lastOff, cur, sec, sums)
+		return
 	}
-	b.scatterPartitioned(lastOff, cur, sec, sums)
-	return sec, size, sums
+	run, runOff, runCur := int32(-1), int64(0), sealCursor{}
+	for ci, c := range l.chunks {
+		m := min(n-ci<<chunkBits, chunkLen)
+		for i, f := range c.flow[:m] {
+			if f != run {
+				if run >= 0 {
+					lastOff[run], cur[run] = runOff, runCur
+				}
+				run, runOff, runCur = f, lastOff[f], cur[f]
+			}
+			off := c.off[i]
+			runCur.put(sec, sums, uint64(off-runOff), c.sum[i])
+			runOff = off
+		}
+	}
 }
 
 // sealCursor is where a flow's next delta and checksum go: together, so
