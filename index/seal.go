@@ -113,6 +113,9 @@ func (b *Builder) positions(size []int, sec, sums []byte) {
 		b.scatterPartitioned(lastOff, cur, sec, sums)
 		return
 	}
+	// The same walk as positionSizes', written out again: shared as an
+	// iterator over runs, whose body Go calls per run, a seal with 1,024
+	// flows cost 37 ns a packet instead of 23.
 	run, runOff, runCur := int32(-1), int64(0), sealCursor{}
 	for ci, c := range l.chunks {
 		m := min(n-ci<<chunkBits, chunkLen)
