@@ -50,6 +50,30 @@ func checkBudget(t *testing.T, dir string, cfg spool.Config, when string) {
 	}
 }
 
+// TestUsageCountsEveryByte: the budget's count of a directory's bytes is
+// what its files hold, the active file's sums journal, header included,
+// among them.
+func TestUsageCountsEveryByte(t *testing.T) {
+	dir := t.TempDir()
+	sp := open(t, testConfig(dir))
+	w, err := sp.NewWriter("eth0-q0", "eth0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := newGen(3)
+	for range 3 {
+		g.must(t, w, 100)
+		if err := w.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		on, _ := dirBytes(t, dir)
+		if u := sp.Usage()[0]; u.FileBytes != on {
+			t.Fatalf("usage counts %d bytes, the directory holds %d", u.FileBytes, on)
+		}
+	}
+	closeAll(t, w, sp)
+}
+
 // TestBudgetOnSmallFilesystem writes ten times a small file system's size
 // through a writer under each kind of budget. The budget holds at every
 // flush, the writer never fails, the newest packets are all kept, and the

@@ -223,11 +223,19 @@ func (w *Writer) open(ts int64) error {
 	w.file = &File{Path: path, Dir: d.path, Stream: w.stream, Start: ts, iface: w.iface, live: w.live, ds: d, busy: true}
 	sp.add(w.file)
 	w.sums, w.sumsOff, w.sumsBuf, w.sumsAt = nil, sumsHeader, w.sumsBuf[:0], time.Now()
-	if sums, err := createSums(path); err != nil {
+	// The journal's header counts as its checksums do (writeSums): left
+	// out, every journal on disk held 16 bytes the budget did not see.
+	g := sp.reserve(w.file, sumsHeader, true, 0)
+	sums, err := createSums(path)
+	sp.done(g, err == nil)
+	if err != nil {
 		sp.log.Warn("no sums journal for this file; should a crash leave it without an index, its records are checked by their framing alone", "file", path, "err", err)
-	} else {
-		w.sums = sums
+		return nil
 	}
+	w.sums = sums
+	d.mu.Lock()
+	w.file.sumsSize += sumsHeader
+	d.mu.Unlock()
 	return nil
 }
 
