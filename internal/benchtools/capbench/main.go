@@ -34,9 +34,12 @@
 // is utime+stime from /proc/PID/stat over the traffic and its drain, plus,
 // for stenod, the CPU time of the index seal at its stop (which a sensor
 // pays at every rotation, and a run is too short to reach), from its log.
-// Everything created
+// In a VM that reports its free memory to the host, that reporting is held
+// off while capbench runs (-page-reporting, pagereport.go): otherwise every
+// run paid the host's page faults on its new page cache. Everything created
 // (namespace, veth, pins, spools, processes) is removed at the end, on
-// errors and on SIGINT/SIGTERM. Needs root, trafgen, ip and taskset.
+// errors and on SIGINT/SIGTERM, and the reporting set back. Needs root,
+// trafgen, ip and taskset.
 package main
 
 import (
