@@ -261,7 +261,10 @@ func (b *Builder) add(k *flow.Key, h uint64, off, ts int64, wireLen int, sum uin
 	b.addTo(id, off, ts, wireLen, sum, tcpFlags)
 }
 
-// addTo adds a packet of flow id.
+// addTo adds a packet of flow id: addRun for one packet. Calling addRun
+// with a run of one instead cost 4 ns more a packet with 65,536 flows and
+// 9 more in Add (BenchmarkBuilderAddBatch, BenchmarkBuilderAdd, five
+// alternating runs), so both stay.
 func (b *Builder) addTo(id int32, off, ts int64, wireLen int, sum uint32, tcpFlags uint8) {
 	b.prev = id
 	f := &b.flows[id]

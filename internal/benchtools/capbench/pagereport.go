@@ -24,10 +24,11 @@ import (
 // has free memory. Each run deletes its files, their pages are reported
 // again within seconds, and so each run paid it anew, as much as 5-8x the
 // write's own cost (512 MiB with dd, 1 MiB writes: 0.75-1.15 s of system
-// time reported, 0.13-0.14 s held), varying from run to run with the host. A sensor whose page cache has
-// filled its memory (the steady state of any sensor after its first hours)
-// recycles page cache and never meets it. So capbench holds reporting off
-// while it runs and touches the free memory once to have it backed again.
+// time reported, 0.13-0.14 s held), varying from run to run with the
+// host. A sensor whose page cache has filled its memory (the steady state
+// of any sensor after its first hours) recycles page cache and never meets
+// it. So capbench holds reporting off while it runs and touches the free
+// memory once to have it backed again.
 
 const pageReportingParams = "/sys/module/page_reporting/parameters"
 
