@@ -125,55 +125,54 @@ func (b *Builder) runOfPrev(es []Entry) int {
 	return n
 }
 
-// addRun is addTo for packets es of flow id, in order, with the flow's,
-// the block's and the file's figures in registers until the run's end:
-// through memory, every packet waited for the stores of the one before
-// (BenchmarkBuilderAddBatch with one flow, docs/benchmarks.md).
+// addRun is addTo for packets es of flow id, in order. The run goes a
+// block at a time (a chunk of the log holds whole blocks), each block's
+// packets in a loop that keeps the flow's, the block's and the file's
+// figures in registers and writes the log's arrays directly: through
+// memory and packetLog.append, every packet waited for the stores of the
+// one before (BenchmarkBuilderAddBatch with one flow, docs/benchmarks.md).
 func (b *Builder) addRun(id int32, es []Entry) {
 	f := &b.flows[id]
 	tail, flags := f.tail, f.tcpFlags
 	first, last := f.First, f.Last
 	var bytes uint64
 	prevTS, monotone := b.last, b.sum.Monotone
-	var blk *Block
-	var blkMin, blkMax int64
-	if n := len(b.blocks); n > 0 {
-		blk = &b.blocks[n-1]
-		blkMin, blkMax = blk.Min, blk.Max
-	}
-	for i := range es {
-		e := &es[i]
-		ts := e.TS
-		p := b.pkts.append(e.Off, e.Sum, id, tail)
-		tail = p
-		flags |= e.TCPFlags
-		bytes += uint64(e.WireLen)
-		first, last = min(first, ts), max(last, ts)
+	packets := uint64(len(es))
+	for len(es) > 0 {
+		p := b.pkts.n
 		if int(p)%BlockPackets == 0 || b.split {
-			if blk != nil {
-				blk.Min, blk.Max = blkMin, blkMax
-			}
 			b.split = false
-			b.blocks = append(b.blocks, Block{Offset: e.Off})
-			blk = &b.blocks[len(b.blocks)-1]
-			blkMin, blkMax = ts, ts
-		} else {
-			blkMin, blkMax = min(blkMin, ts), max(blkMax, ts)
+			b.blocks = append(b.blocks, Block{Offset: es[0].Off, Min: es[0].TS, Max: es[0].TS})
 		}
-		if ts < prevTS {
-			monotone = false
+		seg := es[:min(len(es), BlockPackets-int(p)%BlockPackets)]
+		es = es[len(seg):]
+		c, at := b.pkts.reserve(len(seg))
+		offs, prevs := c.off[at:at+len(seg)], c.prev[at:at+len(seg)]
+		sums, flows := c.sum[at:at+len(seg)], c.flow[at:at+len(seg)]
+		lo, hi := seg[0].TS, seg[0].TS
+		for i := range seg {
+			e := &seg[i]
+			ts := e.TS
+			offs[i], prevs[i], sums[i], flows[i] = e.Off, tail, e.Sum, id
+			tail = p + int32(i)
+			flags |= e.TCPFlags
+			bytes += uint64(e.WireLen)
+			lo, hi = min(lo, ts), max(hi, ts)
+			if ts < prevTS {
+				monotone = false
+			}
+			prevTS = ts
 		}
-		prevTS = ts
-	}
-	if blk != nil {
-		blk.Min, blk.Max = blkMin, blkMax
+		blk := &b.blocks[len(b.blocks)-1]
+		blk.Min, blk.Max = min(blk.Min, lo), max(blk.Max, hi)
+		first, last = min(first, lo), max(last, hi)
 	}
 	f.tail, f.tcpFlags = tail, flags
-	f.Packets += uint64(len(es))
+	f.Packets += packets
 	f.Bytes += bytes
 	f.First, f.Last = first, last
 	s := &b.sum
-	s.Packets += uint64(len(es))
+	s.Packets += packets
 	s.Bytes += bytes
 	// The flow's First and Last were within the file's already.
 	s.First, s.Last = min(s.First, first), max(s.Last, last)

@@ -208,12 +208,14 @@ func TestAddBatchRuns(t *testing.T) {
 // blocks and summary as one fed packet by packet, across block boundaries,
 // out-of-order timestamps and skipped regions.
 func TestAddBatchEncodesAsAdd(t *testing.T) {
-	for _, flows := range []int{1, 40} {
-		t.Run(fmt.Sprintf("flows=%d", flows), func(t *testing.T) { testAddBatchEncodesAsAdd(t, flows) })
+	// One flow in batches of up to 5,000 packets crosses a chunk of the
+	// packet log (65,536 packets) inside a run.
+	for _, tc := range []struct{ flows, batch int }{{1, 5000}, {40, 200}} {
+		t.Run(fmt.Sprintf("flows=%d", tc.flows), func(t *testing.T) { testAddBatchEncodesAsAdd(t, tc.flows, tc.batch) })
 	}
 }
 
-func testAddBatchEncodesAsAdd(t *testing.T, flows int) {
+func testAddBatchEncodesAsAdd(t *testing.T, flows, batch int) {
 	rng := rand.New(rand.NewPCG(5, uint64(flows)))
 	keys := synthKeys(flows)
 	one, batched := NewBuilder(0), NewBuilder(0)
@@ -221,7 +223,7 @@ func testAddBatchEncodesAsAdd(t *testing.T, flows int) {
 	key := 0
 	for range 60 {
 		var es []Entry
-		for range 1 + rng.IntN(200) {
+		for range 1 + rng.IntN(batch) {
 			if rng.IntN(20) == 0 {
 				key = rng.IntN(len(keys))
 			}
@@ -256,6 +258,20 @@ func testAddBatchEncodesAsAdd(t *testing.T, flows int) {
 	}
 	if !bytes.Equal(one.Encode("eth0", "f"), batched.Encode("eth0", "f")) {
 		t.Fatal("encodings differ")
+	}
+	// The live lists of each flow's packets, which the encoding does not
+	// use, too.
+	for id := range flows {
+		a, _ := one.AppendPositions(nil, id)
+		b, _ := batched.AppendPositions(nil, id)
+		as, _ := one.AppendSums(nil, id)
+		bs, _ := batched.AppendSums(nil, id)
+		if !slices.Equal(a, b) || !slices.Equal(as, bs) {
+			t.Fatalf("flow %d: positions or sums differ: %d packet by packet, %d in batches", id, len(a), len(b))
+		}
+	}
+	if n := one.Summary().Packets; batch > 1000 && n <= chunkLen {
+		t.Fatalf("%d packets: no second chunk", n)
 	}
 }
 

@@ -48,6 +48,18 @@ func (l *packetLog) append(off int64, sum uint32, flow, prev int32) int32 {
 	return p
 }
 
+// reserve takes the next n entries, which must fit in the last chunk or
+// start a new one, for the caller to fill: it returns their chunk and the
+// index of the first in it.
+func (l *packetLog) reserve(n int) (*packetChunk, int) {
+	i := int(l.n) & chunkMask
+	if i == 0 {
+		l.chunks = append(l.chunks, new(packetChunk))
+	}
+	l.n += int32(n)
+	return l.chunks[len(l.chunks)-1], i
+}
+
 func (l *packetLog) len() int { return int(l.n) }
 
 func (l *packetLog) off(p int32) int64 { return l.chunks[p>>chunkBits].off[p&chunkMask] }
