@@ -146,15 +146,13 @@ type queue struct {
 	full chan *batch // batches for the writer; closed when the receive loop ends
 
 	// Counters, written by the loops and read by Stats.
-	packets, bytes         atomic.Uint64 // received (bytes on the wire)
-	truncated              atomic.Uint64 // cut to the snap length
-	writerStalls           atomic.Uint64 // receive loop found no free batch
-	stallNanos             atomic.Int64  // the time it waited for one, in all
-	maxStallNanos          atomic.Int64  // and at the longest
-	stored                 atomic.Uint64 // appended to the spool
-	keysFromID, keysParsed atomic.Uint64 // keys taken through the flow id / from flow.Parse
-	writeErrors            atomic.Uint64 // spool Append or Flush failures
-	writeLost              atomic.Uint64 // packets lost to them, appended ones included
+	packets, bytes         atomic.Uint64      // received (bytes on the wire)
+	truncated              atomic.Uint64      // cut to the snap length
+	batchWaits             spool.StallCounter // the receive loop's waits for a free batch
+	stored                 atomic.Uint64      // appended to the spool
+	keysFromID, keysParsed atomic.Uint64      // keys taken through the flow id / from flow.Parse
+	writeErrors            atomic.Uint64      // spool Append or Flush failures
+	writeLost              atomic.Uint64      // packets lost to them, appended ones included
 	receiveErr             atomic.Pointer[string]
 
 	closeErr error // the spool writer's Close, set when write returns
@@ -212,10 +210,9 @@ func (q *queue) receive(stop <-chan struct{}) {
 			select {
 			case b = <-q.free:
 			default:
-				q.writerStalls.Add(1)
 				t := time.Now()
 				b = <-q.free
-				q.stalled(time.Since(t))
+				q.batchWaits.Add(time.Since(t))
 			}
 		}
 		// Poll only with nothing in hand: packets in hand gather by
@@ -279,23 +276,7 @@ func (q *queue) stalls() spool.Stalls {
 	if q.bsrc == nil {
 		return q.w.Stalls()
 	}
-	return spool.Stalls{
-		Count: q.writerStalls.Load(),
-		Total: time.Duration(q.stallNanos.Load()),
-		Max:   time.Duration(q.maxStallNanos.Load()),
-	}
-}
-
-// stalled counts a wait of d for the writer. The longest wait is what the
-// UMEM must hold (Config.UMEMFrames): packets keep arriving meanwhile.
-func (q *queue) stalled(d time.Duration) {
-	q.stallNanos.Add(int64(d))
-	for {
-		m := q.maxStallNanos.Load()
-		if int64(d) <= m || q.maxStallNanos.CompareAndSwap(m, int64(d)) {
-			return
-		}
-	}
+	return q.batchWaits.Load()
 }
 
 // gatherTime is how long a receive loop sleeps to let packets gather: up

@@ -23,17 +23,16 @@ type Stalls struct {
 	Max time.Duration
 }
 
-// stallCounter counts a Writer's stalls; Stats may read it from any
-// goroutine.
-type stallCounter struct {
+// StallCounter adds up waits: how many, how long in all, and the longest.
+// One goroutine may Add while others Load; the capture's AF_XDP receive
+// loops count their waits for a free batch with one too.
+type StallCounter struct {
 	count      atomic.Uint64
 	total, max atomic.Int64
 }
 
-func (s *stallCounter) add(d time.Duration) {
-	if d < StallMin {
-		return
-	}
+// Add counts a wait of d.
+func (s *StallCounter) Add(d time.Duration) {
 	s.count.Add(1)
 	s.total.Add(int64(d))
 	for {
@@ -44,10 +43,18 @@ func (s *stallCounter) add(d time.Duration) {
 	}
 }
 
-func (s *stallCounter) load() Stalls {
+// Load returns the waits counted so far.
+func (s *StallCounter) Load() Stalls {
 	return Stalls{Count: s.count.Load(), Total: time.Duration(s.total.Load()), Max: time.Duration(s.max.Load())}
+}
+
+// stalled counts a wait of d for the disk if it is a stall.
+func (w *Writer) stalled(d time.Duration) {
+	if d >= StallMin {
+		w.stalls.Add(d)
+	}
 }
 
 // Stalls returns the writer's stalls so far. It may be called from any
 // goroutine, also after Close.
-func (w *Writer) Stalls() Stalls { return w.stalls.load() }
+func (w *Writer) Stalls() Stalls { return w.stalls.Load() }

@@ -6,28 +6,29 @@ import (
 	"time"
 )
 
-// TestStallCounter: waits shorter than StallMin are not stalls; the others
-// are counted, summed and the longest kept, also when added from several
-// goroutines while another reads.
+// TestStallCounter: a Writer's waits shorter than StallMin are not stalls;
+// the others are counted, summed and the longest kept, also when added
+// from several goroutines while another reads.
 func TestStallCounter(t *testing.T) {
-	var s stallCounter
-	s.add(StallMin / 2)
-	if got := s.load(); got != (Stalls{}) {
+	w := &Writer{}
+	w.stalled(StallMin / 2)
+	if got := w.Stalls(); got != (Stalls{}) {
 		t.Fatalf("a wait under StallMin counted: %+v", got)
 	}
+	s := &w.stalls
 	var wg sync.WaitGroup
 	for i := range 8 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for j := range 100 {
-				s.add(StallMin + time.Duration(i*100+j)*time.Microsecond)
-				_ = s.load()
+				s.Add(StallMin + time.Duration(i*100+j)*time.Microsecond)
+				_ = w.Stalls()
 			}
 		}()
 	}
 	wg.Wait()
-	got := s.load()
+	got := w.Stalls()
 	var total time.Duration
 	for i := range 800 {
 		total += StallMin + time.Duration(i)*time.Microsecond

@@ -75,7 +75,7 @@ type Writer struct {
 
 	fly    flight // the direct write in flight, if any
 	aio    *aio   // runs it; started with the first one
-	stalls stallCounter
+	stalls StallCounter
 
 	// sums is the active file's sums journal (sums.go), nil if it could
 	// not be written; sumsOff is its length, sumsBuf the checksums not
@@ -314,7 +314,7 @@ func (w *Writer) Flush() error {
 	g := sp.reserve(w.file, n, false, 0)
 	t := time.Now()
 	err := w.write()
-	w.stalls.add(time.Since(t))
+	w.stalled(time.Since(t))
 	if errors.Is(err, unix.ENOSPC) {
 		sp.ctr.enospc.Add(1)
 		sp.done(g, false)
@@ -393,7 +393,7 @@ func (w *Writer) land() error {
 	if !done {
 		t := time.Now()
 		err = w.aio.wait()
-		w.stalls.add(time.Since(t))
+		w.stalled(time.Since(t))
 	}
 	if errors.Is(err, unix.ENOSPC) {
 		sp.ctr.enospc.Add(1)
