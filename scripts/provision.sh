@@ -39,6 +39,7 @@ readonly PACKAGES=(
 	tcpdump         # the reference for query answers
 	tcpreplay       # replaying test captures onto an interface
 	nfdump          # nfcapd, the IPFIX collector of the export test (cmd/stenod TestIPFIXNfcapd)
+	prometheus      # promtool check metrics on a running sensor's /metrics (cmd/stenod TestStatusDemo); its server is not started
 	netsniff-ng     # trafgen: line-rate synthetic traffic
 	iproute2        # ip netns, veth
 	ethtool         # NIC queues, offloads
@@ -103,6 +104,12 @@ else
 	mapfile -t still < <(missing_packages)
 	((${#still[@]} == 0)) || die "packages still missing after apt-get install: ${still[*]}"
 	log "packages: installed ${missing[*]}"
+	# Installing prometheus enables its server (port 9090); only promtool
+	# is wanted. A prometheus that was here before is left as it was.
+	if [[ " ${missing[*]} " == *" prometheus "* ]] && [[ -d /run/systemd/system ]]; then
+		systemctl disable --now prometheus.service >/dev/null 2>&1 || warn "could not stop prometheus.service"
+		log "packages: prometheus.service disabled (only promtool is used)"
+	fi
 fi
 
 # --- 2. bpffs -----------------------------------------------------------------

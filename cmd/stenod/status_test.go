@@ -23,8 +23,9 @@ import (
 // TestStatusDemo runs the demo with AF_PACKET capture and generated traffic,
 // as a newcomer would, and checks that stenod status reports it (method,
 // packets, drops, retention) through the API named in its interface lock,
-// and that the demo's traffic, as captured and queried, is well formed:
-// tshark's expert analysis finds nothing wrong with it.
+// that the demo's traffic, as captured and queried, is well formed:
+// tshark's expert analysis finds nothing wrong with it, and that its
+// /metrics pass promtool check metrics.
 func TestStatusDemo(t *testing.T) {
 	testutil.RequireRoot(t)
 	testutil.RequireCommand(t, "ip")
@@ -96,6 +97,27 @@ func TestStatusDemo(t *testing.T) {
 		}
 		if p := testutil.WiresharkProblems(t, file); p != "" {
 			t.Errorf("tshark finds problems in the demo's traffic:\n%s", p)
+		}
+	}
+	// What a capturing sensor serves on /metrics passes promtool's checks,
+	// the lint Prometheus's own tool runs.
+	if _, err := exec.LookPath("promtool"); err == nil || testutil.InCI() {
+		resp, err := client.Get("http://stenod/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("GET /metrics: %v %s", err, resp.Status)
+		}
+		if !strings.Contains(string(body), "stenod_capture_") {
+			t.Errorf("/metrics has no capture metrics:\n%s", body)
+		}
+		check := exec.Command("promtool", "check", "metrics")
+		check.Stdin = strings.NewReader(string(body))
+		if out, err := check.CombinedOutput(); err != nil {
+			t.Errorf("promtool check metrics: %v\n%s", err, out)
 		}
 	}
 	d.stop(t)
