@@ -366,22 +366,52 @@ func (b *Builder) ends() (firstSum uint32, lastOff int64, lastSum uint32) {
 	return b.pkts.sum(0), b.pkts.off(last), b.pkts.sum(last)
 }
 
-// Flows implements View. The live index is locked for reading during the
-// walk, so fn must be quick.
+// Flows implements View. It copies the flows a chunk at a time under the
+// read lock and calls fn on the copies without it, so fn may call the
+// Builder's other methods (the histogram asks for a flow's positions from
+// within the walk), and the writer waits for one chunk at most, never for
+// the whole walk. Holding the lock through fn deadlocked capture: a read
+// lock taken again within fn waits behind a writer waiting for the first
+// (TestFlowsWalkReadsWhileWriting). Flows added during the walk are walked
+// too.
 func (b *Builder) Flows(fn func(id int, f *Flow) bool) {
-	b.mu.RLock()
-	defer b.mu.RUnlock()
-	for i := range b.flows {
-		if !fn(i, &b.flows[i].Flow) {
-			return
+	var buf [flowsChunk]Flow
+	for from := 0; ; {
+		b.mu.RLock()
+		n := 0
+		for i := from; i < len(b.flows) && n < len(buf); i++ {
+			buf[n] = b.flows[i].Flow
+			n++
 		}
+		b.mu.RUnlock()
+		if n == 0 {
+			break
+		}
+		for i := range n {
+			if !fn(from+i, &buf[i]) {
+				return
+			}
+		}
+		from += n
 	}
-	for i := range b.cutOnly {
-		if !fn(cutOnlyBase+i, &b.cutOnly[i]) {
+	for from := 0; ; {
+		b.mu.RLock()
+		n := copy(buf[:], b.cutOnly[min(from, len(b.cutOnly)):])
+		b.mu.RUnlock()
+		if n == 0 {
 			return
 		}
+		for i := range n {
+			if !fn(cutOnlyBase+from+i, &buf[i]) {
+				return
+			}
+		}
+		from += n
 	}
 }
+
+// flowsChunk is how many flows Flows copies under one hold of the lock.
+const flowsChunk = 256
 
 // AppendPositions implements View.
 func (b *Builder) AppendPositions(dst []int64, id int) ([]int64, error) {

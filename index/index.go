@@ -77,7 +77,8 @@ func NameHash(name string) uint64 {
 type View interface {
 	Summary() Summary
 	// Flows calls fn for each flow, with a number that AppendPositions takes,
-	// until fn returns false. f is valid only during the call.
+	// until fn returns false. f is valid only during the call; fn may call
+	// the View's other methods.
 	Flows(fn func(id int, f *Flow) bool)
 	// AppendPositions appends the file offsets of flow id's packet records,
 	// in ascending order, all below Summary().DataEnd.

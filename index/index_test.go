@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/stenod/stenod/flow"
 )
@@ -613,5 +614,61 @@ func BenchmarkSealFlows(b *testing.B) {
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/packets, "ns/packet")
 		})
+	}
+}
+
+// TestFlowsWalkReadsWhileWriting: a walk of a live index's flows whose fn
+// asks for each flow's positions (as the histogram does) goes on while
+// the writer adds packets. With the read lock held through fn, the
+// nested read lock waited behind the waiting writer, which waited for the
+// walk: both stopped for good, and capture with them.
+func TestFlowsWalkReadsWhileWriting(t *testing.T) {
+	b := NewBuilder(0)
+	keys := synthKeys(600)
+	var es []Entry
+	for i := range 1200 {
+		es = append(es, Entry{Key: keys[i%len(keys)], Off: int64(24 + 100*i), TS: int64(i), WireLen: 84})
+	}
+	b.AddBatch(es)
+	b.SetVisible(1 << 40)
+	stop := make(chan struct{})
+	wrote := make(chan int)
+	go func() {
+		n := 0
+		defer func() { wrote <- n }()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			b.AddBatch(es[:10])
+			n++
+		}
+	}()
+	walked := make(chan int)
+	go func() {
+		n := 0
+		for range 100 {
+			b.Flows(func(id int, f *Flow) bool {
+				offs, _ := b.AppendPositions(nil, id)
+				if len(offs) == 0 {
+					t.Errorf("flow %d: no positions", id)
+					return false
+				}
+				n++
+				return true
+			})
+		}
+		walked <- n
+	}()
+	select {
+	case n := <-walked:
+		close(stop)
+		if w := <-wrote; n < 100*len(keys) || w == 0 {
+			t.Errorf("walked %d flows, wrote %d batches", n, w)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("the walk and the writer are stuck: deadlock")
 	}
 }
