@@ -82,15 +82,7 @@ func TestStatusDemo(t *testing.T) {
 		// The first pass of the loop only: a replayed packet would be a
 		// retransmission to Wireshark.
 		req.Header.Set(api.HeaderLimitPackets, "10000")
-		resp, err := client.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		pcap, err := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if err != nil || resp.StatusCode != http.StatusOK {
-			t.Fatalf("query: %v %s", err, resp.Status)
-		}
+		pcap := mustDo(t, client, req)
 		file := filepath.Join(work, "demo.pcap")
 		if err := os.WriteFile(file, pcap, 0o644); err != nil {
 			t.Fatal(err)
@@ -102,15 +94,8 @@ func TestStatusDemo(t *testing.T) {
 	// What a capturing sensor serves on /metrics passes promtool's checks,
 	// the lint Prometheus's own tool runs.
 	if _, err := exec.LookPath("promtool"); err == nil || testutil.InCI() {
-		resp, err := client.Get("http://stenod/metrics")
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, err := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if err != nil || resp.StatusCode != http.StatusOK {
-			t.Fatalf("GET /metrics: %v %s", err, resp.Status)
-		}
+		req, _ := http.NewRequest(http.MethodGet, "http://stenod/metrics", nil)
+		body := mustDo(t, client, req)
 		if !strings.Contains(string(body), "stenod_capture_") {
 			t.Errorf("/metrics has no capture metrics:\n%s", body)
 		}
@@ -121,4 +106,19 @@ func TestStatusDemo(t *testing.T) {
 		}
 	}
 	d.stop(t)
+}
+
+// mustDo sends req and returns the body of its 200 answer.
+func mustDo(t *testing.T, client *http.Client, req *http.Request) []byte {
+	t.Helper()
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("%s %s: %v %s", req.Method, req.URL.Path, err, resp.Status)
+	}
+	return body
 }
