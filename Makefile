@@ -11,6 +11,9 @@ STATICCHECK ?= $(shell command -v staticcheck || echo $$($(GO) env GOPATH)/bin/s
 # Packages whose tests need root, BPF or network namespaces run one at a time
 # (-p 1): they create interfaces and pin maps and must not interfere.
 TEST_FLAGS ?= -count=1 -timeout 40m
+# The packages where capture, queries and the exporter share live state:
+# make test runs their tests again under the race detector.
+RACE_PKGS ?= ./index ./spool ./engine ./capture ./api ./ipfix
 
 .PHONY: help build install deb deb-check provision run test test-short lint generate ci bench bench-storage bench-capture soak faults fuzz clean
 
@@ -46,8 +49,9 @@ provision: ## install build and test dependencies (Debian 12; needs root, skippe
 run: provision build ## run the appliance: IFACE=eth1 captures that port, unset runs the demo tap
 	bin/stenod run $(if $(IFACE),--iface $(IFACE),--demo) $(RUN_ARGS)
 
-test: provision build ## run every test (as root for the capture tests)
+test: provision build ## run every test (as root for the capture tests), then the concurrent packages' under -race
 	$(GO) test $(TEST_FLAGS) -p 1 ./...
+	$(GO) test -race -short $(TEST_FLAGS) -p 1 $(RACE_PKGS)
 
 test-short: ## the fast unprivileged tests
 	$(GO) test -short -count=1 ./...
