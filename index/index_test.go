@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -345,6 +346,52 @@ func TestWriteFileLeavesNoTemporary(t *testing.T) {
 	ents, _ := os.ReadDir(dir)
 	if len(ents) != 1 || ents[0].Name() != "a.idx" {
 		t.Fatalf("dir holds %v", ents)
+	}
+}
+
+// TestWriteTemp: two writers of one index each get a temporary file of
+// their own, hidden and ending .tmp (what a spool's repair removes), with
+// the index's permissions; Rename puts one in place, Abort removes the
+// other, and after a Rename, Abort removes nothing.
+func TestWriteTemp(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "a.idx")
+	x, err := WriteTemp(path, []byte("x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	y, err := WriteTemp(path, []byte("y"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tf := range []*TempFile{x, y} {
+		name := filepath.Base(tf.tmp)
+		st, err := os.Stat(tf.tmp)
+		if err != nil || !strings.HasPrefix(name, ".a.idx.") || !strings.HasSuffix(name, ".tmp") || st.Mode().Perm() != 0o640 {
+			t.Fatalf("temporary file %s: %v %v", name, st, err)
+		}
+	}
+	if x.tmp == y.tmp {
+		t.Fatalf("both writers got %s", x.tmp)
+	}
+	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the index is in place before Rename: %v", err)
+	}
+	if err := x.Rename(); err != nil {
+		t.Fatal(err)
+	}
+	if err := x.SyncDir(); err != nil {
+		t.Fatal(err)
+	}
+	if err := y.Abort(); err != nil {
+		t.Fatal(err)
+	}
+	if err := x.Abort(); err != nil {
+		t.Fatal(err)
+	}
+	ents, _ := os.ReadDir(dir)
+	if got, _ := os.ReadFile(path); len(ents) != 1 || string(got) != "x" {
+		t.Fatalf("dir holds %v, the index %q", ents, got)
 	}
 }
 

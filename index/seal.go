@@ -226,31 +226,74 @@ func uvarintLen(x uint64) int {
 // WriteFile writes data to path atomically and durably: to a hidden
 // temporary file in the same directory, fsynced, renamed into place, and the
 // directory fsynced, so a crash leaves either no index or a whole one.
-func WriteFile(path string, data []byte) (err error) {
-	dir, name := filepath.Split(path)
-	tmp := filepath.Join(dir, "."+name+".tmp")
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o640)
+func WriteFile(path string, data []byte) error {
+	t, err := WriteTemp(path, data)
 	if err != nil {
-		return fmt.Errorf("write index %s: %w", path, err)
+		return err
 	}
+	if err := t.Rename(); err != nil {
+		return errors.Join(err, t.Abort())
+	}
+	return t.SyncDir()
+}
+
+// TempFile is an index file written and fsynced under a hidden temporary
+// name beside its path (WriteTemp), to be renamed into place or removed.
+// The write and its fsync are the slow part: a caller that holds a lock
+// while the index appears (the spool, against a concurrent delete of its
+// pcap) holds it for the rename alone.
+type TempFile struct{ tmp, path string }
+
+// WriteTemp writes data to a new hidden file beside path, named
+// ".NAME.*.tmp" (unique, so that two writers of one index never share
+// it; a spool's startup repair removes such files), and fsyncs it.
+func WriteTemp(path string, data []byte) (_ *TempFile, err error) {
+	dir, name := filepath.Split(path)
+	if dir == "" {
+		dir = "."
+	}
+	f, err := os.CreateTemp(dir, "."+name+".*.tmp")
+	if err != nil {
+		return nil, fmt.Errorf("write index %s: %w", path, err)
+	}
+	tmp := f.Name()
 	defer func() {
 		if err != nil {
 			_ = os.Remove(tmp)
 		}
 	}()
+	if err := f.Chmod(0o640); err != nil {
+		return nil, errors.Join(fmt.Errorf("write index %s: %w", tmp, err), f.Close())
+	}
 	if _, err := f.Write(data); err != nil {
-		return errors.Join(fmt.Errorf("write index %s: %w", tmp, err), f.Close())
+		return nil, errors.Join(fmt.Errorf("write index %s: %w", tmp, err), f.Close())
 	}
 	if err := f.Sync(); err != nil {
-		return errors.Join(fmt.Errorf("sync index %s: %w", tmp, err), f.Close())
+		return nil, errors.Join(fmt.Errorf("sync index %s: %w", tmp, err), f.Close())
 	}
 	if err := f.Close(); err != nil {
-		return fmt.Errorf("close index %s: %w", tmp, err)
+		return nil, fmt.Errorf("close index %s: %w", tmp, err)
 	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("rename index %s: %w", path, err)
+	return &TempFile{tmp: tmp, path: path}, nil
+}
+
+// Rename puts the file in place, replacing any file at its path.
+func (t *TempFile) Rename() error {
+	if err := os.Rename(t.tmp, t.path); err != nil {
+		return fmt.Errorf("rename index %s: %w", t.path, err)
 	}
-	return syncDir(dir)
+	return nil
+}
+
+// SyncDir makes the rename durable.
+func (t *TempFile) SyncDir() error { return syncDir(filepath.Dir(t.path)) }
+
+// Abort removes the temporary file, if Rename has not moved it.
+func (t *TempFile) Abort() error {
+	if err := os.Remove(t.tmp); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove index %s: %w", t.tmp, err)
+	}
+	return nil
 }
 
 func syncDir(dir string) error {

@@ -30,7 +30,7 @@
 // Spool.Usage what each directory holds and may hold.
 //
 // File names sort by time: <dir>/<first packet time>-<stream>.pcap, with the
-// index in the same name ending .idx. Hidden files (".name.tmp") are
+// index in the same name ending .idx. Hidden files (".name.*.tmp") are
 // half-written and removed at Open.
 //
 // Open repairs what a crash or damage left (repair.go, resync.go): a file

@@ -371,15 +371,26 @@ func (s *Spool) rebuild(f *File, pcap *os.File, cause error) (*index.Reader, err
 	if err != nil || s.cfg.ReadOnly {
 		return r, err
 	}
-	f.rm.Lock()
-	f.mu.Lock()
-	deleted = f.deleted
-	f.mu.Unlock()
-	var werr error
-	if !deleted {
-		werr = index.WriteFile(indexPath(f.Path), data)
+	// Written and fsynced without f.rm: capture's budget, deleting this
+	// file meanwhile (remove holds f.rm), waits for the rename alone, not
+	// for a write and fsync on a busy disk. The rename under f.rm never
+	// puts an index back beside a deleted pcap.
+	tmp, werr := index.WriteTemp(indexPath(f.Path), data)
+	if werr == nil {
+		f.rm.Lock()
+		f.mu.Lock()
+		deleted = f.deleted
+		f.mu.Unlock()
+		if deleted {
+			werr = tmp.Abort()
+		} else if werr = tmp.Rename(); werr != nil {
+			werr = errors.Join(werr, tmp.Abort())
+		}
+		f.rm.Unlock()
+		if werr == nil && !deleted {
+			werr = tmp.SyncDir()
+		}
 	}
-	f.rm.Unlock()
 	switch {
 	case werr != nil:
 		s.log.Warn("rebuilt index not written; it is kept in memory", "file", f.Path, "err", werr)
