@@ -38,13 +38,8 @@ type packetChunk struct {
 // returns its number.
 func (l *packetLog) append(off int64, sum uint32, flow, prev int32) int32 {
 	p := l.n
-	i := int(p) & chunkMask
-	if i == 0 {
-		l.chunks = append(l.chunks, new(packetChunk))
-	}
-	c := l.chunks[len(l.chunks)-1]
+	c, i := l.reserve(1)
 	c.off[i], c.prev[i], c.sum[i], c.flow[i] = off, prev, sum, flow
-	l.n++
 	return p
 }
 
