@@ -368,7 +368,7 @@ func (s *Spool) rebuild(f *File, pcap *os.File, cause error) (*index.Reader, err
 	b.SetVisible(end)
 	data := b.Encode(ifaceOf(f.Stream), filepath.Base(f.Path))
 	r, err := index.Decode(data)
-	if err != nil || s.cfg.ReadOnly {
+	if err != nil || s.cfg.ReadOnly || deleted {
 		return r, err
 	}
 	// Written and fsynced without f.rm: capture's budget, deleting this
