@@ -2,8 +2,10 @@ package index
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -724,3 +726,21 @@ func TestFlowsWalkReadsWhileWriting(t *testing.T) {
 	}
 }
 
+// TestUvarintLen: the live index sizes each flow's positions with
+// uvarintLen, and the seal writes them with binary.PutUvarint: they must
+// agree on every length.
+func TestUvarintLen(t *testing.T) {
+	var buf [binary.MaxVarintLen64]byte
+	check := func(x uint64) {
+		if got, want := uvarintLen(x), binary.PutUvarint(buf[:], x); got != want {
+			t.Fatalf("uvarintLen(%d) = %d, PutUvarint writes %d", x, got, want)
+		}
+	}
+	for shift := range 64 {
+		x := uint64(1) << shift
+		check(x - 1)
+		check(x)
+		check(x + 1)
+	}
+	check(math.MaxUint64)
+}

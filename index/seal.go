@@ -57,11 +57,11 @@ func (b *Builder) encode(version uint32, iface, name string) []byte {
 // share of it in bytes, and their total. Walking each flow's list of
 // packets (the backward links) from its newest packet chases one pointer
 // per packet, a cache miss each when flows interleave: that walk was a
-// third of an import's CPU. Instead two passes go forward over the
-// packets, each packet's delta from its flow's previous position taken
-// from a table by flow: this one adds up each flow's section size, and
-// positions writes every delta at its flow's cursor, and every record's
-// checksum at its flow's place in the sums section.
+// third of an import's CPU. Instead it goes forward over the packets,
+// each packet's distance from its flow's packet before taken from a table
+// by flow, and adds up each flow's section size; positions then writes
+// every delta at its flow's cursor, and every record's checksum at its
+// flow's place in the sums section.
 //
 // A run of packets of one flow (all of them with one flow, bursts on a
 // real link) keeps its flow's figures in registers: through the tables,
@@ -97,7 +97,8 @@ func (b *Builder) positionSizes() (size []int, total int) {
 }
 
 // positions writes the position section into sec and the sums section
-// into sums, the flows' shares of sec being size (positionSizes).
+// into sums, the flows' shares of sec being size (positionSizes). A run of
+// one flow keeps its cursor in registers, as in positionSizes.
 func (b *Builder) positions(size []int, sec, sums []byte) {
 	l := &b.pkts
 	n, nf := l.len(), len(b.flows)
@@ -108,37 +109,39 @@ func (b *Builder) positions(size []int, sec, sums []byte) {
 		total += s
 		packets += int(b.flows[i].Packets)
 	}
-	lastOff := make([]int64, nf)
 	if nf >= partitionFlows {
-		b.scatterPartitioned(lastOff, cur, sec, sums)
+		b.scatterPartitioned(cur, sec, sums)
 		return
 	}
 	// The same walk as positionSizes', written out again: shared as an
 	// iterator over runs, whose body Go calls per run, a seal with 1,024
 	// flows cost 37 ns a packet instead of 23.
-	run, runOff, runCur := int32(-1), int64(0), sealCursor{}
+	run, runCur := int32(-1), sealCursor{}
 	for ci, c := range l.chunks {
 		m := min(n-ci<<chunkBits, chunkLen)
 		for i, f := range c.flow[:m] {
 			if f != run {
 				if run >= 0 {
-					lastOff[run], cur[run] = runOff, runCur
+					cur[run] = runCur
 				}
-				run, runOff, runCur = f, lastOff[f], cur[f]
+				run, runCur = f, cur[f]
 			}
-			off := c.off[i]
-			runCur.put(sec, sums, uint64(off-runOff), c.sum[i])
-			runOff = off
+			runCur.put(sec, sums, c.off[i], c.sum[i])
 		}
 	}
 }
 
-// sealCursor is where a flow's next delta and checksum go: together, so
-// that writing a packet touches one cursor line, not two.
-type sealCursor struct{ pos, sum int }
+// sealCursor is where a flow's next delta and checksum go, and the offset
+// of its packet before (0 before its first: its delta is its offset):
+// together, so that writing a packet touches one cursor line, not two.
+type sealCursor struct {
+	pos, sum int
+	last     int64
+}
 
-func (c *sealCursor) put(sec, sums []byte, delta uint64, sum uint32) {
-	c.pos += binary.PutUvarint(sec[c.pos:], delta)
+func (c *sealCursor) put(sec, sums []byte, off int64, sum uint32) {
+	c.pos += binary.PutUvarint(sec[c.pos:], uint64(off-c.last))
+	c.last = off
 	binary.LittleEndian.PutUint32(sums[c.sum:], sum)
 	c.sum += 4
 }
@@ -146,17 +149,21 @@ func (c *sealCursor) put(sec, sums []byte, delta uint64, sum uint32) {
 // With many flows, writing each packet at its flow's cursor in packet
 // order touches a line of sec and one of sums per packet, each far from
 // the last one written (65,536 flows: a cache miss each, two thirds of a
-// seal). From partitionFlows flows on, the second pass takes the packets a
-// window at a time, sorts each window's by group of neighbouring flows
-// (partitionGroups streams written in order: cache-friendly), and then
-// writes group after group: a group's flows have neighbouring cursors and
-// sections, and with windowPerFlow packets a flow in a window its lines
-// are loaded once for several packets. The sort is stable, so each flow's
-// packets keep their order. BenchmarkSealFlows with 65,536 flows: 90 to
-// 68 ns a packet (medians of five alternating runs; 63 with four times the
-// window, not worth its 64 MiB); with each packet's flow number in the log
-// instead of taken from its previous packet's, 53 to 45 (in a quieter
-// hour), for 1.4-2.3 ns more per packet in Add.
+// seal). From partitionFlows flows on, the packets go a window at a time,
+// each window's sorted by group of neighbouring flows (partitionGroups
+// streams written in order: cache-friendly), and then written group after
+// group: a group's flows have neighbouring cursors and sections, and with
+// windowPerFlow packets a flow in a window its lines are loaded once for
+// several packets. The sort is stable, so each flow's packets keep their
+// order. BenchmarkSealFlows with 65,536 flows: 90 to 68 ns a packet
+// (medians of five alternating runs; 63 with four times the window, not
+// worth its 64 MiB); with each packet's flow number in the log instead of
+// taken from its previous packet's, 53 to 45 (in a quieter hour), for
+// 1.4-2.3 ns more per packet in Add. The distances from each flow's packet
+// before are taken in the last step, from the cursors, rather than while
+// sorting from a table by flow read in packet order (a cache miss a
+// packet): 46-55 to 33-37 ns (four alternating runs; in the process,
+// the seal's CPU with random flows 48 to 41 ns a packet).
 const (
 	partitionFlows  = 2048
 	partitionGroups = 256
@@ -166,14 +173,13 @@ const (
 
 // sealEntry is a packet on its way to its flow's cursor.
 type sealEntry struct {
-	flow  int32
-	sum   uint32
-	delta uint64
+	flow int32
+	sum  uint32
+	off  int64
 }
 
-// scatterPartitioned is positions' second pass with many flows; lastOff
-// is zero.
-func (b *Builder) scatterPartitioned(lastOff []int64, cur []sealCursor, sec, sums []byte) {
+// scatterPartitioned is positions' walk with many flows.
+func (b *Builder) scatterPartitioned(cur []sealCursor, sec, sums []byte) {
 	l := &b.pkts
 	n := l.len()
 	shift := uint(bits.Len(uint(len(cur)-1) / partitionGroups))
@@ -200,28 +206,20 @@ func (b *Builder) scatterPartitioned(lastOff []int64, cur []sealCursor, sec, sum
 			c := l.chunks[base>>chunkBits]
 			m := min(e-base, chunkLen)
 			for i, f := range c.flow[:m] {
-				off := c.off[i]
 				g := f >> shift
-				tmp[start[g]] = sealEntry{flow: f, sum: c.sum[i], delta: uint64(off - lastOff[f])}
+				tmp[start[g]] = sealEntry{flow: f, sum: c.sum[i], off: c.off[i]}
 				start[g]++
-				lastOff[f] = off
 			}
 		}
 		for _, en := range tmp[:e-a] {
-			cur[en.flow].put(sec, sums, en.delta, en.sum)
+			cur[en.flow].put(sec, sums, en.off, en.sum)
 		}
 	}
 }
 
-// uvarintLen is the length of binary.AppendUvarint's encoding of x.
-func uvarintLen(x uint64) int {
-	n := 1
-	for x >= 0x80 {
-		x >>= 7
-		n++
-	}
-	return n
-}
+// uvarintLen is the length of binary.AppendUvarint's encoding of x: a
+// byte per 7 bits, at least one.
+func uvarintLen(x uint64) int { return (bits.Len64(x|1) + 6) / 7 }
 
 // WriteFile writes data to path atomically and durably: to a hidden
 // temporary file in the same directory, fsynced, renamed into place, and the
