@@ -19,6 +19,7 @@ type spoolCollector struct {
 	damagedSkipped, filesRepaired                    *prometheus.Desc
 	damagedRegions, damagedBytes, recordsMissing     *prometheus.Desc
 	filesQuarantined, indexesSealed, sealCPU         *prometheus.Desc
+	indexCPU                                         *prometheus.Desc
 }
 
 func newSpoolCollector(sp *spool.Spool) *spoolCollector {
@@ -55,6 +56,7 @@ func newSpoolCollector(sp *spool.Spool) *spoolCollector {
 		filesQuarantined: d("files_quarantined_total", "Files moved into a spool directory's quarantine folder instead of being read: no intact record, not a regular file, or a copy of another spool file.", nil),
 		indexesSealed:    d("indexes_sealed_total", "Live indexes sealed into index files, one per spool file at rotation and at close.", nil),
 		sealCPU:          d("seal_cpu_seconds_total", "CPU time spent sealing indexes: encoding them and reading them back, not writing them.", nil),
+		indexCPU:         d("index_cpu_seconds_total", "CPU time spent adding packets to live indexes, measured on the writers' threads.", nil),
 	}
 }
 
@@ -101,4 +103,5 @@ func (c *spoolCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.filesQuarantined, n.FilesQuarantined)
 	counter(c.indexesSealed, n.IndexesSealed)
 	ch <- prometheus.MustNewConstMetric(c.sealCPU, prometheus.CounterValue, n.SealCPUSeconds)
+	ch <- prometheus.MustNewConstMetric(c.indexCPU, prometheus.CounterValue, n.IndexCPUSeconds)
 }

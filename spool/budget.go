@@ -115,6 +115,7 @@ type counters struct {
 	damagedRegions, damagedBytes               atomic.Uint64
 	filesQuarantined, filesRepaired            atomic.Uint64
 	indexesSealed, sealNanos                   atomic.Uint64
+	indexNanos                                 atomic.Uint64
 }
 
 // Counters are what the spool has deleted and lost since Open, for export
@@ -178,6 +179,12 @@ type Counters struct {
 	// comes due only at rotation (docs/benchmarks.md, "Capture").
 	IndexesSealed  uint64  `json:"indexes_sealed"`
 	SealCPUSeconds float64 `json:"seal_cpu_seconds"`
+	// IndexCPUSeconds is the CPU time the writers spent adding packets
+	// to their live indexes (index.Builder.AddBatch), measured on their
+	// threads: the live index's share of capture's cost, which the
+	// capture's total CPU time, ten times longer and noisier, cannot
+	// resolve (docs/benchmarks.md, "Capture").
+	IndexCPUSeconds float64 `json:"index_cpu_seconds"`
 }
 
 // Counters returns the spool's counts so far.
@@ -201,6 +208,7 @@ func (s *Spool) Counters() Counters {
 		FilesRepaired:            c.filesRepaired.Load(),
 		IndexesSealed:            c.indexesSealed.Load(),
 		SealCPUSeconds:           float64(c.sealNanos.Load()) / 1e9,
+		IndexCPUSeconds:          float64(c.indexNanos.Load()) / 1e9,
 	}
 }
 

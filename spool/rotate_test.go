@@ -36,8 +36,8 @@ func TestRotateBackInTime(t *testing.T) {
 	}
 	closeAll(t, w, sp)
 	// Every file's live index was sealed, each seal timed.
-	if c := sp.Counters(); c.IndexesSealed != 2*rounds || c.SealCPUSeconds <= 0 {
-		t.Fatalf("%d indexes sealed in %v s of CPU, want %d in some", c.IndexesSealed, c.SealCPUSeconds, 2*rounds)
+	if c := sp.Counters(); c.IndexesSealed != 2*rounds || c.SealCPUSeconds <= 0 || c.IndexCPUSeconds <= 0 {
+		t.Fatalf("%d indexes sealed in %v s of CPU (live indexes %v s), want %d in some", c.IndexesSealed, c.SealCPUSeconds, c.IndexCPUSeconds, 2*rounds)
 	}
 	sp = open(t, cfg)
 	defer sp.Close()

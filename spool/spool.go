@@ -427,7 +427,8 @@ func (s *Spool) touch(f *File) {
 func (s *Spool) Close() error {
 	s.sealing.Wait()
 	if c := s.Counters(); c.IndexesSealed > 0 {
-		s.log.Info("spool closed", "indexes_sealed", c.IndexesSealed, "seal_cpu", time.Duration(c.SealCPUSeconds*1e9))
+		s.log.Info("spool closed", "indexes_sealed", c.IndexesSealed, "seal_cpu", time.Duration(c.SealCPUSeconds*1e9),
+			"index_cpu", time.Duration(c.IndexCPUSeconds*1e9))
 	}
 	cerr := errors.Join(s.closeDirs(), s.unlock())
 	s.mu.Lock()

@@ -72,9 +72,10 @@ type capturer struct {
 	stop func() (counters, error)
 	// url is stenod's API base URL.
 	url string
-	// sealCPU, after stop, is the CPU time stenod's seal of its last
-	// file took (from its log); nil for the others.
-	sealCPU func() time.Duration
+	// closeLog, after stop, is the CPU time stenod's seal of its last
+	// file took and the CPU time its writers spent in the live index
+	// (from its log); nil for the others.
+	closeLog func() closeCPU
 }
 
 // env is what every run shares.
@@ -268,7 +269,7 @@ func startStenod(e *env, method string, extra ...string) (*capturer, error) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	return &capturer{pid: ch.pid(), url: url, stop: stop, counts: func() (counters, error) { return stenodCounts(url) },
-		sealCPU: func() time.Duration { return sealCPU(ch.stderr.String()) }}, nil
+		closeLog: func() closeCPU { return closeCPUOf(ch.stderr.String()) }}, nil
 }
 
 // dropName picks the counters that count packets lost before capture,
@@ -354,16 +355,29 @@ func findCount(m map[string]any, key string) uint64 {
 	return 0
 }
 
-// sealLog finds the seal CPU time in stenod's last "spool closed" log line.
-var sealLog = regexp.MustCompile(`msg="spool closed" .*seal_cpu=(\S+)`)
+// closeCPU is what stenod logs of its CPU time as its spool closes.
+type closeCPU struct {
+	seal, index time.Duration // sealing indexes; adding packets to live ones
+}
 
-// sealCPU is the seal CPU time stenod logged as its spool closed, 0 if it
-// logged none.
-func sealCPU(stderr string) time.Duration {
-	m := sealLog.FindAllStringSubmatch(stderr, -1)
-	if len(m) == 0 {
-		return 0
+// closeLine finds stenod's "spool closed" log line.
+var closeLine = regexp.MustCompile(`msg="spool closed" .*`)
+
+// closeCPUOf reads the CPU times of stenod's last "spool closed" log
+// line; zero for what it did not log.
+func closeCPUOf(stderr string) closeCPU {
+	lines := closeLine.FindAllString(stderr, -1)
+	if len(lines) == 0 {
+		return closeCPU{}
 	}
-	d, _ := time.ParseDuration(m[len(m)-1][1])
-	return d
+	line := lines[len(lines)-1]
+	field := func(name string) time.Duration {
+		m := regexp.MustCompile(` ` + name + `=(\S+)`).FindStringSubmatch(line)
+		if m == nil {
+			return 0
+		}
+		d, _ := time.ParseDuration(m[1])
+		return d
+	}
+	return closeCPU{seal: field("seal_cpu"), index: field("index_cpu")}
 }

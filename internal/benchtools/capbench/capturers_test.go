@@ -59,15 +59,20 @@ func TestProbeFrame(t *testing.T) {
 	}
 }
 
-func TestSealCPU(t *testing.T) {
+func TestCloseCPU(t *testing.T) {
 	log := `time=2026-12-03T23:00:00.000Z level=INFO msg="capture stopped"
-time=2026-12-03T23:00:00.100Z level=INFO msg="spool closed" indexes_sealed=1 seal_cpu=187.5ms
+time=2026-12-03T23:00:00.100Z level=INFO msg="spool closed" indexes_sealed=1 seal_cpu=187.5ms index_cpu=1.25s
 `
-	if got := sealCPU(log); got != 187500*time.Microsecond {
-		t.Errorf("sealCPU = %v, want 187.5ms", got)
+	if got := closeCPUOf(log); got != (closeCPU{seal: 187500 * time.Microsecond, index: 1250 * time.Millisecond}) {
+		t.Errorf("closeCPUOf = %+v, want seal 187.5ms, index 1.25s", got)
 	}
-	if got := sealCPU(`msg="capture stopped"`); got != 0 {
-		t.Errorf("sealCPU without the line = %v, want 0", got)
+	// An older stenod logs no index_cpu.
+	old := `msg="spool closed" indexes_sealed=1 seal_cpu=2ms`
+	if got := closeCPUOf(old); got != (closeCPU{seal: 2 * time.Millisecond}) {
+		t.Errorf("closeCPUOf without index_cpu = %+v", got)
+	}
+	if got := closeCPUOf(`msg="capture stopped"`); got != (closeCPU{}) {
+		t.Errorf("closeCPUOf without the line = %+v, want zero", got)
 	}
 }
 
@@ -94,5 +99,14 @@ func TestBaseRatios(t *testing.T) {
 	}
 	if r.rate.max != 1.5 || r.rate.min != 1 {
 		t.Errorf("rate ratio %+v, want 1 and 1.5", r.rate)
+	}
+	if r.index.n != 0 {
+		t.Errorf("live index ratio %+v without index CPU logged", r.index)
+	}
+	// The live index's CPU per packet (runs[key][round]), where both builds logged it.
+	runs[1][0].indexCPU, runs[2][0].indexCPU = 300*time.Millisecond, 200*time.Millisecond
+	runs[1][0].cnt.captured = 2e6
+	if r := baseRatios(keys, runs)[0]; r.index.n != 1 || math.Abs(r.index.median-0.75) > 1e-9 {
+		t.Errorf("live index ratio %+v, want 0.75 over 1 round", r.index)
 	}
 }

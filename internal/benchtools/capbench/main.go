@@ -161,6 +161,7 @@ type result struct {
 	cnt             counters
 	cpu             time.Duration // the capturer's, over the traffic and its drain, and (measure) stenod's seal at stop
 	sealCPU         time.Duration // that seal's
+	indexCPU        time.Duration // stenod's writers' in its live index, part of cpu
 	machine         machineStat   // the whole machine over the same time as cpu
 	window          time.Duration // that time
 	contentionCPU   time.Duration // the contention's processes', over that time
@@ -372,8 +373,8 @@ func run(ctx context.Context, o *options, c *cleanups) error {
 			if r.err != nil {
 				progress("round %d %-16s %-10s %-4s %-9s n/a: %v", round+1, k.cfg, k.t.name, k.contention, offered(k.rate), r.err)
 			} else {
-				progress("round %d %-16s %-10s %-4s %-9s sender %.3f Mpps, sent %d, captured %d, lost %d, drops %s, CPU %s/packet (seal %v), machine %.3f µs/packet sent, steal %v, reported to the host %d MiB",
-					round+1, k.cfg, k.t.name, k.contention, offered(k.rate), r.gen.rate/1e6, r.gen.sent, r.cnt.captured, r.lost(), r.cnt.dropNote(), perPacket(r), r.sealCPU, r.machinePerPacket(), r.machine.steal, r.reportedKiB>>10)
+				progress("round %d %-16s %-10s %-4s %-9s sender %.3f Mpps, sent %d, captured %d, lost %d, drops %s, CPU %s/packet (seal %v, live index %v), machine %.3f µs/packet sent, steal %v, reported to the host %d MiB",
+					round+1, k.cfg, k.t.name, k.contention, offered(k.rate), r.gen.rate/1e6, r.gen.sent, r.cnt.captured, r.lost(), r.cnt.dropNote(), perPacket(r), r.sealCPU, r.indexCPU, r.machinePerPacket(), r.machine.steal, r.reportedKiB>>10)
 			}
 		}
 	}
@@ -472,8 +473,9 @@ func measure(ctx context.Context, e *env, start func(rate uint64) (*capturer, er
 	// ends; the rest of its stop (a fsync that writes back what tcpdump
 	// leaves to the kernel's threads, detaching, the runtime's exit) is
 	// not capture's cost per packet.
-	if cp.sealCPU != nil {
-		r.sealCPU = cp.sealCPU()
+	if cp.closeLog != nil {
+		c := cp.closeLog()
+		r.sealCPU, r.indexCPU = c.seal, c.index
 		r.cpu += r.sealCPU
 	}
 	if err != nil && r.hasCapture {

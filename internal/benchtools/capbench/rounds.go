@@ -295,11 +295,12 @@ func findRuns(keys []runKey, runs [][]*result, k runKey, cfg string) []*result {
 }
 
 // baseRatio is one stenod configuration against its -base twin, round by
-// round: the ratios within each round of the capturer's CPU per packet and
-// of the sender's rate.
+// round: the ratios within each round of the capturer's CPU per packet, of
+// the live index's CPU per packet (when both builds log it), and of the
+// sender's rate.
 type baseRatio struct {
-	key       runKey // the build's (cfg without -base)
-	cpu, rate spread
+	key              runKey // the build's (cfg without -base)
+	cpu, index, rate spread
 }
 
 // baseRatios pairs, when the run compared two builds (-stenod-base), each
@@ -315,7 +316,7 @@ func baseRatios(keys []runKey, runs [][]*result) []baseRatio {
 		bk := k
 		bk.cfg = strings.TrimSuffix(k.cfg, "-base")
 		base, build := findRuns(keys, runs, k, k.cfg), findRuns(keys, runs, k, bk.cfg)
-		var cpu, rate []float64
+		var cpu, index, rate []float64
 		for round := range min(len(base), len(build)) {
 			b, n := base[round], build[round]
 			if b.err != nil || n.err != nil {
@@ -323,9 +324,16 @@ func baseRatios(keys []runKey, runs [][]*result) []baseRatio {
 			}
 			cpu = append(cpu, n.cpuPerPacket()/b.cpuPerPacket())
 			rate = append(rate, n.gen.rate/b.gen.rate)
+			if b.indexCPU > 0 && n.indexCPU > 0 && b.cnt.captured > 0 && n.cnt.captured > 0 {
+				index = append(index, (n.indexCPU.Seconds()/float64(n.cnt.captured))/(b.indexCPU.Seconds()/float64(b.cnt.captured)))
+			}
 		}
 		if len(cpu) > 0 {
-			out = append(out, baseRatio{key: bk, cpu: spreadOf(cpu), rate: spreadOf(rate)})
+			r := baseRatio{key: bk, cpu: spreadOf(cpu), rate: spreadOf(rate)}
+			if len(index) > 0 {
+				r.index = spreadOf(index)
+			}
+			out = append(out, r)
 		}
 	}
 	return out
@@ -339,10 +347,14 @@ func printBaseRatios(keys []runKey, runs [][]*result) {
 	fmt.Println()
 	fmt.Println("The build against the -stenod-base build, round by round (ratios within each round; median with the range):")
 	fmt.Println()
-	fmt.Println("| traffic | contention | capture | capturer CPU per packet / base | sender rate / base | rounds |")
-	fmt.Println("|---|---|---|---|---|---|")
+	fmt.Println("| traffic | contention | capture | capturer CPU per packet / base | live index CPU per packet / base | sender rate / base | rounds |")
+	fmt.Println("|---|---|---|---|---|---|---|")
 	for _, r := range rs {
-		fmt.Printf("| %s | %s | %s | %s | %s | %d |\n", r.key.t.name, r.key.contention, r.key.cfg,
-			r.cpu.format("%.3fx"), r.rate.format("%.3fx"), r.cpu.n)
+		index := "-"
+		if r.index.n > 0 {
+			index = r.index.format("%.3fx")
+		}
+		fmt.Printf("| %s | %s | %s | %s | %s | %s | %d |\n", r.key.t.name, r.key.contention, r.key.cfg,
+			r.cpu.format("%.3fx"), index, r.rate.format("%.3fx"), r.cpu.n)
 	}
 }
