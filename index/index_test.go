@@ -726,9 +726,9 @@ func TestFlowsWalkReadsWhileWriting(t *testing.T) {
 	}
 }
 
-// TestUvarintLen: the live index sizes each flow's positions with
-// uvarintLen, and the seal writes them with binary.PutUvarint: they must
-// agree on every length.
+// TestUvarintLen: the seal sizes each flow's positions with uvarintLen
+// and then writes them with binary.PutUvarint: they must agree on every
+// length.
 func TestUvarintLen(t *testing.T) {
 	var buf [binary.MaxVarintLen64]byte
 	check := func(x uint64) {
