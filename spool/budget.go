@@ -182,7 +182,7 @@ type Counters struct {
 	// IndexCPUSeconds is the CPU time the writers spent adding packets
 	// to their live indexes (index.Builder.AddBatch), measured on their
 	// threads: the live index's share of capture's cost, which the
-	// capture's total CPU time, ten times longer and noisier, cannot
+	// capture's total CPU time, several times larger and noisier, cannot
 	// resolve (docs/benchmarks.md, "Capture").
 	IndexCPUSeconds float64 `json:"index_cpu_seconds"`
 }

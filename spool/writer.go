@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -329,7 +330,7 @@ func (w *Writer) Flush() error {
 		return w.fail(w.cutBack(err), 0)
 	}
 	w.journal(w.pending)
-	w.sp.timeIndex(w.live, w.pending)
+	w.sp.timeOnThread(&w.sp.ctr.indexNanos, func() { w.live.AddBatch(w.pending) })
 	w.publish(w.end, w.buf, w.base)
 	w.pending = w.pending[:0]
 	// The next write starts at the last partial block.
@@ -410,7 +411,7 @@ func (w *Writer) land() error {
 		return w.fail(w.cutBack(err), len(fl.pending))
 	}
 	w.journal(fl.pending)
-	w.sp.timeIndex(w.live, fl.pending)
+	w.sp.timeOnThread(&w.sp.ctr.indexNanos, func() { w.live.AddBatch(fl.pending) })
 	w.publish(fl.end, fl.buf, fl.off)
 	return nil
 }
@@ -587,9 +588,9 @@ func (s *Spool) seal(f, dio *os.File, file *File) {
 	var r *index.Reader
 	if err == nil {
 		var data []byte
-		s.timeSeal(func() { data = live.Encode(file.iface, filepath.Base(file.Path)) })
+		s.timeOnThread(&s.ctr.sealNanos, func() { data = live.Encode(file.iface, filepath.Base(file.Path)) })
 		if err = s.writeIndex(file, data); err == nil {
-			s.timeSeal(func() { r, err = index.Decode(data) })
+			s.timeOnThread(&s.ctr.sealNanos, func() { r, err = index.Decode(data) })
 			if err == nil {
 				s.ctr.indexesSealed.Add(1)
 			}
@@ -624,28 +625,18 @@ func (s *Spool) seal(f, dio *os.File, file *File) {
 	}
 }
 
-// timeSeal runs fn, part of a seal, on this goroutine's thread alone and
-// adds the thread's CPU time to the spool's seal counter.
-func (s *Spool) timeSeal(fn func()) {
+// timeOnThread runs fn on this goroutine's thread alone and adds the
+// thread's CPU time it took to n: a seal's, or a batch's in the live index
+// (two clock reads, system calls, per batch of up to thousands of
+// packets). The thread stays locked because fn may wait for a lock and
+// would otherwise come back on another thread.
+func (s *Spool) timeOnThread(n *atomic.Uint64, fn func()) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	t0, ok0 := threadCPU()
 	fn()
 	if t1, ok1 := threadCPU(); ok0 && ok1 && t1 > t0 {
-		s.ctr.sealNanos.Add(uint64(t1 - t0))
-	}
-}
-
-// timeIndex adds es to the live index b and the thread's CPU time that
-// took to the spool's index counter. Two clock reads (system calls) per
-// call, which takes thousands of packets at a time under load.
-func (s *Spool) timeIndex(b *index.Builder, es []index.Entry) {
-	runtime.LockOSThread() // AddBatch may wait for a reader's lock: come back to this thread
-	defer runtime.UnlockOSThread()
-	t0, ok0 := threadCPU()
-	b.AddBatch(es)
-	if t1, ok1 := threadCPU(); ok0 && ok1 && t1 > t0 {
-		s.ctr.indexNanos.Add(uint64(t1 - t0))
+		n.Add(uint64(t1 - t0))
 	}
 }
 

@@ -360,24 +360,28 @@ type closeCPU struct {
 	seal, index time.Duration // sealing indexes; adding packets to live ones
 }
 
-// closeLine finds stenod's "spool closed" log line.
-var closeLine = regexp.MustCompile(`msg="spool closed" .*`)
+// closeLine finds stenod's "spool closed" log lines, closeField the CPU
+// times on one.
+var (
+	closeLine  = regexp.MustCompile(`msg="spool closed" .*`)
+	closeField = regexp.MustCompile(` (seal_cpu|index_cpu)=(\S+)`)
+)
 
 // closeCPUOf reads the CPU times of stenod's last "spool closed" log
 // line; zero for what it did not log.
 func closeCPUOf(stderr string) closeCPU {
+	var c closeCPU
 	lines := closeLine.FindAllString(stderr, -1)
 	if len(lines) == 0 {
-		return closeCPU{}
+		return c
 	}
-	line := lines[len(lines)-1]
-	field := func(name string) time.Duration {
-		m := regexp.MustCompile(` ` + name + `=(\S+)`).FindStringSubmatch(line)
-		if m == nil {
-			return 0
+	for _, m := range closeField.FindAllStringSubmatch(lines[len(lines)-1], -1) {
+		d, _ := time.ParseDuration(m[2])
+		if m[1] == "seal_cpu" {
+			c.seal = d
+		} else {
+			c.index = d
 		}
-		d, _ := time.ParseDuration(m[1])
-		return d
 	}
-	return closeCPU{seal: field("seal_cpu"), index: field("index_cpu")}
+	return c
 }
