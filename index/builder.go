@@ -78,7 +78,7 @@ func NewBuilder(hint int) *Builder {
 // against when they read it.
 func (b *Builder) Add(k *flow.Key, off, ts int64, wireLen int, sum uint32) {
 	b.mu.Lock()
-	b.add(k, hashKey(k), off, ts, wireLen, sum, 0)
+	b.add(k, b.ids.hash(k), off, ts, wireLen, sum, 0)
 	b.mu.Unlock()
 }
 
@@ -216,7 +216,7 @@ func (b *Builder) addGroup(es []Entry) {
 		if prev != nil && sameKey(k, prev) {
 			same[i] = true
 		} else {
-			hs[i] = hashKey(k)
+			hs[i] = b.ids.hash(k)
 		}
 		prev = k
 	}
@@ -311,7 +311,7 @@ func (b *Builder) AddCut(k *flow.Key, packets, bytes uint64, ts int64) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	var f *Flow
-	if id, _ := b.ids.find(k, hashKey(k), b.flows); id >= 0 {
+	if id, _ := b.ids.find(k, b.ids.hash(k), b.flows); id >= 0 {
 		f = &b.flows[id].Flow
 	} else if i, ok := b.cutIDs[*k]; ok {
 		f = &b.cutOnly[i]
