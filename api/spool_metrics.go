@@ -19,7 +19,7 @@ type spoolCollector struct {
 	damagedSkipped, filesRepaired                    *prometheus.Desc
 	damagedRegions, damagedBytes, recordsMissing     *prometheus.Desc
 	filesQuarantined, indexesSealed, sealCPU         *prometheus.Desc
-	indexCPU                                         *prometheus.Desc
+	indexCPU, indexFull                              *prometheus.Desc
 }
 
 func newSpoolCollector(sp *spool.Spool) *spoolCollector {
@@ -57,6 +57,7 @@ func newSpoolCollector(sp *spool.Spool) *spoolCollector {
 		indexesSealed:    d("indexes_sealed_total", "Live indexes sealed into index files, one per spool file at rotation and at close.", nil),
 		sealCPU:          d("seal_cpu_seconds_total", "CPU time spent sealing indexes: encoding them and reading them back, not writing them.", nil),
 		indexCPU:         d("index_cpu_seconds_total", "CPU time spent adding packets to live indexes, measured on the writers' threads.", nil),
+		indexFull:        d("index_full_rotations_total", "Spool files ended early because their live index reached spool.max_live_index (a flood of new flows).", nil),
 	}
 }
 
@@ -102,6 +103,7 @@ func (c *spoolCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.recordsMissing, n.RecordsMissing)
 	counter(c.filesQuarantined, n.FilesQuarantined)
 	counter(c.indexesSealed, n.IndexesSealed)
+	counter(c.indexFull, n.IndexFullRotations)
 	ch <- prometheus.MustNewConstMetric(c.sealCPU, prometheus.CounterValue, n.SealCPUSeconds)
 	ch <- prometheus.MustNewConstMetric(c.indexCPU, prometheus.CounterValue, n.IndexCPUSeconds)
 }

@@ -110,6 +110,7 @@ type file struct {
 		SnapLen          int      `json:"snap_length"`
 		RotateSize       Size     `json:"rotate_size"`
 		RotateAge        Duration `json:"rotate_age"`
+		MaxLiveIndex     Size     `json:"max_live_index"`
 		WriteBuffer      Size     `json:"write_buffer"`
 		MaxCachedIndexes int      `json:"max_cached_indexes"`
 		MaxBytes         Size     `json:"max_bytes"`

@@ -84,6 +84,7 @@ func TestEveryKeyParsed(t *testing.T) {
     "snap_length": 9000,
     "rotate_size": "512MiB",
     "rotate_age": "2m",
+    "max_live_index": "256MiB",
     "write_buffer": "2MiB",
     "max_cached_indexes": 100,
     "max_bytes": "4TB",
@@ -172,6 +173,7 @@ func TestEveryKeyParsed(t *testing.T) {
 	want.Spool.SnapLen = 9000
 	want.Spool.RotateSize = 512 << 20
 	want.Spool.RotateAge = 2 * time.Minute
+	want.Spool.MaxLiveIndex = 256 << 20
 	want.Spool.WriteBuffer = 2 << 20
 	want.Spool.MaxCachedIndexes = 100
 	want.Spool.MaxBytes = 4e12
@@ -307,6 +309,7 @@ func TestBadFiles(t *testing.T) {
 		{"snap length", `{"spool": {"snap_length": 10}}`, "spool.snap_length", false},
 		{"rotate size", `{"spool": {"rotate_size": "1KiB"}}`, "spool.rotate_size", false},
 		{"rotate age", `{"spool": {"rotate_age": "10ms"}}`, "spool.rotate_age", false},
+		{"max live index", `{"spool": {"max_live_index": "64KiB"}}`, "spool.max_live_index", false},
 		{"write buffer", `{"spool": {"write_buffer": 100}}`, "spool.write_buffer", false},
 		{"cached indexes", `{"spool": {"max_cached_indexes": 0}}`, "spool.max_cached_indexes", false},
 		{"max bytes", `{"spool": {"max_bytes": "1GiB"}}`, "spool.max_bytes", false},

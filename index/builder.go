@@ -4,6 +4,7 @@ import (
 	"math"
 	"slices"
 	"sync"
+	"unsafe"
 
 	"github.com/stenod/stenod/flow"
 )
@@ -455,6 +456,18 @@ func (b *Builder) AppendSums(dst []uint32, id int) ([]uint32, error) {
 	}
 	slices.Reverse(dst[n:])
 	return dst, nil
+}
+
+// MemBytes is about how much memory the live index holds: its flow
+// records, flow table, packet log and blocks.
+func (b *Builder) MemBytes() int64 {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	return int64(cap(b.flows))*int64(unsafe.Sizeof(liveFlow{})) +
+		int64(len(b.ids.slots))*8 +
+		int64(len(b.pkts.chunks))*int64(unsafe.Sizeof(packetChunk{})) +
+		int64(cap(b.blocks))*int64(unsafe.Sizeof(Block{})) +
+		int64(cap(b.cutOnly))*int64(unsafe.Sizeof(Flow{}))
 }
 
 // Blocks implements View. It returns a copy, since the live slice grows.

@@ -116,6 +116,7 @@ type counters struct {
 	filesQuarantined, filesRepaired            atomic.Uint64
 	indexesSealed, sealNanos                   atomic.Uint64
 	indexNanos                                 atomic.Uint64
+	indexFullRotations                         atomic.Uint64
 }
 
 // Counters are what the spool has deleted and lost since Open, for export
@@ -185,6 +186,10 @@ type Counters struct {
 	// capture's total CPU time, several times larger and noisier, cannot
 	// resolve (docs/benchmarks.md, "Capture").
 	IndexCPUSeconds float64 `json:"index_cpu_seconds"`
+	// IndexFullRotations counts files ended early because their live
+	// index had reached Config.MaxLiveIndex: a flood of new flows, or a
+	// bound too low for the traffic.
+	IndexFullRotations uint64 `json:"index_full_rotations"`
 }
 
 // Counters returns the spool's counts so far.
@@ -209,6 +214,7 @@ func (s *Spool) Counters() Counters {
 		IndexesSealed:            c.indexesSealed.Load(),
 		SealCPUSeconds:           float64(c.sealNanos.Load()) / 1e9,
 		IndexCPUSeconds:          float64(c.indexNanos.Load()) / 1e9,
+		IndexFullRotations:       c.indexFullRotations.Load(),
 	}
 }
 

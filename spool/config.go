@@ -26,6 +26,12 @@ type Config struct {
 	// RotateAge starts a new file when a packet is stamped this much later
 	// than the active file's first packet.
 	RotateAge time.Duration
+	// MaxLiveIndex starts a new file when the active one's live index holds
+	// this many bytes of memory (flow records, flow table, packet log); 0
+	// means no bound. Rotation by size bounds it too, but a flood of flows
+	// of one small packet each (a scan, spoofed sources) makes a live index
+	// of about 160 bytes a packet: 2.2 GB for a 1 GiB file, per stream.
+	MaxLiveIndex int64
 	// WriteBuffer is how many bytes a Writer gathers before it writes them.
 	// A Writer has two such buffers (one is written while the other
 	// fills), each made large enough for a disk block and the largest
@@ -72,9 +78,13 @@ type Config struct {
 // directory (which the caller still has to name).
 func DefaultConfig() Config {
 	return Config{
-		SnapLen:          65535,
-		RotateSize:       1 << 30,
-		RotateAge:        5 * time.Minute,
+		SnapLen:    65535,
+		RotateSize: 1 << 30,
+		RotateAge:  5 * time.Minute,
+		// Above the 270 MB a 1 GiB file of 64-byte packets takes with
+		// few flows; reached only with well over a million flows in a
+		// file.
+		MaxLiveIndex:     512 << 20,
 		WriteBuffer:      1 << 20,
 		MaxCachedIndexes: 512,
 		// A tenth of the disk stays free: room for the file system to
@@ -98,6 +108,8 @@ func (c *Config) Validate() error {
 		return fielderr.Errorf("RotateSize", "spool: rotate size %d below 64 KiB", c.RotateSize)
 	case c.RotateAge < time.Second:
 		return fielderr.Errorf("RotateAge", "spool: rotate age %v below 1s", c.RotateAge)
+	case c.MaxLiveIndex < 0 || c.MaxLiveIndex > 0 && c.MaxLiveIndex < 1<<20:
+		return fielderr.Errorf("MaxLiveIndex", "spool: max live index %d must be 0 (no bound) or at least 1 MiB", c.MaxLiveIndex)
 	case c.WriteBuffer < 1<<12 || int64(c.WriteBuffer) > c.RotateSize:
 		return fielderr.Errorf("WriteBuffer", "spool: write buffer %d outside [4096, rotate size]", c.WriteBuffer)
 	case c.MaxCachedIndexes < 1:

@@ -73,6 +73,9 @@ type Writer struct {
 	// torn: a failed write could not be cut back, so the file may end in
 	// a partial record; it is given up.
 	torn bool
+	// indexFull: the live index has reached Config.MaxLiveIndex; the next
+	// packet starts a new file.
+	indexFull bool
 
 	fly    flight // the direct write in flight, if any
 	aio    *aio   // runs it; started with the first one
@@ -147,7 +150,7 @@ func (w *Writer) Append(ts int64, origLen int, data []byte, k *flow.Key) error {
 	// A file spans at most RotateAge of packet time either way from its
 	// first packet (imports can go back in time): repair relies on it to
 	// tell a record's timestamp from damage.
-	if w.f != nil && (w.end+int64(rec) > cfg.RotateSize || ts-w.first >= int64(cfg.RotateAge) || w.first-ts >= int64(cfg.RotateAge)) {
+	if w.f != nil && (w.indexFull || w.end+int64(rec) > cfg.RotateSize || ts-w.first >= int64(cfg.RotateAge) || w.first-ts >= int64(cfg.RotateAge)) {
 		if err := w.Rotate(); err != nil {
 			return w.lostToo(err)
 		}
@@ -216,7 +219,7 @@ func (w *Writer) open(ts int64) error {
 		sp.releaseFile(d)
 		return &WriteError{Path: path, Err: err}
 	}
-	w.f, w.dio, w.first, w.written, w.torn = f, w.openDirect(f, path), ts, 0, false
+	w.f, w.dio, w.first, w.written, w.torn, w.indexFull = f, w.openDirect(f, path), ts, 0, false, false
 	w.live = index.NewBuilder(0)
 	w.buf = pcapio.AppendPcapHeader(w.buf[:0], sp.cfg.SnapLen, pcapio.LinkTypeEthernet)
 	w.base, w.head = 0, w.head[:0]
@@ -330,7 +333,7 @@ func (w *Writer) Flush() error {
 		return w.fail(w.cutBack(err), 0)
 	}
 	w.journal(w.pending)
-	w.sp.timeOnThread(&w.sp.ctr.indexNanos, func() { w.live.AddBatch(w.pending) })
+	w.index(w.pending)
 	w.publish(w.end, w.buf, w.base)
 	w.pending = w.pending[:0]
 	// The next write starts at the last partial block.
@@ -411,9 +414,23 @@ func (w *Writer) land() error {
 		return w.fail(w.cutBack(err), len(fl.pending))
 	}
 	w.journal(fl.pending)
-	w.sp.timeOnThread(&w.sp.ctr.indexNanos, func() { w.live.AddBatch(fl.pending) })
+	w.index(fl.pending)
 	w.publish(fl.end, fl.buf, fl.off)
 	return nil
+}
+
+// index adds es, whose records are written, to the live index, and notes
+// when the index has reached Config.MaxLiveIndex: a flood of new flows
+// then starts a new file early rather than growing the index without
+// bound (otherwise only the file's size bounds it, at about 160 bytes a
+// packet).
+func (w *Writer) index(es []index.Entry) {
+	w.sp.timeOnThread(&w.sp.ctr.indexNanos, func() { w.live.AddBatch(es) })
+	if m := w.sp.cfg.MaxLiveIndex; m > 0 && !w.indexFull && w.live.MemBytes() >= m {
+		w.indexFull = true
+		w.sp.ctr.indexFullRotations.Add(1)
+		w.sp.log.Info("live index full: the next packet starts a new file", "file", w.file.Path, "index_bytes", w.live.MemBytes(), "flows", w.live.Summary().Flows)
+	}
 }
 
 // publish makes the file visible up to end, whose bytes are in b from file
