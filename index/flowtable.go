@@ -14,10 +14,10 @@ import (
 //
 // The hash is keyed with a random seed of the table's own (hash/maphash,
 // the hash of Go's maps and their defence against hash flooding; AES
-// instructions where the CPU has them). Keys come from the wire: against a fixed hash an attacker
-// finds, offline and in seconds, thousands of flows whose hashes share
-// their slot bits, and every packet of them then walks one long run of
-// slots. With the fixed hash this table had before, 2,000 such flows
+// instructions where the CPU has them). Keys come from the wire: against
+// a fixed hash an attacker finds, offline and in seconds, thousands of
+// flows whose hashes share their slot bits, and every packet of them then
+// walks one long run of slots. With the fixed hash this table had before, 2,000 such flows
 // (TestFlowTableCraftedKeys finds them in a quarter of a second) put the
 // average look-up 1,000 slots from its home, and 3,000 cost 1.3-2.2 µs a
 // packet where a packet costs about 0.05: a capture cannot keep up.

@@ -151,6 +151,9 @@ func (w *Writer) Append(ts int64, origLen int, data []byte, k *flow.Key) error {
 	// first packet (imports can go back in time): repair relies on it to
 	// tell a record's timestamp from damage.
 	if w.f != nil && (w.indexFull || w.end+int64(rec) > cfg.RotateSize || ts-w.first >= int64(cfg.RotateAge) || w.first-ts >= int64(cfg.RotateAge)) {
+		if w.indexFull {
+			w.sp.ctr.indexFullRotations.Add(1)
+		}
 		if err := w.Rotate(); err != nil {
 			return w.lostToo(err)
 		}
@@ -426,10 +429,11 @@ func (w *Writer) land() error {
 // packet).
 func (w *Writer) index(es []index.Entry) {
 	w.sp.timeOnThread(&w.sp.ctr.indexNanos, func() { w.live.AddBatch(es) })
-	if m := w.sp.cfg.MaxLiveIndex; m > 0 && !w.indexFull && w.live.MemBytes() >= m {
-		w.indexFull = true
-		w.sp.ctr.indexFullRotations.Add(1)
-		w.sp.log.Info("live index full: the next packet starts a new file", "file", w.file.Path, "index_bytes", w.live.MemBytes(), "flows", w.live.Summary().Flows)
+	if m := w.sp.cfg.MaxLiveIndex; m > 0 && !w.indexFull {
+		if n := w.live.MemBytes(); n >= m {
+			w.indexFull = true
+			w.sp.log.Info("live index full: the next packet starts a new file", "file", w.file.Path, "index_bytes", n, "flows", w.live.Summary().Flows)
+		}
 	}
 }
 
