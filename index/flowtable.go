@@ -17,10 +17,11 @@ import (
 // instructions where the CPU has them). Keys come from the wire: against
 // a fixed hash an attacker finds, offline and in seconds, thousands of
 // flows whose hashes share their slot bits, and every packet of them then
-// walks one long run of slots. With the fixed hash this table had before, 2,000 such flows
-// (TestFlowTableCraftedKeys finds them in a quarter of a second) put the
-// average look-up 1,000 slots from its home, and 3,000 cost 1.3-2.2 µs a
-// packet where a packet costs about 0.05: a capture cannot keep up.
+// walks one long run of slots. With the fixed hash this table had before,
+// 2,000 such flows (TestFlowTableCraftedKeys finds them in a quarter of a
+// second) put the average look-up 1,000 slots from its home, and 3,000
+// cost 1.3-2.2 µs a packet where a packet costs about 0.05: a capture
+// cannot keep up.
 //
 // A slot holds the flow number + 1 (0 is empty) in its low half and the
 // upper half of the key's hash (the tag) in its high half. A probe compares
