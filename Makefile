@@ -7,6 +7,9 @@ COMMIT ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 # EXTRA_LDFLAGS: more linker flags (make deb strips the binary: -s -w).
 EXTRA_LDFLAGS ?=
 LDFLAGS := -X main.version=$(VERSION) -X main.commitFlag=$(COMMIT) $(EXTRA_LDFLAGS)
+# stenographer's capture program, built once from its source (the Go module
+# proxy serves it) for the stenotype rows of make bench-capture.
+STENOTYPE ?= /usr/local/bin/stenotype
 STATICCHECK ?= $(shell command -v staticcheck || echo $$($(GO) env GOPATH)/bin/staticcheck)
 # Packages whose tests need root, BPF or network namespaces run one at a time
 # (-p 1): they create interfaces and pin maps and must not interfere.
@@ -77,8 +80,11 @@ bench: bench-storage bench-capture ## all benchmarks, as tables with ratios agai
 bench-storage: build ## import, index size and query latency vs tcpdump -r
 	$(GO) run ./internal/benchtools/storagebench $(BENCH_ARGS)
 
-bench-capture: provision build ## capture on a veth pair vs tcpdump -i, freshness (root)
-	$(GO) run ./internal/benchtools/capbench $(CAPBENCH_ARGS)
+bench-capture: provision build $(STENOTYPE) ## capture on a veth pair vs tcpdump -i and stenographer's stenotype, freshness (root)
+	$(GO) run ./internal/benchtools/capbench -stenotype $(STENOTYPE) $(CAPBENCH_ARGS)
+
+$(STENOTYPE):
+	bash scripts/build-stenotype.sh $@
 
 soak: build ## kill -9 a capturing daemon SOAK_CYCLES times (default 200) and check nothing flushed is lost
 	STENOD_SOAK_CYCLES=$${SOAK_CYCLES:-200} $(GO) test -count=1 -timeout 60m -run Kill9 -v ./cmd/stenod

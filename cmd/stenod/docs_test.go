@@ -144,7 +144,7 @@ func TestDocs(t *testing.T) {
 			cmds = append(cmds, regexp.QuoteMeta(c))
 		}
 		after := regexp.MustCompile(`\bstenod (` + strings.Join(cmds, "|") + `)\b`)
-		flag := regexp.MustCompile(`(?:^|[\s\[])--([a-z][a-z0-9-]*)`)
+		flag := regexp.MustCompile(`(?:^|[\s\[])--([a-z][a-z0-9_-]*)`)
 		checked := 0
 		for _, d := range docs {
 			for _, s := range slices.Concat(d.spans, d.code) {
@@ -195,11 +195,14 @@ func TestDocs(t *testing.T) {
 // foreignFlags are other tools' flags that the docs write as a code span
 // of their own, with the tool.
 var foreignFlags = map[string]string{
-	"qdisc-path":  "trafgen",
-	"no-sock-mem": "trafgen",
-	"rate":        "trafgen",
-	"gap":         "trafgen",
-	"filter":      "stenotype",
+	"qdisc-path":   "trafgen",
+	"no-sock-mem":  "trafgen",
+	"rate":         "trafgen",
+	"gap":          "trafgen",
+	"filter":       "stenotype",
+	"threads":      "stenotype",
+	"uid":          "stenotype",
+	"blockage_sec": "stenotype",
 }
 
 // commandLine cuts s at the end of the command it starts: a pipe, ;, &&

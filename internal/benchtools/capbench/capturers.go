@@ -74,19 +74,25 @@ type capturer struct {
 	url string
 	// closeLog, after stop, is the CPU time stenod's seal of its last
 	// file took and the CPU time its writers spent in the live index
-	// (from its log); nil for the others.
+	// (from its log), and stenotype's index writing at its stop; nil for
+	// the others.
 	closeLog func() closeCPU
+	// drain is how long a capturer without counts gets after the traffic
+	// to write what it holds; 0 means a second.
+	drain time.Duration
 }
 
 // env is what every run shares.
 type env struct {
-	v        *vethPair
-	dir      string // work directory on the disk under test
-	stenod   string // stenod binary
-	capCPU   int
-	pinRoot  string
-	tcpdump  string
-	cleanups *cleanups
+	v       *vethPair
+	dir     string // work directory on the disk under test
+	stenod  string // stenod binary
+	capCPU  int
+	pinRoot string
+	tcpdump string
+	// stenotype: stenographer's capture program, "" when there is none.
+	stenotype string
+	cleanups  *cleanups
 	// stenodHasUser: stenod run knows --user (drop privileges after
 	// start-up), which the benchmark sets to "" to stay root.
 	stenodHasUser bool

@@ -110,3 +110,24 @@ func TestBaseRatios(t *testing.T) {
 		t.Errorf("live index ratio %+v, want 0.75 over 1 round", r.index)
 	}
 }
+
+func TestStenotypeRatios(t *testing.T) {
+	mix := traffic{name: "IMIX"}
+	run := func(cpu time.Duration, rate float64) *result {
+		return &result{cpu: cpu, cnt: counters{captured: 1e6}, gen: genRun{rate: rate}, hasCapture: true}
+	}
+	keys := []runKey{{t: mix, cfg: "bare"}, {t: mix, cfg: "tcpdump"}, {t: mix, cfg: "stenotype"}, {t: mix, cfg: "stenod-afpacket"}}
+	runs := [][]*result{
+		{{gen: genRun{rate: 6e5}}, {gen: genRun{rate: 6e5}}},
+		{run(300*time.Millisecond, 5e5), run(330*time.Millisecond, 5e5)},
+		{run(200*time.Millisecond, 5e5), run(300*time.Millisecond, 5e5)},
+		{run(400*time.Millisecond, 4e5), run(450*time.Millisecond, 5e5)},
+	}
+	got := stenotypeRatios(keys, runs)
+	if len(got) != 2 || got[0].key.cfg != "tcpdump" || got[1].key.cfg != "stenod-afpacket" {
+		t.Fatalf("stenotypeRatios = %+v, want tcpdump and stenod-afpacket", got)
+	}
+	if r := got[1]; r.cpu.n != 2 || r.cpu.min != 1.5 || r.cpu.max != 2 || r.rate.min != 0.8 || r.rate.max != 1 {
+		t.Errorf("stenod-afpacket / stenotype: %+v, want CPU 1.5x and 2x, rate 0.8x and 1x", r)
+	}
+}

@@ -13,6 +13,8 @@
 //   - xsk-coalesce: the same, the consumer sleeping 1 ms once it has drained
 //     its ring, as stenod's receive loop does (capbench xskcount --coalesce);
 //   - tcpdump: tcpdump -i IF -w FILE (TPACKET_V3, to disk), no XDP;
+//   - stenotype: stenographer's capture program (stenotype.go), its index
+//     written at its stop counted as stenod's seal is;
 //   - stenod-xdp, stenod-afpacket: stenod run --capture xdp|afpacket,
 //     indexing and writing to the spool; stenod-xdp-base and
 //     stenod-afpacket-base the same with the -stenod-base binary, to
@@ -74,6 +76,7 @@ type options struct {
 	dir         string
 	stenod      string
 	stenodBase  string
+	stenotype   string
 	probes      int
 	freshLoad   uint64
 	queryLoad   uint64
@@ -87,7 +90,7 @@ type options struct {
 	pageNote      string
 }
 
-var allConfigs = []string{"bare", "xdp-drop", "xsk-count", "xsk-coalesce", "tcpdump", "stenod-xdp", "stenod-afpacket", "stenod-xdp-base", "stenod-afpacket-base", "stenod-afpacket-ipfix", "stenod-afpacket-ipfix-defaults", "stenod-xdp-cutoff", "stenod-afpacket-cutoff"}
+var allConfigs = []string{"bare", "xdp-drop", "xsk-count", "xsk-coalesce", "tcpdump", "stenotype", "stenod-xdp", "stenod-afpacket", "stenod-xdp-base", "stenod-afpacket-base", "stenod-afpacket-ipfix", "stenod-afpacket-ipfix-defaults", "stenod-xdp-cutoff", "stenod-afpacket-cutoff"}
 
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == "xskcount" {
@@ -109,6 +112,7 @@ func main() {
 	flag.StringVar(&o.dir, "dir", "/var/tmp", "`directory` on the disk under test, for spools and tcpdump's file (a temporary directory is made in it)")
 	flag.StringVar(&o.stenod, "stenod", "", "stenod `binary` (default: go build ./cmd/stenod into the work directory)")
 	flag.StringVar(&o.stenodBase, "stenod-base", "", "a second stenod `binary`, for configurations stenod-xdp-base and stenod-afpacket-base: a change against the build before it, round by round")
+	flag.StringVar(&o.stenotype, "stenotype", "", "stenographer's stenotype `binary`, for configuration stenotype (default: stenotype on PATH; scripts/build-stenotype.sh builds it)")
 	flag.IntVar(&o.probes, "probes", 100, "freshness probes")
 	flag.Uint64Var(&o.freshLoad, "fresh-load", 0, "background `pps` during the freshness probes (0: half of stenod-xdp's 64B sender rate, else 100000)")
 	flag.Uint64Var(&o.queryLoad, "query-load", 0, "`pps` during the broad-query benchmark (0: stenod-xdp's 64B zero-loss rate, else 100000)")
@@ -243,6 +247,9 @@ func run(ctx context.Context, o *options, c *cleanups) error {
 
 	e := &env{dir: dir, capCPU: o.capCPU, pinRoot: pinRoot, cleanups: c}
 	e.tcpdump, _ = exec.LookPath("tcpdump")
+	if e.stenotype = o.stenotype; e.stenotype == "" {
+		e.stenotype, _ = exec.LookPath("stenotype")
+	}
 	stenodErr := error(nil)
 	if e.stenod = o.stenod; e.stenod == "" {
 		e.stenod = filepath.Join(dir, "stenod")
@@ -296,6 +303,7 @@ func run(ctx context.Context, o *options, c *cleanups) error {
 		"xsk-count":       func(r uint64) (*capturer, error) { return startXSKCount(at(r), 0) },
 		"xsk-coalesce":    func(r uint64) (*capturer, error) { return startXSKCount(at(r), time.Millisecond) },
 		"tcpdump":         func(r uint64) (*capturer, error) { return startTcpdump(at(r), o.tcpdumpArgs) },
+		"stenotype":       func(r uint64) (*capturer, error) { return startStenotype(at(r)) },
 		"stenod-xdp":      func(r uint64) (*capturer, error) { return startStenod(at(r), "xdp") },
 		"stenod-afpacket": func(r uint64) (*capturer, error) { return startStenod(at(r), "afpacket") },
 		"stenod-xdp-base": func(r uint64) (*capturer, error) {
@@ -399,6 +407,7 @@ func run(ctx context.Context, o *options, c *cleanups) error {
 	printTable(o, mixes, results, live)
 	printRounds(o, keys, runs)
 	printBaseRatios(keys, runs)
+	printStenotypeRatios(keys, runs)
 	printCutoff(o, keys, runs)
 	return ctx.Err()
 }
@@ -539,7 +548,7 @@ func phase(ctx context.Context, e *env, cp *capturer, t traffic, o *options, r *
 		}
 		r.cnt = after.sub(before)
 	} else {
-		time.Sleep(time.Second)
+		time.Sleep(cmp.Or(cp.drain, time.Second))
 	}
 	if cp.pid != 0 {
 		cpu1, err := procCPU(cp.pid)

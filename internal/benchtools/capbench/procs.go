@@ -5,7 +5,6 @@ package main
 import (
 	"bufio"
 	"bytes"
-	"errors"
 	"fmt"
 	"io"
 	"log"
@@ -153,7 +152,13 @@ func procCPUWithChildren(pid int) (time.Duration, error) { return procTimes(pid,
 // procTimes sums the first n of utime, stime, cutime and cstime (fields 14
 // to 17 of /proc/PID/stat).
 func procTimes(pid, n int) (time.Duration, error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	return statTimes("/proc/"+strconv.Itoa(pid)+"/stat", n)
+}
+
+// statTimes sums the first n of utime, stime, cutime and cstime of a
+// process's or a thread's stat file.
+func statTimes(path string, n int) (time.Duration, error) {
+	b, err := os.ReadFile(path)
 	if err != nil {
 		return 0, err
 	}
@@ -161,18 +166,18 @@ func procTimes(pid, n int) (time.Duration, error) {
 	// closing parenthesis.
 	i := bytes.LastIndexByte(b, ')')
 	if i < 0 {
-		return 0, errors.New("unexpected /proc/PID/stat")
+		return 0, fmt.Errorf("%s: unexpected format", path)
 	}
 	f := strings.Fields(string(b[i+1:]))
 	// f[0] is field 3 (state), so field 14 is f[11].
 	if len(f) < 11+n {
-		return 0, errors.New("short /proc/PID/stat")
+		return 0, fmt.Errorf("%s: too few fields", path)
 	}
 	var sum uint64
 	for _, s := range f[11 : 11+n] {
 		v, err := strconv.ParseUint(s, 10, 64)
 		if err != nil {
-			return 0, fmt.Errorf("/proc/%d/stat: %w", pid, err)
+			return 0, fmt.Errorf("%s: %w", path, err)
 		}
 		sum += v
 	}

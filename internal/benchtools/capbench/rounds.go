@@ -224,7 +224,7 @@ func (r *result) machinePerPacket() float64 {
 // round (the pairs share the machine's state, so their ratio moves less
 // than either).
 func printRounds(o *options, keys []runKey, runs [][]*result) {
-	fmt.Printf("\n%d alternating rounds (order reversed every other round), medians with the range in parentheses. Capturer: utime+stime of the capturing process over the traffic and its drain, plus for stenod the CPU time of sealing its file's index at stop (what a sensor pays at every rotation; stenod logs it), per captured packet. Machine: busy CPU of the whole machine from /proc/stat over the same time, less the contention process's, per packet sent, above the bare generator's (no capturer) in the same round (the bare row: its own, absolute); it includes the kernel's work on the sender's CPU (veth, XDP, AF_PACKET delivery) that no process is charged for.\n\n", o.repeat)
+	fmt.Printf("\n%d alternating rounds (order reversed every other round), medians with the range in parentheses. Capturer: utime+stime of the capturing process over the traffic and its drain, plus for stenod the CPU time of sealing its file's index at stop (what a sensor pays at every rotation; stenod logs it) and for stenotype that of writing its file's index at stop, per captured packet. Machine: busy CPU of the whole machine from /proc/stat over the same time, less the contention process's, per packet sent, above the bare generator's (no capturer) in the same round (the bare row: its own, absolute); it includes the kernel's work on the sender's CPU (veth, XDP, AF_PACKET delivery) that no process is charged for.\n\n", o.repeat)
 	fmt.Println("Other: the machine's busy CPU besides trafgen, the capturer and the contention, in % of one CPU: kernel threads (writeback, ksoftirqd) and whatever else ran; the machine figures are only as good as that is small.")
 	fmt.Println()
 	fmt.Println("| traffic | contention | capture | sender Mpps | lost (runs) | capturer µs/packet | / tcpdump | machine µs/packet | / tcpdump | other | steal |")
@@ -294,28 +294,49 @@ func findRuns(keys []runKey, runs [][]*result, k runKey, cfg string) []*result {
 	return nil
 }
 
-// baseRatio is one stenod configuration against its -base twin, round by
-// round: the ratios within each round of the capturer's CPU per packet, of
-// the live index's CPU per packet (when both builds log it), and of the
-// sender's rate.
-type baseRatio struct {
-	key              runKey // the build's (cfg without -base)
+// pairRatio is one configuration against a reference run in the same
+// rounds (a stenod build against its -base twin, a capturer against
+// stenotype): the ratios within each round of the capturer's CPU per
+// packet, of the live index's CPU per packet (when both log it), and of
+// the sender's rate. Two capturers in one round share the machine's
+// state, so a difference shows in their ratios long before it shows in
+// the medians of either.
+type pairRatio struct {
+	key              runKey // the measured configuration's
 	cpu, index, rate spread
 }
 
 // baseRatios pairs, when the run compared two builds (-stenod-base), each
-// stenod configuration with its -base twin. Two builds in one round share
-// the machine's state, so a change shows in their ratios long before it
-// shows in the medians of either.
-func baseRatios(keys []runKey, runs [][]*result) []baseRatio {
-	var out []baseRatio
-	for _, k := range keys {
-		if k.rate != 0 || !strings.HasSuffix(k.cfg, "-base") {
+// stenod configuration with its -base twin.
+func baseRatios(keys []runKey, runs [][]*result) []pairRatio {
+	return pairRatios(keys, runs, func(cfg string) string {
+		if strings.HasPrefix(cfg, "stenod-") && !strings.HasSuffix(cfg, "-base") {
+			return cfg + "-base"
+		}
+		return ""
+	})
+}
+
+// stenotypeRatios pairs, when stenotype ran, every other capturer with it.
+func stenotypeRatios(keys []runKey, runs [][]*result) []pairRatio {
+	return pairRatios(keys, runs, func(cfg string) string {
+		if cfg == "stenotype" || !(runKey{cfg: cfg}).hasCapture() {
+			return ""
+		}
+		return "stenotype"
+	})
+}
+
+// pairRatios pairs each configuration at the generator's maximum with the
+// reference configuration refOf names ("" for none), where that ran too.
+func pairRatios(keys []runKey, runs [][]*result, refOf func(cfg string) string) []pairRatio {
+	var out []pairRatio
+	for i, k := range keys {
+		ref := refOf(k.cfg)
+		if k.rate != 0 || ref == "" {
 			continue
 		}
-		bk := k
-		bk.cfg = strings.TrimSuffix(k.cfg, "-base")
-		base, build := findRuns(keys, runs, k, k.cfg), findRuns(keys, runs, k, bk.cfg)
+		base, build := findRuns(keys, runs, k, ref), runs[i]
 		var cpu, index, rate []float64
 		for round := range min(len(base), len(build)) {
 			b, n := base[round], build[round]
@@ -329,7 +350,7 @@ func baseRatios(keys []runKey, runs [][]*result) []baseRatio {
 			}
 		}
 		if len(cpu) > 0 {
-			r := baseRatio{key: bk, cpu: spreadOf(cpu), rate: spreadOf(rate)}
+			r := pairRatio{key: k, cpu: spreadOf(cpu), rate: spreadOf(rate)}
 			if len(index) > 0 {
 				r.index = spreadOf(index)
 			}
@@ -340,16 +361,34 @@ func baseRatios(keys []runKey, runs [][]*result) []baseRatio {
 }
 
 func printBaseRatios(keys []runKey, runs [][]*result) {
-	rs := baseRatios(keys, runs)
+	printPairRatios(baseRatios(keys, runs), "The build against the -stenod-base build", "base", true)
+}
+
+// printStenotypeRatios: issue 14 asks for less CPU per packet than
+// stenotype's, so each capturer against it round by round.
+func printStenotypeRatios(keys []runKey, runs [][]*result) {
+	printPairRatios(stenotypeRatios(keys, runs), "Against stenographer's stenotype", "stenotype", false)
+}
+
+func printPairRatios(rs []pairRatio, title, ref string, withIndex bool) {
 	if len(rs) == 0 {
 		return
 	}
 	fmt.Println()
-	fmt.Println("The build against the -stenod-base build, round by round (ratios within each round; median with the range):")
-	fmt.Println()
-	fmt.Println("| traffic | contention | capture | capturer CPU per packet / base | live index CPU per packet / base | sender rate / base | rounds |")
-	fmt.Println("|---|---|---|---|---|---|---|")
+	fmt.Printf("%s, round by round (ratios within each round; median with the range):\n\n", title)
+	if withIndex {
+		fmt.Printf("| traffic | contention | capture | capturer CPU per packet / %[1]s | live index CPU per packet / %[1]s | sender rate / %[1]s | rounds |\n", ref)
+		fmt.Println("|---|---|---|---|---|---|---|")
+	} else {
+		fmt.Printf("| traffic | contention | capture | capturer CPU per packet / %[1]s | sender rate / %[1]s | rounds |\n", ref)
+		fmt.Println("|---|---|---|---|---|---|")
+	}
 	for _, r := range rs {
+		if !withIndex {
+			fmt.Printf("| %s | %s | %s | %s | %s | %d |\n", r.key.t.name, r.key.contention, r.key.cfg,
+				r.cpu.format("%.3fx"), r.rate.format("%.3fx"), r.cpu.n)
+			continue
+		}
 		index := "-"
 		if r.index.n > 0 {
 			index = r.index.format("%.3fx")
