@@ -179,12 +179,8 @@ func startTcpdump(e *env, extra []string) (*capturer, error) {
 	}
 	file := filepath.Join(e.dir, "tcpdump.pcap")
 	name, args := e.taskset(e.tcpdump, append([]string{"-i", e.v.host, "-w", file, "-Z", "root"}, extra...)...)
-	ch, _, _, err := startChild(name, args, e.cleanups, syscall.SIGKILL, false)
+	ch, err := startReady(e, name, args, syscall.SIGKILL, "listening on", 10*time.Second)
 	if err != nil {
-		return nil, err
-	}
-	if err := waitStderr(ch, "listening on", 10*time.Second); err != nil {
-		_ = ch.stop(syscall.SIGKILL, 0)
 		return nil, err
 	}
 	return &capturer{pid: ch.pid(), stop: func() (counters, error) {
@@ -209,6 +205,20 @@ func startTcpdump(e *env, extra []string) (*capturer, error) {
 		}
 		return c, nil
 	}}, nil
+}
+
+// startReady starts a capturer's process, which dies with deathSig should
+// the benchmark die, and waits until its stderr says ready.
+func startReady(e *env, name string, args []string, deathSig syscall.Signal, ready string, timeout time.Duration) (*child, error) {
+	ch, _, _, err := startChild(name, args, e.cleanups, deathSig, false)
+	if err != nil {
+		return nil, err
+	}
+	if err := waitStderr(ch, ready, timeout); err != nil {
+		_ = ch.stop(syscall.SIGKILL, 0)
+		return nil, err
+	}
+	return ch, nil
 }
 
 func freePort() (int, error) {

@@ -56,12 +56,8 @@ func startStenotype(e *env) (*capturer, error) {
 	}
 	name, args := e.taskset(e.stenotype, "-v", "--threads=1", "--dir="+dir, "--iface="+e.v.host,
 		"--uid=root", "--gid=root", "--blockage_sec="+strconv.Itoa(int(stenotypeBlockTimeout/time.Second)))
-	ch, _, _, err := startChild(name, args, e.cleanups, syscall.SIGTERM, false)
+	ch, err := startReady(e, name, args, syscall.SIGTERM, "starting to process packets", 30*time.Second)
 	if err != nil {
-		return nil, err
-	}
-	if err := waitStderr(ch, "starting to process packets", 30*time.Second); err != nil {
-		_ = ch.stop(syscall.SIGKILL, 0)
 		return nil, err
 	}
 	var indexCPU time.Duration
