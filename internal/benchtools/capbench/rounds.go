@@ -361,39 +361,40 @@ func pairRatios(keys []runKey, runs [][]*result, refOf func(cfg string) string) 
 }
 
 func printBaseRatios(keys []runKey, runs [][]*result) {
-	printPairRatios(baseRatios(keys, runs), "The build against the -stenod-base build", "base", true)
+	printPairRatios(baseRatios(keys, runs), "The build against the -stenod-base build", "base")
 }
 
 // printStenotypeRatios: issue 14 asks for less CPU per packet than
 // stenotype's, so each capturer against it round by round.
 func printStenotypeRatios(keys []runKey, runs [][]*result) {
-	printPairRatios(stenotypeRatios(keys, runs), "Against stenographer's stenotype", "stenotype", false)
+	printPairRatios(stenotypeRatios(keys, runs), "Against stenographer's stenotype", "stenotype")
 }
 
-func printPairRatios(rs []pairRatio, title, ref string, withIndex bool) {
+// printPairRatios prints rs as a table, with the live index's column when
+// both sides of some pair logged its CPU (two stenod builds).
+func printPairRatios(rs []pairRatio, title, ref string) {
 	if len(rs) == 0 {
 		return
 	}
+	withIndex := slices.ContainsFunc(rs, func(r pairRatio) bool { return r.index.n > 0 })
+	head := []string{"traffic", "contention", "capture", "capturer CPU per packet / " + ref}
+	if withIndex {
+		head = append(head, "live index CPU per packet / "+ref)
+	}
+	head = append(head, "sender rate / "+ref, "rounds")
 	fmt.Println()
 	fmt.Printf("%s, round by round (ratios within each round; median with the range):\n\n", title)
-	if withIndex {
-		fmt.Printf("| traffic | contention | capture | capturer CPU per packet / %[1]s | live index CPU per packet / %[1]s | sender rate / %[1]s | rounds |\n", ref)
-		fmt.Println("|---|---|---|---|---|---|---|")
-	} else {
-		fmt.Printf("| traffic | contention | capture | capturer CPU per packet / %[1]s | sender rate / %[1]s | rounds |\n", ref)
-		fmt.Println("|---|---|---|---|---|---|")
-	}
+	fmt.Printf("| %s |\n|%s\n", strings.Join(head, " | "), strings.Repeat("---|", len(head)))
 	for _, r := range rs {
-		if !withIndex {
-			fmt.Printf("| %s | %s | %s | %s | %s | %d |\n", r.key.t.name, r.key.contention, r.key.cfg,
-				r.cpu.format("%.3fx"), r.rate.format("%.3fx"), r.cpu.n)
-			continue
+		cells := []string{r.key.t.name, r.key.contention, r.key.cfg, r.cpu.format("%.3fx")}
+		if withIndex {
+			index := "-"
+			if r.index.n > 0 {
+				index = r.index.format("%.3fx")
+			}
+			cells = append(cells, index)
 		}
-		index := "-"
-		if r.index.n > 0 {
-			index = r.index.format("%.3fx")
-		}
-		fmt.Printf("| %s | %s | %s | %s | %s | %s | %d |\n", r.key.t.name, r.key.contention, r.key.cfg,
-			r.cpu.format("%.3fx"), index, r.rate.format("%.3fx"), r.cpu.n)
+		cells = append(cells, r.rate.format("%.3fx"), strconv.Itoa(r.cpu.n))
+		fmt.Printf("| %s |\n", strings.Join(cells, " | "))
 	}
 }
